@@ -1,0 +1,5 @@
+import sys
+
+from kmshc.cli import main
+
+sys.exit(main())

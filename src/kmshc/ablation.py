@@ -1,0 +1,145 @@
+"""Ablation values ``a`` that replace a gated-off head's output: zero, mean, resample.
+
+Each ablation returns, for one batch, a list with one entry per layer that
+:func:`kmshc.hooks.gated` broadcasts to ``[rows, T, H, d]`` (``None`` means zero).
+"""
+from __future__ import annotations
+
+import random
+
+import torch
+from torch import nn
+
+from kmshc.architectures import head_shape
+from kmshc.encoding import Batch, Encoded, pad
+from kmshc.hooks import capture_head_outputs
+from kmshc.types import KmshcError
+
+ABLATIONS = ("zero", "mean", "resample")
+
+
+class Ablation:
+    name = "zero"
+
+    def values(self, batch: Batch, n_masks: int = 1) -> list[torch.Tensor | None] | None:
+        """Per-layer values for ``batch`` repeated for ``n_masks`` masks (mask-major rows)."""
+        return None
+
+
+class ZeroAblation(Ablation):
+    name = "zero"
+
+
+class MeanAblation(Ablation):
+    """Each head's mean output over a (training) split, over all positions or per position.
+
+    ``means[layer]``: ``[H, d]`` or, per position, ``[T_max, H, d]``; positions past the longest
+    fitted sequence fall back to the all-position mean.
+    """
+
+    name = "mean"
+
+    def __init__(self, means: list[torch.Tensor], overall: list[torch.Tensor], per_position: bool) -> None:
+        self.means, self.overall, self.per_position = means, overall, per_position
+
+    @classmethod
+    @torch.no_grad()  # not inference_mode: these values are reused inside autograd when training
+    def fit(cls, model: nn.Module, data: Encoded, per_position: bool = False, batch_size: int = 32) -> "MeanAblation":
+        n_layers, _ = head_shape(model)
+        sums: list[torch.Tensor | None] = [None] * n_layers
+        counts: torch.Tensor | None = None
+        for batch in data.batches(batch_size):
+            store: list = []
+            with capture_head_outputs(model, store):
+                model.base_model(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
+            w = batch.attention_mask.to(torch.float64)  # [R, T]: pad positions do not count
+            c = w.sum(0)
+            counts = c if counts is None else _add_padded(counts, c)
+            for layer, z in enumerate(store[0]):
+                s = torch.einsum("rt,rthd->thd", w, z.to(torch.float64))
+                sums[layer] = s if sums[layer] is None else _add_padded(sums[layer], s)
+        if counts is None or counts.sum() == 0:
+            raise KmshcError("mean ablation needs a non-empty training split to average over")
+        dtype = next(model.parameters()).dtype
+        overall = [(s.sum(0) / counts.sum()).to(dtype) for s in sums]
+        means = [(s / counts.clamp(min=1)[:, None, None]).to(dtype) for s in sums] if per_position else overall
+        return cls(means, overall, per_position)
+
+    def values(self, batch: Batch, n_masks: int = 1) -> list[torch.Tensor]:
+        if not self.per_position:
+            return self.means
+        t = batch.input_ids.shape[1]
+        out = []
+        for m, o in zip(self.means, self.overall):
+            if m.shape[0] < t:
+                m = torch.cat([m, o.expand(t - m.shape[0], *o.shape)])
+            out.append(m[:t])
+        return out
+
+
+def _add_padded(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Add two tensors whose first (position) dimension may differ, zero-padding the shorter."""
+    if a.shape[0] < b.shape[0]:
+        a, b = b, a
+    a = a.clone()
+    a[: b.shape[0]] += b
+    return a
+
+
+class ResampleAblation(Ablation):
+    """A head's output on a paired corrupted input: another example of the same split and role.
+
+    The pairing is a seeded derangement of each split's examples; corrupted sequences are padded
+    or cut to the batch's length so positions line up. Values are computed once per batch on
+    the unhooked model and cached (they do not depend on the mask).
+    """
+
+    name = "resample"
+
+    def __init__(self, model: nn.Module, seed: int = 0) -> None:
+        self.model, self.seed = model, seed
+        self._partners: dict[int, list[int]] = {}
+        self._cache: dict[tuple, list[torch.Tensor]] = {}
+
+    def partners(self, data: Encoded) -> list[int]:
+        """A derangement of ``range(data.n)``: no example is paired with itself."""
+        if id(data) not in self._partners:
+            if data.n < 2:
+                raise KmshcError("resample ablation needs at least two examples to pair")
+            perm, rng = list(range(data.n)), random.Random(self.seed)
+            while any(i == p for i, p in enumerate(perm)):
+                rng.shuffle(perm)
+            self._partners[id(data)] = perm
+        return self._partners[id(data)]
+
+    @torch.no_grad()  # not inference_mode: these values are reused inside autograd when training
+    def _compute(self, batch: Batch) -> list[torch.Tensor]:
+        data = batch.data
+        key = (id(data), *batch.rows.tolist())
+        if key not in self._cache:
+            r, partner = data.rows_per_example, self.partners(data)
+            rows = [partner[int(i) // r] * r + int(i) % r for i in batch.rows]
+            ids, att = pad([data.seqs[i] for i in rows], data.pad_id, batch.input_ids.shape[1])
+            store: list = []
+            with capture_head_outputs(self.model, store):
+                self.model.base_model(input_ids=ids, attention_mask=att)
+            self._cache[key] = [z.clone() for z in store[0]]
+        return self._cache[key]
+
+    def values(self, batch: Batch, n_masks: int = 1) -> list[torch.Tensor]:
+        vals = self._compute(batch)
+        return vals if n_masks == 1 else [v.repeat(n_masks, 1, 1, 1) for v in vals]
+
+
+def make_ablation(kind: str, model: nn.Module, train: Encoded | None, per_position: bool = False,
+                  seed: int = 0) -> Ablation:
+    """Build an ablation by name. ``mean`` averages over ``train``; ``resample`` pairs within each split."""
+    if kind == "zero":
+        return ZeroAblation()
+    if kind == "mean":
+        if train is None:
+            raise KmshcError("mean ablation needs the task's training split")
+        return MeanAblation.fit(model, train, per_position=per_position)
+    if kind == "resample":
+        return ResampleAblation(model, seed=seed)
+    raise KmshcError(f"ablation: expected one of {', '.join(ABLATIONS)}, got {kind!r}")

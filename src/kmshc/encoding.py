@@ -1,0 +1,112 @@
+"""Pre-tokenised, length-bucketed task data: the input side of every score.
+
+Sequences are right-padded, so absolute positions line up across a batch; that is what makes
+per-position mean ablation and batched masks simple.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator
+
+import torch
+
+from kmshc.tasks.base import Task
+from kmshc.types import KmshcError
+
+
+def start_token_id(tokenizer) -> int:
+    """The token prepended to every text, so that its first word is scored too.
+
+    ``<|endoftext|>`` where the vocabulary has it (SmolLM2: its ``<|im_start|>`` BOS costs
+    11 points on subject–verb agreement, DESIGN §5), else the BOS token, else EOS.
+    """
+    tid = tokenizer.convert_tokens_to_ids("<|endoftext|>")
+    if isinstance(tid, int) and tid != getattr(tokenizer, "unk_token_id", None):
+        return tid
+    for tid in (tokenizer.bos_token_id, tokenizer.eos_token_id):
+        if tid is not None:
+            return int(tid)
+    raise KmshcError("the tokenizer has no <|endoftext|>, BOS or EOS token to start sequences with")
+
+
+@dataclass
+class Encoded:
+    """A task split as token ids.
+
+    * ``kind == "pairs"``: ``seqs[2i]`` is pair i's good sentence, ``seqs[2i+1]`` its bad one.
+    * ``kind == "labels"``: ``seqs[i]`` is prompt i; ``label_ids`` ``[K]`` and ``gold`` ``[n]``.
+    """
+
+    kind: str
+    seqs: list[torch.Tensor]
+    n: int
+    pad_id: int
+    label_ids: torch.Tensor | None = None
+    gold: torch.Tensor | None = None
+
+    @property
+    def rows_per_example(self) -> int:
+        return 2 if self.kind == "pairs" else 1
+
+    def batches(self, batch_size: int) -> Iterator["Batch"]:
+        """Yield batches of ``batch_size`` examples, bucketed by length to cut padding."""
+        r = self.rows_per_example
+        lengths = [max(len(self.seqs[r * i + j]) for j in range(r)) for i in range(self.n)]
+        order = sorted(range(self.n), key=lambda i: (lengths[i], i))
+        for s in range(0, self.n, batch_size):
+            ex = torch.tensor(order[s:s + batch_size])
+            rows = (ex[:, None] * r + torch.arange(r)).reshape(-1)
+            yield Batch(ex, rows, *pad([self.seqs[i] for i in rows.tolist()], self.pad_id), data=self)
+
+
+@dataclass
+class Batch:
+    """``examples`` ``[b]`` and ``rows`` ``[b·r]`` index the split; ``input_ids``/``attention_mask`` ``[b·r, T]``."""
+
+    examples: torch.Tensor
+    rows: torch.Tensor
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    data: "Encoded | None" = None  # the split the rows index into
+
+
+def pad(seqs: list[torch.Tensor], pad_id: int, length: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad (or truncate) 1-D id tensors to ``length`` (default: the longest)."""
+    t = length or max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), t), pad_id, dtype=torch.long)
+    att = torch.zeros((len(seqs), t), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        s = s[:t]
+        ids[i, : len(s)] = s
+        att[i, : len(s)] = 1
+    return ids, att
+
+
+def encode(task: Task, tokenizer) -> Encoded:
+    """Tokenise a task split; identical pairs and multi-token labels are errors naming the item."""
+    start = start_token_id(tokenizer)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else start
+
+    def ids(text: str) -> torch.Tensor:
+        return torch.tensor([start] + tokenizer(text, add_special_tokens=False)["input_ids"], dtype=torch.long)
+
+    if not task.items:
+        raise KmshcError(f"task {task.name!r}: no items to score")
+    if task.kind == "pairs":
+        seqs = []
+        for i, it in enumerate(task.items):
+            g, b = ids(it.good), ids(it.bad)
+            if torch.equal(g, b):
+                raise KmshcError(f"{it.where or f'{task.name} item {i}'}: the two sentences of the pair tokenise "
+                                 f"identically ({it.good!r} / {it.bad!r}); a minimal pair must differ in tokens")
+            seqs += [g, b]
+        return Encoded("pairs", seqs, len(task.items), pad_id)
+    label_ids = []
+    for w in task.labels:
+        t = tokenizer(w, add_special_tokens=False)["input_ids"]
+        if len(t) != 1:
+            raise KmshcError(f"label word {w!r} is {len(t)} tokens {tokenizer.convert_ids_to_tokens(t)}; each label "
+                             "must be exactly one token (try a leading space, e.g. ' True')")
+        label_ids.append(t[0])
+    return Encoded("labels", [ids(it.prompt) for it in task.items], len(task.items), pad_id,
+                   label_ids=torch.tensor(label_ids), gold=torch.tensor([it.label for it in task.items]))

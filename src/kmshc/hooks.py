@@ -1,0 +1,95 @@
+"""Interventions on head outputs, as forward pre-hooks on the attention output projection.
+
+Every hook lives inside a context manager and is removed in ``finally``, so an exception in
+the forward pass never leaves a model altered. No modeling file is forked and ``head_mask``
+is never used (SDPA kernels ignore it).
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator, Sequence
+
+import torch
+from torch import nn
+
+from kmshc.architectures import head_shape, out_projections
+
+LayerValues = Sequence[torch.Tensor | None]
+
+
+def _check_gates(gates: torch.Tensor, n_layers: int, n_heads: int) -> None:
+    if gates.dim() not in (2, 3) or tuple(gates.shape[-2:]) != (n_layers, n_heads):
+        raise ValueError(f"gates must have shape [L, H] or [batch, L, H] with L={n_layers}, "
+                         f"H={n_heads}; got {tuple(gates.shape)}")
+
+
+@contextmanager
+def gated(model: nn.Module, gates: torch.Tensor, ablation: LayerValues | None = None) -> Iterator[nn.Module]:
+    """Replace each head's output ``z`` by ``g·z + (1−g)·a`` for the duration of the block.
+
+    Args:
+        gates: ``[L, H]`` (one mask for the whole batch) or ``[B, L, H]`` (one mask per batch
+            row; ``B`` must equal the model's batch size). 1 keeps a head, 0 ablates it.
+        ablation: per-layer ablation values ``a``, each broadcastable to ``[B, T, H, d]``
+            (``[H, d]``, ``[T, H, d]`` or ``[B, T, H, d]``), or ``None`` for zero ablation.
+    """
+    n_layers, n_heads = head_shape(model)
+    _check_gates(gates, n_layers, n_heads)
+    if ablation is not None and len(ablation) != n_layers:
+        raise ValueError(f"ablation must hold one entry per layer ({n_layers}), got {len(ablation)}")
+    handles = []
+
+    def make_hook(layer: int):
+        def hook(module: nn.Module, args: tuple) -> tuple:
+            x = args[0]
+            b, t, width = x.shape
+            z = x.view(b, t, n_heads, width // n_heads)
+            g = gates[..., layer, :]  # [H] or [B, H]
+            if g.dim() == 2 and g.shape[0] not in (1, b):
+                raise ValueError(f"gates carry {g.shape[0]} rows but the batch has {b}")
+            g = g.to(dtype=x.dtype, device=x.device).reshape(-1, 1, n_heads, 1)
+            a = None if ablation is None else ablation[layer]
+            if a is None:
+                out = z * g
+            else:
+                a = a[..., :t, :, :] if a.dim() >= 3 else a
+                # lerp is exact at g = 1 and g = 0, so all-ones gates reproduce the model bitwise.
+                out = torch.lerp(a.to(x.dtype).expand_as(z), z, g.expand_as(z))
+            return (out.reshape(b, t, width), *args[1:])
+        return hook
+
+    try:
+        for layer, proj in enumerate(out_projections(model)):
+            handles.append(proj.register_forward_pre_hook(make_hook(layer)))
+        yield model
+    finally:
+        for h in handles:
+            h.remove()
+
+
+@contextmanager
+def capture_head_outputs(model: nn.Module, store: list) -> Iterator[list]:
+    """Append, per forward pass, a list of per-layer head outputs ``[B, T, H, d]`` to ``store``.
+
+    Used to fit mean ablations and to compute resample ablations. Tensors are detached.
+    """
+    n_layers, n_heads = head_shape(model)
+    current: list[torch.Tensor | None] = [None] * n_layers
+    handles = []
+
+    def make_hook(layer: int):
+        def hook(module: nn.Module, args: tuple) -> None:
+            x = args[0]
+            b, t, width = x.shape
+            current[layer] = x.detach().view(b, t, n_heads, width // n_heads)
+            if layer == n_layers - 1:
+                store.append(list(current))
+        return hook
+
+    try:
+        for layer, proj in enumerate(out_projections(model)):
+            handles.append(proj.register_forward_pre_hook(make_hook(layer)))
+        yield store
+    finally:
+        for h in handles:
+            h.remove()

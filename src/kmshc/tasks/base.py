@@ -1,0 +1,72 @@
+"""Task containers and seeded splits."""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field, replace
+from typing import Literal
+
+from kmshc.types import KmshcError
+
+
+@dataclass(frozen=True)
+class PairItem:
+    """A minimal pair: the model should give ``good`` a higher log-probability than ``bad``."""
+
+    good: str
+    bad: str
+    where: str = field(default="", compare=False)  # "file:line", for error messages
+
+
+@dataclass(frozen=True)
+class LabelItem:
+    """A prompt whose next token should be ``labels[label]`` of its task."""
+
+    prompt: str
+    label: int
+    where: str = field(default="", compare=False)
+
+
+@dataclass(frozen=True)
+class Task:
+    """A named list of items. ``kind`` is ``"pairs"`` or ``"labels"``; ``labels`` holds the label words."""
+
+    name: str
+    kind: Literal["pairs", "labels"]
+    items: tuple
+    labels: tuple[str, ...] = ()
+    source: str = ""
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def subset(self, n: int | None) -> "Task":
+        return self if n is None else replace(self, items=self.items[:n])
+
+
+SPLITS = ("train", "val", "test")
+
+
+def split_task(task: Task, seed: int = 0, fractions: tuple[float, float, float] = (0.6, 0.2, 0.2),
+               limit: int | None = None) -> dict[str, Task]:
+    """Shuffle with ``seed`` and cut into train/val/test by ``fractions`` (default 60/20/20).
+
+    ``limit`` caps the total number of items used, taken *after* the shuffle so that a small
+    limit still samples the whole file.
+    """
+    if len(fractions) != 3 or any(f < 0 for f in fractions) or abs(sum(fractions) - 1) > 1e-6:
+        raise KmshcError(f"split fractions must be three non-negative numbers summing to 1, got {fractions}")
+    items = list(task.items)
+    random.Random(seed).shuffle(items)
+    if limit is not None:
+        if limit <= 0:
+            raise KmshcError(f"--limit must be positive, got {limit}")
+        items = items[:limit]
+    n = len(items)
+    n_train = int(round(fractions[0] * n))
+    n_val = int(round(fractions[1] * n))
+    parts = {"train": items[:n_train], "val": items[n_train:n_train + n_val], "test": items[n_train + n_val:]}
+    for name, part in parts.items():
+        if not part and fractions[SPLITS.index(name)] > 0:
+            raise KmshcError(f"task {task.name!r}: {n} items are too few for a 60/20/20 split "
+                             f"(the {name} split is empty); use more data or a larger --limit")
+    return {k: replace(task, items=tuple(v)) for k, v in parts.items()}

@@ -1,0 +1,81 @@
+"""Readers for task files. Every problem is reported with its file and line."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Iterator
+
+from kmshc.tasks.base import LabelItem, PairItem, Task
+from kmshc.types import KmshcError
+
+
+def _records(path: str | Path) -> Iterator[tuple[int, dict]]:
+    path = Path(path)
+    if not path.exists():
+        raise KmshcError(f"{path}: data file not found")
+    if path.is_dir():
+        raise KmshcError(f"{path}: expected a jsonl file, got a directory")
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise KmshcError(f"{path}: cannot read data file ({e.strerror})") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise KmshcError(f"{path}:{line}: not valid UTF-8 ({e.reason})") from None
+    seen = False
+    for no, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise KmshcError(f"{path}:{no}: malformed JSON ({e.msg} at column {e.colno}); "
+                             "expected one JSON object per line") from None
+        if not isinstance(rec, dict):
+            raise KmshcError(f"{path}:{no}: expected a JSON object, got {type(rec).__name__}")
+        seen = True
+        yield no, rec
+    if not seen:
+        raise KmshcError(f"{path}: data file is empty; expected one JSON object per line")
+
+
+def _field(rec: dict, key: str, path: str | Path, no: int) -> str:
+    if key not in rec:
+        raise KmshcError(f"{path}:{no}: missing field '{key}' (fields present: {', '.join(sorted(rec)) or 'none'})")
+    val = rec[key]
+    if not isinstance(val, str) or not val.strip():
+        raise KmshcError(f"{path}:{no}: field '{key}' must be a non-empty string, got {val!r}")
+    return val
+
+
+def load_blimp_jsonl(path: str | Path, name: str | None = None) -> Task:
+    """Minimal pairs from a BLiMP-format jsonl file (fields ``sentence_good``, ``sentence_bad``)."""
+    items = []
+    for no, rec in _records(path):
+        good, bad = _field(rec, "sentence_good", path, no), _field(rec, "sentence_bad", path, no)
+        if good == bad:
+            raise KmshcError(f"{path}:{no}: 'sentence_good' and 'sentence_bad' are identical ({good!r})")
+        items.append(PairItem(good, bad, where=f"{path}:{no}"))
+    return Task(name=name or Path(path).stem, kind="pairs", items=tuple(items), source=str(path))
+
+
+def load_label_jsonl(path: str | Path, labels: list[str], name: str | None = None) -> Task:
+    """Label-token prompts from jsonl: ``{"prompt": ..., "label": <one of labels>}``.
+
+    Label words usually carry their leading space (``" True"``); each must be a single token,
+    which is checked when the task is encoded for a tokenizer.
+    """
+    if len(labels) < 2:
+        raise KmshcError(f"a label task needs at least two label words, got {labels!r}")
+    if len(set(labels)) != len(labels):
+        raise KmshcError(f"label words must be distinct, got {labels!r}")
+    items = []
+    for no, rec in _records(path):
+        prompt, label = _field(rec, "prompt", path, no), _field(rec, "label", path, no)
+        if label not in labels:
+            raise KmshcError(f"{path}:{no}: field 'label' is {label!r}; expected one of {labels!r}")
+        items.append(LabelItem(prompt, labels.index(label), where=f"{path}:{no}"))
+    return Task(name=name or Path(path).stem, kind="labels", items=tuple(items),
+                labels=tuple(labels), source=str(path))
