@@ -1,0 +1,92 @@
+"""One description of "model + task + splits + scorer + ablation", shared by train, search and
+compare, so that a circuit's ``config`` rebuilds exactly the data it was found on.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from functools import cached_property
+from typing import Any
+
+from kmshc.ablation import Ablation, make_ablation
+from kmshc.architectures import head_shape
+from kmshc.encoding import encode
+from kmshc.models import load_model
+from kmshc.scoring import SCORERS, Scorer
+from kmshc.tasks import make_task, split_task
+from kmshc.tasks.base import Task
+from kmshc.types import KmshcError
+
+
+@dataclass
+class Experiment:
+    """Everything that defines ``S(·)``.
+
+    Args:
+        model: ``smollm2-135m``, ``tiny-<arch>``, a ``.gguf`` path, a folder or a HF name.
+        task: ``grammar``, ``arithmetic``, ``word_problems``, ``blimp`` or ``labels``.
+        data: jsonl path for ``blimp``/``labels``.
+        n: number of generated items (generated tasks only).
+        limit: use at most this many items, after the seeded shuffle.
+        task_args: extra generator arguments, e.g. ``{"preset": "paper", "ops": "+-"}``.
+        seed: seeds the generator, the split and resample pairing.
+        ablation: ``zero``, ``mean`` or ``resample``; ``per_position`` for mean.
+    """
+
+    model: str = "smollm2-135m"
+    dtype: str = "float32"
+    task: str = "grammar"
+    data: str | None = None
+    labels: list[str] | None = None
+    n: int | None = None
+    limit: int | None = None
+    task_args: dict[str, Any] = field(default_factory=dict)
+    seed: int = 0
+    split_fractions: tuple[float, float, float] = (0.6, 0.2, 0.2)
+    scorer: str = "pair_logprob"
+    ablation: str = "mean"
+    per_position: bool = False
+    probe_dim: int = 3
+    batch_size: int = 32
+    trust_remote_code: bool = False
+
+    def __post_init__(self) -> None:
+        if self.scorer not in SCORERS:
+            raise KmshcError(f"field 'scorer': expected one of {', '.join(SCORERS)}, got {self.scorer!r}")
+        if self.ablation not in ("zero", "mean", "resample"):
+            raise KmshcError(f"field 'ablation': expected zero, mean or resample, got {self.ablation!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @cached_property
+    def splits(self) -> dict[str, Task]:
+        task = make_task(self.task, data=self.data, seed=self.seed, n=self.n, labels=self.labels, **self.task_args)
+        return split_task(task, seed=self.seed, fractions=tuple(self.split_fractions), limit=self.limit)
+
+    @property
+    def task_name(self) -> str:
+        return self.splits["train"].name
+
+    @cached_property
+    def loaded(self):
+        return load_model(self.model, dtype=self.dtype, trust_remote_code=self.trust_remote_code)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return head_shape(self.loaded[0])
+
+    @cached_property
+    def ablation_values(self) -> Ablation:
+        """Fitted once on the train split and shared by every scorer of this experiment."""
+        model, tok = self.loaded
+        train = encode(self.splits["train"], tok) if self.ablation == "mean" else None
+        return make_ablation(self.ablation, model, train, per_position=self.per_position, seed=self.seed)
+
+    def scorer_for(self, split: str) -> Scorer:
+        """``S(·)`` on ``split`` (``train``, ``val`` or ``test``)."""
+        if split not in ("train", "val", "test"):
+            raise KmshcError(f"split: expected train, val or test, got {split!r}")
+        model, tok = self.loaded
+        return Scorer(model, tok, self.splits[split], scorer=self.scorer, ablation=self.ablation_values,
+                      train=self.splits["train"], batch_size=self.batch_size, probe_dim=self.probe_dim,
+                      seed=self.seed)
