@@ -3,7 +3,7 @@ compare, so that a circuit's ``config`` rebuilds exactly the data it was found o
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from functools import cached_property
 from typing import Any
 
@@ -50,6 +50,8 @@ class Experiment:
     trust_remote_code: bool = False
 
     def __post_init__(self) -> None:
+        _check_fields(self)
+        self.split_fractions = tuple(self.split_fractions)  # JSON gives a list; keep equality with the original
         if self.scorer not in SCORERS:
             raise KmshcError(f"field 'scorer': expected one of {', '.join(SCORERS)}, got {self.scorer!r}")
         if self.ablation not in ("zero", "mean", "resample"):
@@ -57,6 +59,20 @@ class Experiment:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Any, where: str = "experiment") -> "Experiment":
+        """Rebuild from :meth:`to_dict` output (e.g. a circuit's ``config.experiment``); bad input -> KmshcError."""
+        if not isinstance(d, dict):
+            raise KmshcError(f"{where}: expected an object with experiment fields, got {type(d).__name__}")
+        unknown = sorted(str(k) for k in set(d) - {f.name for f in fields(cls)})
+        if unknown:
+            raise KmshcError(f"{where}: unknown field(s) {', '.join(unknown)}; expected some of "
+                             f"{', '.join(f.name for f in fields(cls))}")
+        try:
+            return cls(**d)
+        except KmshcError as e:
+            raise KmshcError(f"{where}: {e}") from None
 
     @cached_property
     def splits(self) -> dict[str, Task]:
@@ -90,3 +106,36 @@ class Experiment:
         return Scorer(model, tok, self.splits[split], scorer=self.scorer, ablation=self.ablation_values,
                       train=self.splits["train"], batch_size=self.batch_size, probe_dim=self.probe_dim,
                       seed=self.seed)
+
+
+# field -> (accepted types, description); checked so that a hand-edited JSON/YAML value fails
+# here, naming the field, rather than deep inside tokenisation or model loading.
+_FIELD_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
+    "model": ((str,), "a string"), "dtype": ((str,), "a string"), "task": ((str,), "a string"),
+    "data": ((str, type(None)), "a path string or null"), "labels": ((list, tuple, type(None)), "a list of strings or null"),
+    "n": ((int, type(None)), "a positive integer or null"), "limit": ((int, type(None)), "a positive integer or null"),
+    "task_args": ((dict,), "an object"), "seed": ((int,), "an integer"),
+    "split_fractions": ((list, tuple), "three fractions summing to 1"), "scorer": ((str,), "a string"),
+    "ablation": ((str,), "a string"), "per_position": ((bool,), "true or false"),
+    "probe_dim": ((int,), "a positive integer"), "batch_size": ((int,), "a positive integer"),
+    "trust_remote_code": ((bool,), "true or false"),
+}
+
+
+def _check_fields(exp: "Experiment") -> None:
+    for name, (types, what) in _FIELD_TYPES.items():
+        v = getattr(exp, name)
+        if not isinstance(v, types) or (isinstance(v, bool) and bool not in types):
+            raise KmshcError(f"field '{name}': expected {what}, got {v!r}")
+    for name in ("n", "limit", "probe_dim", "batch_size"):
+        v = getattr(exp, name)
+        if v is not None and v <= 0:
+            raise KmshcError(f"field '{name}': expected a positive integer, got {v}")
+    if exp.labels is not None and not all(isinstance(w, str) for w in exp.labels):
+        raise KmshcError(f"field 'labels': expected a list of strings, got {exp.labels!r}")
+    if not all(isinstance(k, str) for k in exp.task_args):
+        raise KmshcError(f"field 'task_args': keys must be strings, got {list(exp.task_args)!r}")
+    fr = exp.split_fractions
+    if len(fr) != 3 or not all(isinstance(f, (int, float)) and not isinstance(f, bool) and 0 <= f <= 1 for f in fr) \
+            or abs(sum(fr) - 1) > 1e-6:
+        raise KmshcError(f"field 'split_fractions': expected three fractions summing to 1, got {fr!r}")

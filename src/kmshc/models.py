@@ -6,8 +6,10 @@ Nothing here downloads at run time unless the user names a hub model while onlin
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import os
 import shutil
+import struct
 import tempfile
 from pathlib import Path
 
@@ -61,6 +63,9 @@ def _load_gguf(path: Path, dtype: torch.dtype, attn: str, cache_key: str | None)
     from transformers import AutoModelForCausalLM, AutoTokenizer
     if not path.is_file():
         raise KmshcError(f"{path}: GGUF file not found")
+    with open(path, "rb") as f:  # cheap check before transformers parses (and tracebacks on) it
+        if f.read(4) != b"GGUF":
+            raise KmshcError(f"{path}: not a GGUF file (it does not start with the 'GGUF' magic bytes)")
     cached = cache_dir() / cache_key if cache_key else None
     if cached is not None and (cached / "config.json").exists():
         return _load_dir(cached, dtype, attn, trust_remote_code=False)
@@ -68,8 +73,11 @@ def _load_gguf(path: Path, dtype: torch.dtype, attn: str, cache_key: str | None)
         import accelerate  # noqa: F401  (transformers needs it to read GGUF)
     except ImportError:
         raise KmshcError("reading a GGUF file needs 'accelerate': pip install accelerate") from None
-    tok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
-    model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
+    try:
+        tok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+        model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
+    except (ValueError, KeyError, OSError, EOFError, struct.error) as e:  # truncated file, unknown GGUF architecture, ...
+        raise KmshcError(f"{path}: cannot read this GGUF file ({type(e).__name__}: {str(e).splitlines()[0]})") from None
     if cached is not None:
         # save_pretrained refuses a GGUF-loaded model until the quantizer marks are dropped.
         model.hf_quantizer = None
@@ -90,8 +98,26 @@ def _load_gguf(path: Path, dtype: torch.dtype, attn: str, cache_key: str | None)
     return model.to(dtype), tok
 
 
+def _check_folder_config(folder: Path) -> None:
+    """Read ``config.json`` only, so a wrong folder or an unsupported model fails before loading weights."""
+    from kmshc.architectures import ARCHITECTURES
+    cfg = folder / "config.json"
+    if not cfg.is_file():
+        raise KmshcError(f"{folder}: not a model folder (no config.json); expected a folder written by "
+                         "save_pretrained, with its tokenizer files")
+    try:
+        model_type = json.loads(cfg.read_text(encoding="utf-8")).get("model_type")
+    except (ValueError, AttributeError) as e:
+        raise KmshcError(f"{cfg}: not a valid model config ({e})") from None
+    if model_type not in ARCHITECTURES:
+        raise KmshcError(f"{cfg}: unsupported architecture model_type={model_type!r}; supported: "
+                         f"{', '.join(sorted(ARCHITECTURES))}. Add a row to kmshc.architectures.ARCHITECTURES.")
+
+
 def _load_dir(spec: str | Path, dtype: torch.dtype, attn: str, trust_remote_code: bool):
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    if Path(spec).is_dir():
+        _check_folder_config(Path(spec))
     tok = AutoTokenizer.from_pretrained(spec, trust_remote_code=trust_remote_code)
     model = AutoModelForCausalLM.from_pretrained(spec, dtype=dtype, attn_implementation=attn,
                                                  trust_remote_code=trust_remote_code)
@@ -120,6 +146,8 @@ def load_model(spec: str = DEFAULT_MODEL, dtype: str | torch.dtype = "float32", 
             raise KmshcError(f"{spec}: model folder not found")
         try:
             model, tok = _load_dir(str(local) if local.exists() else spec, dt, attn, trust_remote_code)
+        except (ValueError, KeyError) as e:  # transformers' way of saying "unknown model_type/tokenizer"
+            raise KmshcError(f"cannot load model {spec!r}: {str(e).splitlines()[0]}") from None
         except OSError as e:
             raise KmshcError(f"cannot load model {spec!r}: not a local folder, and not reachable as a Hugging "
                              f"Face name ({str(e).splitlines()[0]}). Offline, use a local folder, a .gguf file, "
