@@ -6,6 +6,7 @@ read and checked without loading a model.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import tempfile
@@ -178,9 +179,11 @@ def read_circuit(path: str | os.PathLike) -> Circuit:
     except OSError as e:
         raise KmshcError(f"{path}: cannot read circuit file ({e.strerror})") from None
     try:
-        d = json.loads(raw.decode("utf-8"))
+        d = json.loads(raw.decode("utf-8-sig"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise KmshcError(f"{path}: not valid UTF-8 JSON ({e})") from None
+    except (ValueError, RecursionError) as e:  # a 5000-digit number, or nesting too deep to parse
+        raise KmshcError(f"{path}: unreadable JSON ({type(e).__name__}: {str(e)[:80]})") from None
     return circuit_from_dict(d, where=str(path))
 
 
@@ -199,6 +202,8 @@ def circuit_from_dict(d: Any, where: str = "circuit") -> Circuit:
         if not isinstance(n, str):
             raise KmshcError(f"{where}: field 'heads[{i}]' must be a string like 'L3H5', got {n!r}")
         names.append(parse_head(n, where=f"{where}: field 'heads[{i}]'").name)
+        if names[-1] in names[:-1]:
+            raise KmshcError(f"{where}: field 'heads[{i}]' repeats {names[-1]}; each head may appear once")
     kw: dict[str, Any] = {}
     checks = {"scorer": str, "ablation": str, "semantics": str, "epsilon": (int, float), "K": int,
               "scores": dict, "evaluations": int, "seed": int, "config": dict, "kmshc_version": str}
@@ -206,6 +211,8 @@ def circuit_from_dict(d: Any, where: str = "circuit") -> Circuit:
         if key in d and d[key] is not None:
             if not isinstance(d[key], typ) or isinstance(d[key], bool):
                 raise KmshcError(f"{where}: field '{key}' has the wrong type {type(d[key]).__name__}")
+            if key == "epsilon" and not math.isfinite(d[key]):
+                raise KmshcError(f"{where}: field 'epsilon' must be a finite number, got {d[key]!r}")
             kw[key] = d[key]
     if "certificate" in d:
         if d["certificate"] is not None and not isinstance(d["certificate"], dict):

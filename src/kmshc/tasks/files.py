@@ -20,18 +20,22 @@ def _records(path: str | Path) -> Iterator[tuple[int, dict]]:
     except OSError as e:
         raise KmshcError(f"{path}: cannot read data file ({e.strerror})") from None
     try:
-        text = raw.decode("utf-8")
+        text = raw.decode("utf-8-sig")  # a leading BOM (some Windows editors) is harmless
     except UnicodeDecodeError as e:
         line = raw[: e.start].count(b"\n") + 1
         raise KmshcError(f"{path}:{line}: not valid UTF-8 ({e.reason})") from None
     seen = False
-    for no, line in enumerate(text.splitlines(), start=1):
+    # Split on "\n" only: str.splitlines() would also cut at U+2028 etc., which JSON allows inside strings.
+    for no, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
         try:
             rec = json.loads(line)
         except json.JSONDecodeError as e:
             raise KmshcError(f"{path}:{no}: malformed JSON ({e.msg} at column {e.colno}); "
+                             "expected one JSON object per line") from None
+        except (ValueError, RecursionError) as e:  # e.g. a 5000-digit number, or [[[[... nested too deep
+            raise KmshcError(f"{path}:{no}: unreadable JSON ({type(e).__name__}: {str(e)[:80]}); "
                              "expected one JSON object per line") from None
         if not isinstance(rec, dict):
             raise KmshcError(f"{path}:{no}: expected a JSON object, got {type(rec).__name__}")
