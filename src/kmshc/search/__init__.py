@@ -1,0 +1,13 @@
+"""Search-K-MSHC: macro layer search, micro head search (keep and paper semantics), refinement
+from learned gates, and the held-out certificate. Searches are pure functions of a
+:class:`Recorder`, which wraps ``evaluate_many(masks [M, L, H]) -> M scores``."""
+from kmshc.search.common import SearchResult, draw_bundles, mask_of, threshold_value
+from kmshc.search.macro import MacroResult, macro_layer_search
+from kmshc.search.micro import removal_loop, restore_loop, single_head_pass
+from kmshc.search.refine import cold_search, refine
+from kmshc.search.state import BudgetExhausted, Recorder
+from kmshc.search.verify import certify
+
+__all__ = ["SearchResult", "MacroResult", "Recorder", "BudgetExhausted", "macro_layer_search", "restore_loop",
+           "removal_loop", "single_head_pass", "refine", "cold_search", "certify", "threshold_value",
+           "draw_bundles", "mask_of"]

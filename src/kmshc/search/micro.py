@@ -1,0 +1,113 @@
+"""Micro head search (DESIGN §2, step 2) in both semantics of DESIGN §1.
+
+* ``paper`` semantics (:func:`restore_loop`): heads in ``C`` are ablated except a restored
+  bundle ``C'``; a bundle passes when ``S((M \\ C) ∪ C') ≥ U``. Each round scores ``N``
+  k-bundles; the *worst* failing bundle is removed from ``C`` (its heads stay active from then
+  on) and the round repeats at the same ``k``; when all pass, ``k ← max(K, ⌊k/2⌋)``; the search
+  stops when ``k = K`` and all ``N`` bundles pass.
+* ``keep`` semantics (:func:`removal_loop`): only ``C`` is active. Each round scores ``N``
+  candidate removals ``S(C \\ Θ)``; the *best* one is removed if it still reaches ``U`` (same
+  ``k``), else ``k`` halves. At ``k = 1`` :func:`single_head_pass` finishes the job, so the
+  result is 1-minimal on the search split by construction.
+
+Every function takes a :class:`~kmshc.search.state.Recorder` (counting, logging, resume) and a
+``random.Random``; sets of heads are flat indices (see :mod:`kmshc.search.common`).
+"""
+from __future__ import annotations
+
+import math
+import random
+from typing import Mapping
+
+import torch
+
+from kmshc.search.common import check_bundle_floor, draw_bundles, mask_of
+from kmshc.search.state import Recorder
+
+
+def _halve(k: int, floor: int, ceil: bool) -> int:
+    return max(floor, math.ceil(k / 2) if ceil else k // 2)
+
+
+def restore_loop(rec: Recorder, shape: tuple[int, int], candidates: set[int], U: float, rng: random.Random,
+                 N: int = 10, K: int = 1, ceil: bool = False, halve_when_large: bool = False) -> tuple[set[int], float]:
+    """The paper's loop; returns ``(C, worst restore score of the last round)``.
+
+    ``ceil``/``halve_when_large`` are the released code's variants (``paper`` preset): k halves
+    with a ceiling, and a round that removes a bundle while ``k > 0.9·|C|`` also halves k.
+    """
+    everything = set(range(shape[0] * shape[1]))
+    C = set(candidates)
+    check_bundle_floor(K, len(C))
+    k = max(K, len(C) // 2)
+    worst = float("nan")
+    while len(C) > K:
+        k = min(k, len(C))
+        bundles = draw_bundles(rng, sorted(C), k, N)
+        scores = rec.many(torch.stack([mask_of((everything - C) | set(b), shape) for b in bundles]))
+        i = min(range(len(scores)), key=lambda j: (scores[j], j))
+        worst = scores[i]
+        if worst < U:
+            large = k > 0.9 * len(C)
+            C -= set(bundles[i])
+            if halve_when_large and large:
+                k = _halve(k, K, ceil)
+            rec.decision(rng, size=len(C), event="remove_failing_bundle", k=k, bundle=list(bundles[i]), score=worst)
+            continue
+        if k == K:
+            rec.decision(rng, size=len(C), event="all_pass", k=k, worst=worst)
+            break
+        k = _halve(k, K, ceil)
+        rec.decision(rng, size=len(C), event="halve", k=k, worst=worst)
+    return C, worst
+
+
+def removal_loop(rec: Recorder, shape: tuple[int, int], start: set[int], U: float, rng: random.Random,
+                 N: int = 10, weights: Mapping[int, float] | None = None, score: float | None = None,
+                 k: int | None = None) -> tuple[set[int], float | None]:
+    """Bundle-halving removal in keep semantics, down to k = 2; returns ``(C, S(C) if known)``.
+
+    ``weights`` (e.g. ``1 − gate``) make heads with large weight likelier to be tried first.
+    """
+    C = set(start)
+    k = len(C) // 2 if k is None else k
+    while k >= 2 and len(C) > 1:
+        k = min(k, len(C) - 1)
+        bundles = draw_bundles(rng, sorted(C), k, N, weights)
+        scores = rec.many(torch.stack([mask_of(C - set(b), shape) for b in bundles]))
+        i = max(range(len(scores)), key=lambda j: (scores[j], -j))
+        if scores[i] >= U:
+            C -= set(bundles[i])
+            score = scores[i]
+            rec.decision(rng, size=len(C), event="remove_bundle", k=k, bundle=list(bundles[i]), score=scores[i])
+        else:
+            k //= 2
+            rec.decision(rng, size=len(C), event="halve", k=k, best=scores[i])
+    return C, score
+
+
+def single_head_pass(rec: Recorder, shape: tuple[int, int], start: set[int], U: float, rng: random.Random,
+                     priority: Mapping[int, float] | None = None, score: float | None = None,
+                     ) -> tuple[set[int], float | None, dict[int, float]]:
+    """Exhaustive single-head removal until no head can go: 1-minimal by construction.
+
+    Each pass scores ``S(C \\ {h})`` for every ``h ∈ C`` in one batch and removes the best
+    passing head (ties: larger ``priority``, e.g. ``1 − gate``, then lower index). It ends with a
+    pass in which every removal fails, whose scores are returned as ``{h: S(C \\ {h})}``.
+    """
+    C = set(start)
+    priority = priority or {}
+    last: dict[int, float] = {}
+    while C:
+        order = sorted(C)
+        scores = rec.many(torch.stack([mask_of(C - {h}, shape) for h in order]))
+        last = dict(zip(order, scores))
+        passing = [h for h in order if last[h] >= U]
+        if not passing:
+            rec.decision(rng, size=len(C), event="one_minimal", worst_removal=max(scores))
+            break
+        h = max(passing, key=lambda x: (last[x], priority.get(x, 0.0), -x))
+        C.discard(h)
+        score = last[h]
+        rec.decision(rng, size=len(C), event="remove_head", head=h, score=last[h])
+    return C, score, last

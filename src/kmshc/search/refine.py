@@ -1,0 +1,119 @@
+"""Search drivers: refinement from learned gates (warm), and the cold searches from all heads.
+
+Each driver is a pure function of a :class:`~kmshc.search.state.Recorder` (which wraps the
+``evaluate_many`` callable) and returns a frozen :class:`~kmshc.search.common.SearchResult`.
+The threshold's ``S(M)`` and ``S(B)`` are evaluations too and are counted.
+"""
+from __future__ import annotations
+
+import random
+from typing import Mapping
+
+import torch
+
+from kmshc.search.common import SearchResult, check_bundle_floor, mask_of, names, threshold_value
+from kmshc.search.macro import macro_layer_search
+from kmshc.search.micro import removal_loop, restore_loop, single_head_pass
+from kmshc.search.state import BudgetExhausted, Recorder
+from kmshc.types import KmshcError
+
+
+def _threshold(rec: Recorder, shape: tuple[int, int], baseline: set[int], epsilon: float,
+               absolute: float | None) -> tuple[float, float, float]:
+    """``(S(M), S(B), U)``: one batch of two evaluations (``B`` = the heads kept on in the baseline)."""
+    everything = set(range(shape[0] * shape[1]))
+    full, base = rec.many(torch.stack([mask_of(everything, shape), mask_of(baseline, shape)]))
+    return full, base, threshold_value(full, base, epsilon, absolute)
+
+
+def _result(rec: Recorder, shape, C: set[int], semantics: str, U: float, score, capped: bool, **info) -> SearchResult:
+    rec.save(done=not capped)
+    return SearchResult(names(C, shape), semantics, U, score, rec.evaluations, round(rec.wall_time_s, 3),
+                        tuple(rec.trace), capped, info)
+
+
+def restore_in_gate_order(rec: Recorder, shape: tuple[int, int], C0: set[int], gates: Mapping[int, float],
+                          U: float, rng: random.Random, batch: int = 10) -> tuple[set[int], float]:
+    """Smallest prefix ``C0 ∪ top-j heads by gate`` with ``S ≥ U``; prefixes scored ``batch`` at a time."""
+    rest = sorted(set(gates) - C0, key=lambda h: (-gates[h], h))
+    for s in range(0, len(rest), batch):
+        sizes = range(s + 1, min(len(rest), s + batch) + 1)
+        scores = rec.many(torch.stack([mask_of(C0 | set(rest[:j]), shape) for j in sizes]))
+        for j, sc in zip(sizes, scores):
+            if sc >= U:
+                rec.decision(rng, size=len(C0) + j, event="restored_in_gate_order", added=j, score=sc)
+                return C0 | set(rest[:j]), sc
+    raise KmshcError("no prefix of the heads in gate order reaches the threshold")  # S(M) >= U makes this unreachable
+
+
+def refine(rec: Recorder, shape: tuple[int, int], gates: Mapping[int, float], epsilon: float = 0.9,
+           threshold: float | None = None, tau: float = 0.5, N: int = 10, weighted: bool = True,
+           seed: int = 0) -> SearchResult:
+    """Warm search (keep semantics) from learned deterministic gates ``{flat index: gate}``.
+
+    ``C0 = {gate > τ}``; if ``S(C0) < U``, heads are restored in gate order; then bundle
+    removal (sampling weighted by ``1 − gate`` when ``weighted``) and the single-head pass.
+    """
+    rng = random.Random(seed)
+    C: set[int] = {h for h, g in gates.items() if g > tau}
+    try:
+        full, base, U = _threshold(rec, shape, set(), epsilon, threshold)
+        rec.decision(rng, size=len(C), event="threshold", full=full, baseline=base, U=U, start=len(C))
+        score = rec.one(mask_of(C, shape)) if C else base
+        if score < U:
+            C, score = restore_in_gate_order(rec, shape, C, gates, U, rng, batch=N)
+        weights = {h: 1.0 - gates[h] for h in gates} if weighted else None
+        C, score = removal_loop(rec, shape, C, U, rng, N=N, weights=weights, score=score)
+        C, score, last = single_head_pass(rec, shape, C, U, rng, priority=weights, score=score)
+    except BudgetExhausted:
+        return _result(rec, shape, C, "keep", U, score, True)
+    return _result(rec, shape, C, "keep", U, score, False, full=full, baseline=base,
+                   removals={names([h], shape)[0]: s for h, s in last.items()})
+
+
+def cold_search(rec: Recorder, shape: tuple[int, int], semantics: str = "keep", epsilon: float = 0.9,
+                threshold: float | None = None, N: int = 10, K: int = 1, seed: int = 0, macro: bool | None = None,
+                window: int | None = None, window_fraction: float = 0.2, percentile: float = 75.0,
+                edge_correction: bool = False, baseline: str = "empty", ceil: bool = False,
+                halve_when_large: bool = False, macro_using: str = "") -> SearchResult:
+    """The paper's search from all heads: optional macro layer search, then the micro search.
+
+    ``semantics="keep"`` uses the same removal loop as :func:`refine` (like-for-like with warm);
+    ``"paper"`` uses the restore loop. ``baseline="complement"`` is the released code's
+    ``B = M \\ C₀`` (macro candidates ablated); ``"empty"`` is ``B = ∅``. ``macro_using`` names the
+    recorder's scorer for the macro stage (the ``paper`` preset's probe with D = 10).
+    """
+    if semantics not in ("keep", "paper"):
+        raise KmshcError(f"semantics: expected 'keep' or 'paper', got {semantics!r}")
+    if baseline not in ("empty", "complement"):
+        raise KmshcError(f"baseline: expected 'empty' or 'complement', got {baseline!r}")
+    rng = random.Random(seed)
+    everything = set(range(shape[0] * shape[1]))
+    C, score, U, info = set(everything), None, float("nan"), {}
+    try:
+        if macro if macro is not None else semantics == "paper":
+            m = macro_layer_search(rec, shape, window=window, fraction=window_fraction, percentile=percentile,
+                                   edge_correction=edge_correction, rng=rng, using=macro_using)
+            C = {l * shape[1] + h for l in m.layers for h in range(shape[1])}
+            info["macro"] = {"window": m.window, "drops": m.drops, "drops_corrected": m.drops_corrected,
+                             "layers_paper": m.layers_paper, "layers_corrected": m.layers_corrected,
+                             "used": "corrected" if edge_correction else "paper", "evaluations": m.evaluations}
+        check_bundle_floor(K, len(C))
+        B = everything - C if baseline == "complement" else set()
+        full, base, U = _threshold(rec, shape, B, epsilon, threshold)
+        info.update(full=full, baseline=base)
+        rec.decision(rng, size=len(C), event="threshold", full=full, baseline=base, U=U, start=len(C))
+        if semantics == "paper":
+            C, score = restore_loop(rec, shape, C, U, rng, N=N, K=K, ceil=ceil, halve_when_large=halve_when_large)
+        else:
+            if len(C) < len(everything):
+                score = rec.one(mask_of(C, shape))
+                if score < U:
+                    raise KmshcError(f"keep semantics: the macro candidate set ({len(C)} heads) scores {score:.4f}, "
+                                     f"below U = {U:.4f}; run without the macro stage (macro: false)")
+            C, score = removal_loop(rec, shape, C, U, rng, N=N, score=score)
+            C, score, last = single_head_pass(rec, shape, C, U, rng, score=score)
+            info["removals"] = {names([h], shape)[0]: s for h, s in last.items()}
+    except BudgetExhausted:
+        return _result(rec, shape, C, semantics, U, score, True, **info)
+    return _result(rec, shape, C, semantics, U, score, False, **info)

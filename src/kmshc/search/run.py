@@ -1,0 +1,193 @@
+"""What ``search.py`` does, as functions: build ``S(·)`` from an Experiment, run a mode, write
+``circuit_searched.json`` (or ``circuit_verified.json``) with its certificate.
+
+Modes: ``cold`` (from all heads), ``warm`` (from a train.py run's ``gates.json``), ``verify``
+(certificate only, for any circuit JSON). The search runs on the ``val`` split; the certificate
+on ``test`` (``verify_split``), which the search never sees.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Literal
+
+from kmshc.experiment import Experiment
+from kmshc.scoring import Scorer
+from kmshc.search.common import indices
+from kmshc.search.refine import cold_search, refine
+from kmshc.search.state import Recorder
+from kmshc.search.verify import certify
+from kmshc.types import Circuit, KmshcError, read_circuit
+
+STATE, SEARCHED, VERIFIED = "search_state.json", "circuit_searched.json", "circuit_verified.json"
+
+
+@dataclass
+class SearchConfig:
+    """One search run. ``name``: output folder under ``runs_dir`` (warm: defaults to the train run's
+    folder, verify: to the circuit's folder). ``macro``: ``null`` = on for paper semantics only."""
+
+    mode: Literal["cold", "warm", "verify"] = "cold"
+    name: str | None = None
+    runs_dir: str = "runs"
+    from_run: str | None = None
+    circuit: str | None = None
+    semantics: Literal["keep", "paper"] = "keep"
+    epsilon: float = 0.9
+    threshold: float | None = None
+    K: int = 1
+    N: int = 10
+    tau: float = 0.5
+    weighted: bool = True
+    seed: int | None = None
+    macro: bool | None = None
+    window: int | None = None
+    window_fraction: float = 0.2
+    percentile: float = 75.0
+    edge_correction: bool = False
+    baseline: Literal["empty", "complement"] = "empty"
+    ceil: bool = False
+    halve_when_large: bool = False
+    macro_probe_dim: int | None = None
+    max_evaluations: int | None = None
+    confidence: float = 0.95
+    n_boot: int = 2000
+    restore_samples: int = 100
+    verify_split: Literal["val", "test"] = "test"
+    resume: bool = False
+    overwrite: bool = False
+    progress: bool = True
+    experiment: Experiment = field(default_factory=Experiment)
+
+
+def _experiment(d: dict[str, Any], where: str) -> Experiment:
+    known = {f.name for f in fields(Experiment)}
+    bad = sorted(set(d) - known)
+    if bad:
+        raise KmshcError(f"{where}: unknown experiment fields {', '.join(bad)}")
+    if "split_fractions" in d:
+        d = {**d, "split_fractions": tuple(d["split_fractions"])}
+    return Experiment(**d)
+
+
+def read_gates(run_dir: Path) -> tuple[Experiment, dict[str, float]]:
+    """``(experiment, {head name: gate})`` from ``run_dir/gates.json`` (FORMATS.md)."""
+    path = run_dir / "gates.json"
+    try:
+        d = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise KmshcError(f"{path}: not found; warm mode needs a finished train.py run (from_run)") from None
+    except (OSError, json.JSONDecodeError) as e:
+        raise KmshcError(f"{path}: cannot read gates ({e})") from None
+    for key in ("experiment", "heads"):
+        if not isinstance(d.get(key), dict):
+            raise KmshcError(f"{path}: field '{key}' missing or not an object")
+    gates = {}
+    for name, v in d["heads"].items():
+        if not isinstance(v, dict) or not isinstance(v.get("gate"), (int, float)):
+            raise KmshcError(f"{path}: field 'heads.{name}.gate' must be a number")
+        gates[name] = float(v["gate"])
+    return _experiment(d["experiment"], f"{path}: field 'experiment'"), gates
+
+
+def output_dir(cfg: SearchConfig) -> Path:
+    if cfg.mode == "warm" and not cfg.from_run:
+        raise KmshcError("warm mode needs --from_run runs/<name> (a train.py run directory)")
+    if cfg.mode == "verify" and not cfg.circuit:
+        raise KmshcError("verify mode needs --circuit PATH (a circuit JSON file)")
+    if cfg.name:
+        return Path(cfg.runs_dir) / cfg.name
+    if cfg.mode == "warm":
+        return Path(cfg.from_run)
+    if cfg.mode == "verify":
+        return Path(cfg.circuit).parent
+    return Path(cfg.runs_dir) / f"{cfg.mode}-{cfg.semantics}"
+
+
+def prepare(out: Path, cfg: SearchConfig) -> None:
+    """Refuse to clobber earlier results unless ``overwrite`` (or ``resume``) is set."""
+    ours = [out / VERIFIED] if cfg.mode == "verify" else [out / SEARCHED, out / STATE]
+    existing = [p for p in ours if p.exists()]
+    if cfg.mode == "cold" and out.exists() and any(out.iterdir()):
+        existing = existing or [out]
+    if cfg.resume and cfg.overwrite:
+        raise KmshcError("--resume and --overwrite exclude each other")
+    if existing and not (cfg.overwrite or cfg.resume):
+        raise KmshcError(f"{existing[0]} exists; pass --overwrite true to replace it or --resume true to continue")
+    if cfg.overwrite:
+        for p in ours:
+            p.unlink(missing_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def _accuracies(scorer: Scorer):
+    return lambda masks: scorer.outcomes(masks).accuracy.tolist()
+
+
+def run(cfg: SearchConfig, on_progress=None) -> tuple[Circuit, Path]:
+    """Run one mode and write its circuit; returns ``(circuit, path)``."""
+    out = output_dir(cfg)
+    prepare(out, cfg)
+    if cfg.mode == "verify":
+        return _verify_only(cfg, out)
+    exp, gates, source = cfg.experiment, None, None
+    if cfg.mode == "warm":
+        exp, gates = read_gates(Path(cfg.from_run))
+        source = str(Path(cfg.from_run) / "gates.json")
+    shape, seed = exp.shape, cfg.seed if cfg.seed is not None else exp.seed
+    val = exp.scorer_for("val")
+    others = {}
+    if cfg.macro_probe_dim is not None:
+        model, tok = exp.loaded
+        others["macro"] = _accuracies(Scorer(model, tok, exp.splits["val"], scorer="probe", ablation=exp.ablation_values,
+                                             train=exp.splits["train"], probe_dim=cfg.macro_probe_dim, seed=exp.seed))
+    search_cfg = {k: v for k, v in asdict(cfg).items() if k not in ("resume", "overwrite", "progress", "experiment")}
+    fingerprint = {**search_cfg, "experiment": exp.to_dict(), "n_val": val.n}
+    rec = Recorder(_accuracies(val), out / STATE, resume=cfg.resume, fingerprint=fingerprint,
+                   max_evaluations=cfg.max_evaluations, on_progress=on_progress, others=others)
+    if cfg.mode == "warm":
+        gate_idx = {indices([n], shape, where=f"{source}: heads")[0]: g for n, g in gates.items()}
+        res = refine(rec, shape, gate_idx, cfg.epsilon, cfg.threshold, cfg.tau, cfg.N, cfg.weighted, seed)
+    else:
+        res = cold_search(rec, shape, cfg.semantics, cfg.epsilon, cfg.threshold, cfg.N, cfg.K, seed, cfg.macro,
+                          cfg.window, cfg.window_fraction, cfg.percentile, cfg.edge_correction, cfg.baseline,
+                          cfg.ceil, cfg.halve_when_large, macro_using="macro" if others else "")
+    base_on = []
+    if cfg.baseline == "complement" and "macro" in res.info:
+        used = res.info["macro"]["layers_corrected" if cfg.edge_correction else "layers_paper"]
+        base_on = [f"L{l}H{h}" for l in range(shape[0]) if l not in used for h in range(shape[1])]
+    cert = certify(exp.scorer_for(cfg.verify_split).outcomes, shape, res.heads, res.semantics, cfg.epsilon,
+                   cfg.threshold, cfg.K, base_on, cfg.confidence, cfg.n_boot, cfg.restore_samples, seed,
+                   cfg.verify_split)
+    method = "warm" if cfg.mode == "warm" else ("cold" if res.semantics == "keep" else "cold-paper")
+    circ = Circuit(model=exp.model, task=exp.task_name, heads=res.heads, n_heads_total=shape[0] * shape[1],
+                   scorer=exp.scorer, ablation=exp.ablation, semantics=res.semantics, epsilon=cfg.epsilon, K=cfg.K,
+                   scores={"val": {"accuracy": res.score, "threshold": res.threshold, "n": val.n},
+                           cfg.verify_split: {"accuracy": cert["circuit"]["accuracy"],
+                                              "margin": cert["circuit"]["margin"], "ci": cert["circuit"]["ci"]}},
+                   certificate=cert, evaluations=res.evaluations, seed=seed,
+                   config={"experiment": exp.to_dict(), "search": search_cfg, "threshold": cfg.threshold,
+                           "baseline_heads": base_on},
+                   extra={"method": method, "wall_time_s": res.wall_time_s, "source": source, "capped": res.capped,
+                          "search_info": dict(res.info)})
+    circ.save(out / SEARCHED)
+    return circ, out / SEARCHED
+
+
+def _verify_only(cfg: SearchConfig, out: Path) -> tuple[Circuit, Path]:
+    c = read_circuit(cfg.circuit)
+    exp_d = c.config.get("experiment")
+    exp = _experiment(exp_d, f"{cfg.circuit}: field 'config.experiment'") if isinstance(exp_d, dict) else cfg.experiment
+    threshold = c.config.get("threshold", cfg.threshold)
+    cert = certify(exp.scorer_for(cfg.verify_split).outcomes, exp.shape, c.heads, c.semantics, c.epsilon, threshold,
+                   c.K, c.config.get("baseline_heads", ()), cfg.confidence, cfg.n_boot, cfg.restore_samples,
+                   c.seed, cfg.verify_split)
+    d = c.to_dict()
+    d["certificate"] = cert
+    d.setdefault("scores", {})[cfg.verify_split] = {k: cert["circuit"][k] for k in ("accuracy", "margin", "ci")}
+    d["verified_from"] = str(cfg.circuit)
+    from kmshc.types import circuit_from_dict
+    circ = circuit_from_dict(d, where=str(cfg.circuit))
+    circ.save(out / VERIFIED)
+    return circ, out / VERIFIED

@@ -1,0 +1,170 @@
+"""Counting, recording and resuming evaluations of ``S(·)``.
+
+A search is a deterministic function of its seed and of the scores it sees. The
+:class:`Recorder` therefore logs every evaluated mask and its score, plus every decision with
+the RNG state after it, and saves that log atomically after each batch and each decision.
+``resume`` replays the log: the search re-runs from the start, takes scores from the log
+instead of the model (no new evaluations), checks that it asks for the same masks and takes
+the same decisions, and continues live when the log ends. So a resumed run reaches exactly the
+result of an uninterrupted one with the same seed.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+
+from kmshc.types import KmshcError, atomic_write_json
+
+EvaluateMany = Callable[[torch.Tensor], Sequence[float]]
+
+
+def mask_key(mask: torch.Tensor) -> str:
+    """A compact, exact key of a 0/1 mask ``[L, H]``: the hex of its bits in row-major order."""
+    bits = "".join("1" if v > 0.5 else "0" for v in mask.reshape(-1).tolist())
+    return f"{len(bits)}:{int(bits, 2):x}" if bits else "0:0"
+
+
+def rng_digest(rng: random.Random) -> str:
+    return hashlib.sha1(repr(rng.getstate()).encode()).hexdigest()[:16]
+
+
+def rng_to_json(rng: random.Random) -> list:
+    v, state, gauss = rng.getstate()
+    return [v, list(state), gauss]
+
+
+def rng_from_json(d: list) -> random.Random:
+    rng = random.Random()
+    rng.setstate((d[0], tuple(d[1]), d[2]))
+    return rng
+
+
+class BudgetExhausted(Exception):
+    """Raised inside a search when ``max_evaluations`` is reached; the search stops there."""
+
+
+class Recorder:
+    """Counts evaluations (one mask = one evaluation), logs them, and saves resumable state.
+
+    Args:
+        evaluate_many: ``masks [M, L, H] -> M scores`` (one batched forward when possible).
+        path: where ``search_state.json`` lives; ``None`` keeps everything in memory.
+        resume: replay the log found at ``path`` before evaluating anything new.
+        fingerprint: what must match on resume (config, seed, split sizes); a mismatch is an error.
+        max_evaluations: cap; asking for more raises :class:`BudgetExhausted`.
+        others: further named scorers, e.g. ``{"macro": f}`` for a stage that scores differently;
+            ``many(masks, using="macro")`` calls them, and their evaluations count too.
+        on_progress: called as ``on_progress(evaluations, size)`` after each batch/decision.
+    """
+
+    def __init__(self, evaluate_many: EvaluateMany, path: str | Path | None = None, resume: bool = False,
+                 fingerprint: dict[str, Any] | None = None, max_evaluations: int | None = None,
+                 on_progress: Callable[[int, int | None], None] | None = None,
+                 others: dict[str, EvaluateMany] | None = None) -> None:
+        self._scorers = {"": evaluate_many, **(others or {})}
+        self.path = Path(path) if path else None
+        self.fingerprint = json.loads(json.dumps(fingerprint or {}, default=str))
+        self.max_evaluations, self.on_progress = max_evaluations, on_progress
+        self.log: list[list] = []        # [mask_key, score] in evaluation order
+        self.trace: list[dict] = []      # decisions, each with the RNG digest after it
+        self.rng_state: list | None = None
+        self._replay_log: list[list] = []
+        self._replay_trace: list[dict] = []
+        self._wall_before = 0.0
+        self._start = time.perf_counter()
+        self.size: int | None = None
+        if resume:
+            self._load()
+
+    # -- resume
+    def _load(self) -> None:
+        if self.path is None or not self.path.exists():
+            raise KmshcError(f"--resume: no search state at {self.path}; start without --resume")
+        try:
+            d = json.loads(self.path.read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise KmshcError(f"{self.path}: cannot read search state ({e})") from None
+        saved = d.get("fingerprint", {})
+        if saved != self.fingerprint:
+            diff = sorted(k for k in set(saved) | set(self.fingerprint) if saved.get(k) != self.fingerprint.get(k))
+            raise KmshcError(f"{self.path}: --resume with a different configuration (fields differ: "
+                             f"{', '.join(diff)}); rerun with the same config, or use --overwrite")
+        self._replay_log, self._replay_trace = list(d["log"]), list(d["trace"])
+        self._wall_before = float(d.get("wall_time_s", 0.0))
+
+    @property
+    def replaying(self) -> bool:
+        return len(self.log) < len(self._replay_log)
+
+    # -- evaluation
+    @property
+    def evaluations(self) -> int:
+        return len(self.log)
+
+    @property
+    def wall_time_s(self) -> float:
+        return self._wall_before + time.perf_counter() - self._start
+
+    def many(self, masks: Sequence[torch.Tensor] | torch.Tensor, using: str = "") -> list[float]:
+        """Scores of ``masks`` (each ``[L, H]``), from the replay log where it reaches, else live."""
+        masks = torch.stack(list(masks)) if not isinstance(masks, torch.Tensor) else masks
+        keys = [using + mask_key(m) for m in masks]
+        out: list[float | None] = [None] * len(keys)
+        for i, key in enumerate(keys):
+            j = len(self.log)
+            if j >= len(self._replay_log):
+                break
+            if self._replay_log[j][0] != key:
+                raise KmshcError(f"{self.path}: --resume diverged at evaluation {j + 1}: the saved run evaluated a "
+                                 "different mask (was the code, data or seed changed?); use --overwrite")
+            out[i] = float(self._replay_log[j][1])
+            self.log.append(self._replay_log[j])
+        todo = [i for i, v in enumerate(out) if v is None]
+        if todo:
+            if self.max_evaluations is not None and len(self.log) + len(todo) > self.max_evaluations:
+                raise BudgetExhausted(f"evaluation cap {self.max_evaluations} reached")
+            scores = [float(s) for s in self._scorers[using](masks[todo])]
+            if len(scores) != len(todo):
+                raise ValueError(f"evaluate_many returned {len(scores)} scores for {len(todo)} masks")
+            for i, s in zip(todo, scores):
+                out[i] = s
+                self.log.append([keys[i], s])
+            self.save()
+        self._progress()
+        return [float(v) for v in out]  # type: ignore[arg-type]
+
+    def one(self, mask: torch.Tensor) -> float:
+        return self.many(mask[None])[0]
+
+    # -- decisions
+    def decision(self, rng: random.Random, size: int | None = None, **event: Any) -> None:
+        """Record one decision of the search (JSON-able ``event``) with the RNG state after it."""
+        event = json.loads(json.dumps(event, default=str))
+        event["rng"] = rng_digest(rng)
+        i = len(self.trace)
+        if i < len(self._replay_trace) and self._replay_trace[i] != event:
+            raise KmshcError(f"{self.path}: --resume diverged at decision {i + 1} ({event.get('event')}); "
+                             "use --overwrite")
+        self.trace.append(event)
+        self.rng_state = rng_to_json(rng)
+        self.size = size if size is not None else self.size
+        if not self.replaying:
+            self.save()
+        self._progress()
+
+    def save(self, done: bool = False) -> None:
+        if self.path is None or self.replaying:
+            return
+        atomic_write_json(self.path, {"fingerprint": self.fingerprint, "evaluations": self.evaluations,
+                                      "wall_time_s": round(self.wall_time_s, 3), "done": done,
+                                      "rng": self.rng_state, "trace": self.trace, "log": self.log})
+
+    def _progress(self) -> None:
+        if self.on_progress is not None:
+            self.on_progress(self.evaluations, self.size)

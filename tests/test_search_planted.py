@@ -1,0 +1,151 @@
+"""Searches on planted evaluators whose minimal sufficient sets are known by construction."""
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+
+from kmshc.search import Recorder, cold_search, draw_bundles, macro_layer_search, refine, threshold_value
+from kmshc.search.common import names
+from kmshc.types import KmshcError
+
+SHAPE = (6, 8)  # 48 heads
+
+
+def planted(required: set[int], groups: list[set[int]], calls: list | None = None):
+    """``S(A) = 0.5 + 0.5·(satisfied clauses / clauses)``: a clause is a required head, or an
+    OR-group (any one of its heads suffices). Monotone; ``S(M) = 1``, ``S(∅) = 0.5``."""
+    clauses = [{r} for r in required] + [set(g) for g in groups]
+
+    def evaluate_many(masks: torch.Tensor) -> list[float]:
+        if calls is not None:
+            calls.append(masks.shape[0])
+        out = []
+        for m in masks:
+            on = set(torch.nonzero(m.reshape(-1) > 0.5).flatten().tolist())
+            out.append(0.5 + 0.5 * sum(bool(on & c) for c in clauses) / len(clauses))
+        return out
+    return evaluate_many
+
+
+def is_planted_minimal(found: set[int], required: set[int], groups: list[set[int]]) -> bool:
+    """Exactly the required heads plus one head of each (disjoint) OR-group."""
+    rest = found - required
+    return required <= found and all(len(rest & g) == 1 for g in groups) and rest <= set().union(*groups)
+
+
+def idx(result) -> set[int]:
+    return {int(n[1:].split("H")[0]) * SHAPE[1] + int(n.split("H")[1]) for n in result.heads}
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_cold_keep_finds_the_planted_minimal_set(seed):
+    rng = random.Random(seed)
+    heads = rng.sample(range(48), 9)
+    required, groups = set(heads[:3]), [set(heads[3:6]), set(heads[6:9])]
+    calls: list[int] = []
+    rec = Recorder(planted(required, groups, calls))
+    res = cold_search(rec, SHAPE, semantics="keep", epsilon=0.9, N=10, seed=seed)
+    assert is_planted_minimal(idx(res), required, groups), res.heads
+    assert res.evaluations == sum(calls) == rec.evaluations  # one mask = one evaluation
+    assert res.score is not None and res.score >= res.threshold
+
+
+def test_cold_keep_returns_the_unique_minimum_without_redundancy():
+    required = {1, 9, 17, 40}
+    res = cold_search(Recorder(planted(required, [])), SHAPE, semantics="keep", seed=3)
+    assert set(idx(res)) == required
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_paper_semantics_finds_the_redundant_group(seed):
+    """Paper semantics: C qualifies when any single restored head of C recovers U, i.e. C is an
+    OR-group of redundant heads. Bundles that fail are removed; group heads never fail."""
+    rng = random.Random(seed)
+    group = set(rng.sample(range(12), 3))
+    rec = Recorder(planted(set(), [group]))
+    res = cold_search(rec, (3, 4), semantics="paper", epsilon=0.9, N=10, K=1, seed=seed, macro=False)
+    assert {int(n[1]) * 4 + int(n[3]) for n in res.heads} == group
+    assert res.semantics == "paper"
+
+
+@pytest.mark.parametrize("weighted", [True, False])
+def test_warm_refinement_keeps_the_planted_set_and_prefers_high_gates(weighted):
+    required, groups = {2, 11, 30}, [{5, 6, 7}]
+    gates = {h: 0.02 for h in range(48)}
+    gates.update({2: 0.99, 11: 0.97, 30: 0.9, 5: 0.95, 6: 0.6, 7: 0.55, 20: 0.7, 21: 0.65})  # 20, 21 are noise
+    res = refine(Recorder(planted(required, groups)), SHAPE, gates, epsilon=0.9, N=6, weighted=weighted, seed=0)
+    assert is_planted_minimal(idx(res), required, groups), res.heads
+    assert not res.capped and res.trace[0]["event"] == "threshold"
+
+
+def test_warm_refinement_restores_heads_in_gate_order_when_start_is_insufficient():
+    required = {0, 1, 2, 3}
+    gates = {h: 0.0 for h in range(48)}
+    gates.update({0: 0.9, 1: 0.8, 2: 0.3, 3: 0.2, 4: 0.25})  # tau 0.5 keeps only 0 and 1
+    res = refine(Recorder(planted(required, [])), SHAPE, gates, epsilon=0.9, N=4, seed=1)
+    events = [t["event"] for t in res.trace]
+    assert "restored_in_gate_order" in events
+    restored = next(t for t in res.trace if t["event"] == "restored_in_gate_order")
+    assert restored["added"] == 3  # in gate order 2 (0.3), 4 (0.25), 3 (0.2): 3 is the third added
+    assert idx(res) == required
+
+
+def test_macro_layer_search_selects_the_planted_layers_and_reports_both_drops():
+    important = {2, 3}  # layers whose heads carry the score
+
+    def evaluate_many(masks):
+        return [0.5 + 0.25 * float(m[2].sum() > 0) + 0.25 * float(m[3].sum() > 0) for m in masks]
+    rec = Recorder(evaluate_many)
+    res = macro_layer_search(rec, (10, 2), window=2, percentile=80)
+    assert res.window == 2 and res.evaluations == 10  # 9 full windows + S(M)
+    assert set(res.layers_paper) == important == set(res.layers_corrected)
+    # the paper's 75th percentile with 8 of 10 layers tied at zero drop keeps every layer (ties kept)
+    assert macro_layer_search(Recorder(evaluate_many), (10, 2), window=2).layers_paper == tuple(range(10))
+    assert res.drops[2] == pytest.approx(0.25) and res.drops_corrected[2] > res.drops_corrected[0]
+
+
+def test_edge_correction_removes_the_edge_bias():
+    """Each layer alone costs the same small amount, so every window drops equally except that
+    edge layers sit in fewer windows: the best-window drop picks the edges, the mean does not."""
+    def evaluate_many(masks):
+        return [1.0 - 0.01 * float((m.sum(-1) == 0).sum()) - 0.05 * float(m[4].sum() == 0) for m in masks]
+    res = macro_layer_search(Recorder(evaluate_many), (10, 2), window=3, percentile=90)
+    assert 0 in res.layers_paper or 9 in res.layers_paper or 4 in res.layers_paper
+    assert res.layers_corrected == (4,)
+
+
+def test_threshold_checks_epsilon_and_reachability():
+    assert threshold_value(0.9, 0.5, 0.5) == pytest.approx(0.7)
+    assert threshold_value(0.9, 0.5, 0.5, absolute=0.6) == 0.6
+    with pytest.raises(KmshcError, match=r"\(0, 1\]"):
+        threshold_value(0.9, 0.5, 0.0)
+    with pytest.raises(KmshcError, match="0.8000"):
+        threshold_value(0.8, 0.5, 0.5, absolute=0.95)
+    with pytest.raises(KmshcError, match="baseline"):
+        threshold_value(0.5, 0.6, 0.9)
+
+
+def test_bundle_floor_larger_than_candidates_is_an_error():
+    with pytest.raises(KmshcError, match="K"):
+        cold_search(Recorder(planted({1}, [])), (1, 4), semantics="paper", K=5, macro=False)
+
+
+def test_draw_bundles_enumerates_small_pools_and_honours_weights():
+    rng = random.Random(0)
+    assert draw_bundles(rng, [3, 1, 2], 2, 10) == [(1, 2), (1, 3), (2, 3)]
+    heavy = {h: (1.0 if h < 2 else 1e-4) for h in range(20)}
+    bundles = draw_bundles(rng, list(range(20)), 2, 5, heavy)
+    assert bundles[0] == (0, 1) and len(set(bundles)) == len(bundles)
+    some = {h: (1.0 if h < 5 else 0.1) for h in range(20)}
+    counts = [0] * 20
+    for _ in range(200):
+        for h in draw_bundles(rng, list(range(20)), 1, 1, some)[0]:
+            counts[h] += 1
+    assert sum(counts[:5]) > 3 * sum(counts[5:10])
+    assert sorted(h for b in draw_bundles(rng, list(range(20)), 3, 7) for h in b if h >= 20) == []
+
+
+def test_names_are_sorted_and_formatted():
+    assert names({9, 0}, (2, 8)) == ("L0H0", "L1H1")
