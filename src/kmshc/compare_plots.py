@@ -1,10 +1,11 @@
 """PNG plots of a comparison (matplotlib, Agg backend: no display needed).
 
 Each function takes plain lists/dicts (as produced by :mod:`kmshc.compare_tables`), writes one
-PNG atomically-enough (save to the final path in one call) and returns its path.
+PNG atomically (temp file + rename) and returns its path.
 """
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -13,14 +14,16 @@ import matplotlib
 matplotlib.use("Agg")  # before pyplot: headless CI and servers
 import matplotlib.pyplot as plt  # noqa: E402
 
-from kmshc.types import parse_head  # noqa: E402
+from kmshc.types import atomic_write_bytes, parse_head  # noqa: E402
 
 
 def _save(fig, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
+    buf = io.BytesIO()  # render in memory, then temp file + rename: a killed run never leaves half a PNG
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
     return path
 
 

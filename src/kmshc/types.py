@@ -18,7 +18,7 @@ import torch
 
 __all__ = [
     "Head", "head_name", "parse_head", "heads_to_mask", "mask_to_heads",
-    "Circuit", "KmshcError", "atomic_write_text", "atomic_write_json",
+    "Circuit", "KmshcError", "atomic_write_text", "atomic_write_json", "atomic_write_bytes",
     "read_circuit", "CIRCUIT_FIELDS",
 ]
 
@@ -85,19 +85,32 @@ def sort_names(names: Iterable[str]) -> list[str]:
 
 
 # --------------------------------------------------------------------------- atomic files
+_UMASK = os.umask(0o022)  # read the process umask once (os.umask can only read by setting) ...
+os.umask(_UMASK)          # ... and put it back
+
+
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """Write ``text`` to ``path`` via a temp file in the same folder and ``os.replace``.
 
     A crash leaves either the old file or the new one, never half a file.
     """
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a temp file + ``os.replace`` (PNG plots and the like).
+
+    The file gets the usual ``0666 & ~umask`` permissions, not mkstemp's owner-only 0600.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
