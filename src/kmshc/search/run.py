@@ -8,7 +8,7 @@ on ``test`` (``verify_split``), which the search never sees.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -61,14 +61,8 @@ class SearchConfig:
     experiment: Experiment = field(default_factory=Experiment)
 
 
-def _experiment(d: dict[str, Any], where: str) -> Experiment:
-    known = {f.name for f in fields(Experiment)}
-    bad = sorted(set(d) - known)
-    if bad:
-        raise KmshcError(f"{where}: unknown experiment fields {', '.join(bad)}")
-    if "split_fractions" in d:
-        d = {**d, "split_fractions": tuple(d["split_fractions"])}
-    return Experiment(**d)
+def _experiment(d: Any, where: str) -> Experiment:
+    return Experiment.from_dict(d, where=where)
 
 
 def read_gates(run_dir: Path) -> tuple[Experiment, dict[str, float]]:
