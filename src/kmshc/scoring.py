@@ -37,10 +37,14 @@ class Outcome:
 
     @property
     def accuracy(self) -> torch.Tensor:
-        """``[M]`` accuracy per mask, through torchmetrics."""
+        """``[M]`` accuracy per mask, through torchmetrics.
+
+        A fractional ``correct`` (the probe on pairs: 0.5 when one of the two sentences is
+        classified right) counts as that fraction; thresholding would count it as fully right.
+        """
         target = torch.ones_like(self.correct[0], dtype=torch.long)
-        return torch.stack([binary_accuracy(c, target, threshold=0.5 - 1e-6) if c.numel() else c.sum()
-                            for c in self.correct])
+        return torch.stack([c.sum() if not c.numel() else c.mean() if ((c > 0) & (c < 1)).any()
+                            else binary_accuracy(c, target, threshold=0.5) for c in self.correct])
 
 
 # ---------------------------------------------------------------- pure pieces

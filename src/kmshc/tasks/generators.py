@@ -66,10 +66,15 @@ def grammar_task(seed: int = 0, n: int = 1000,
 
 
 def perturb(c: int, rng: random.Random) -> int:
-    """A wrong answer in [0.5c, 1.5c] that differs from ``c`` (as in the paper); c=0 -> 1..2."""
-    lo, hi = max(0, (c + 1) // 2), (3 * c) // 2
-    choices = [x for x in range(lo, hi + 1) if x != c] or [c + 1, c + 2]
-    return rng.choice(choices)
+    """A wrong answer in [0.5c, 1.5c] that differs from ``c`` (as in the paper).
+
+    Only exists for ``c >= 2`` (for c = 0 or 1 the interval holds no other integer), so the
+    generators redraw operands until the true answer is at least 2.
+    """
+    if c < 2:
+        raise ValueError(f"no integer in [0.5c, 1.5c] differs from c={c}; need c >= 2")
+    lo, hi = (c + 1) // 2, (3 * c) // 2
+    return rng.choice([x for x in range(lo, hi + 1) if x != c])
 
 
 # Named operand ranges. "paper" is the K-MSHC paper's 1..1000; "small" (default) is where
@@ -97,6 +102,8 @@ def arithmetic_task(seed: int = 0, n: int = 1000, preset: str = "small",
         if op == "-" and b > a:
             a, b = b, a
         c = a + b if op == "+" else a - b
+        if c < 2:  # no valid perturbation (see perturb)
+            continue
         items.setdefault(PairItem(f"{a} {op} {b} = {c}", f"{a} {op} {b} = {perturb(c, rng)}"))
     return Task(name=f"arithmetic_{lo}-{hi}", kind="pairs", items=tuple(items),
                 source=f"generated:arithmetic:{lo}-{hi}:{ops}:seed={seed}")
@@ -127,6 +134,8 @@ def word_problem_task(seed: int = 0, n: int = 1000, high: int = 20, ops: str = "
         if op == "-" and b > a:
             a, b = b, a
         c = a + b if op == "+" else a - b
+        if c < 2:  # no valid perturbation (see perturb)
+            continue
         name = rng.choice(NAMES)
         pro = "She" if name in {"Mary", "Sarah", "Laura", "Emma", "Anna"} else "He"
         fill = dict(name=name, pro=pro, obj=rng.choice(OBJECTS), a=a, b=b)
