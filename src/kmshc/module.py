@@ -1,0 +1,184 @@
+"""The LightningModule that learns one hard-concrete gate per attention head of a frozen LM.
+
+The gates (and, for the Lagrangian controller, its two multipliers) are the only parameters.
+The frozen model is reached through the :class:`~kmshc.experiment.Experiment`, which is not an
+``nn.Module``: so the model is not a child of this module, never enters its state dict or
+checkpoints (513 MB otherwise), and Lightning's ``train()``/``eval()`` switching never takes
+it out of eval mode (its dropout stays off).
+"""
+from __future__ import annotations
+
+from functools import cached_property
+
+import lightning as L
+import torch
+from torchmetrics.classification import BinaryAccuracy
+
+from kmshc import objectives as obj
+from kmshc.datamodule import batch_of
+from kmshc.encoding import Batch, Encoded, encode
+from kmshc.experiment import Experiment
+from kmshc.gates import HardConcreteGates
+from kmshc.hooks import gated
+from kmshc.probe import Probe, fit_probe
+from kmshc.scoring import (Scorer, class_margin, final_hidden, label_logits, last_positions,
+                           logits_from_hidden, sequence_logprobs)
+from kmshc.types import KmshcError
+
+
+class GateModule(L.LightningModule):
+    """Learn gates ``[L, H]`` against a faithfulness loss plus a sparsity term.
+
+    Args:
+        experiment: model, task, splits, scorer and ablation (shared with the DataModule).
+        objective: ``task`` (pair margin or label cross-entropy), ``kl`` (KL from the full
+            model at the scored positions) or ``probe`` (cross-entropy through a probe fitted
+            once on the full model).
+        sparsity: ``l0`` (``lam·E[L0]``) or ``lagrangian`` (reach ``target`` heads).
+        lam: weight per expected open head for ``l0``.
+        target: circuit size for ``lagrangian``: a head count (> 1) or a fraction (≤ 1).
+        warmup_steps: steps over which the target ramps linearly from all heads to ``target``.
+        lr, lambda_lr: Adam learning rates of the gates' ``log_alpha`` and of the multipliers.
+        init_log_alpha: initial ``log_alpha`` (3.0: every gate starts ~open).
+        tau: a head is in the circuit when its deterministic gate exceeds ``tau``.
+        epsilon: for the logged threshold ``U_ε = S(∅) + ε·(S(M) − S(∅))`` on val.
+    """
+
+    def __init__(self, experiment: Experiment, objective: str = "task", sparsity: str = "l0",
+                 lam: float = 0.01, target: float | None = None, warmup_steps: int = 100,
+                 lr: float = 0.1, lambda_lr: float = 0.05, init_log_alpha: float = 3.0,
+                 tau: float = 0.5, epsilon: float = 0.9) -> None:
+        super().__init__()
+        if objective not in obj.FAITHFULNESS:
+            raise KmshcError(f"model.objective: expected one of {', '.join(obj.FAITHFULNESS)}, got {objective!r}")
+        if sparsity not in obj.SPARSITY:
+            raise KmshcError(f"model.sparsity: expected one of {', '.join(obj.SPARSITY)}, got {sparsity!r}")
+        if sparsity == "lagrangian" and target is None:
+            raise KmshcError("model.target: the lagrangian controller needs a target (a head count or a fraction)")
+        self.save_hyperparameters(ignore=["experiment"])
+        self.experiment = experiment
+        n_layers, n_heads = experiment.shape
+        self.n_total = n_layers * n_heads
+        self.target_frac = obj.target_fraction(target, self.n_total) if target is not None else None
+        self.gates = HardConcreteGates(n_layers, n_heads, init_log_alpha=init_log_alpha)
+        self.controller = obj.LagrangianSparsity() if sparsity == "lagrangian" else None
+        self.val_acc = BinaryAccuracy(threshold=0.5 - 1e-6)  # same rule as Outcome.accuracy
+        self._reference: dict[str, float] | None = None
+
+    # ------------------------------------------------------------------ frozen pieces
+    @property
+    def lm(self) -> torch.nn.Module:
+        return self.experiment.loaded[0]
+
+    @cached_property
+    def train_data(self) -> Encoded:
+        return encode(self.experiment.splits["train"], self.experiment.loaded[1])
+
+    @cached_property
+    def val_scorer(self) -> Scorer:
+        return self.experiment.scorer_for("val")
+
+    @cached_property
+    def probe(self) -> Probe:
+        """PCA + logistic probe fitted once on the full model's last-token features of train."""
+        data = self.train_data
+        feats = torch.zeros(len(data.seqs), self.lm.config.hidden_size)
+        with torch.no_grad():
+            for b in data.batches(self.experiment.batch_size):
+                h = final_hidden(self.lm, b.input_ids, b.attention_mask)
+                feats[b.rows] = h[torch.arange(h.shape[0]), last_positions(b.attention_mask)].float()
+        n_classes = len(data.label_ids) if data.kind == "labels" else 2
+        return fit_probe(feats, self._probe_targets(data, torch.arange(len(data.seqs))),
+                         self.experiment.probe_dim, n_classes)
+
+    @staticmethod
+    def _probe_targets(data: Encoded, rows: torch.Tensor) -> torch.Tensor:
+        """Class per row: the gold label, or 1 for a pair's good sentence and 0 for its bad one."""
+        return data.gold[rows] if data.kind == "labels" else (1 - rows % 2)
+
+    def train(self, mode: bool = True) -> "GateModule":
+        super().train(mode)
+        self.lm.eval()  # belt and braces: the frozen model is never put in training mode
+        return self
+
+    # ------------------------------------------------------------------ training
+    def faithfulness(self, batch: Batch, gates: torch.Tensor) -> torch.Tensor:
+        """The faithfulness loss of ``batch`` under per-row gates ``[rows, L, H]``."""
+        data, model, exp = batch.data, self.lm, self.experiment
+        ids, att = batch.input_ids, batch.attention_mask
+        with gated(model, gates, exp.ablation_values.values(batch)):
+            h = final_hidden(model, ids, att)
+        if self.hparams.objective == "probe":
+            last = h[torch.arange(h.shape[0]), last_positions(att)]
+            return obj.probe_ce_loss(self.probe, last, self._probe_targets(data, batch.rows))
+        if self.hparams.objective == "kl":
+            with torch.no_grad():
+                full = final_hidden(model, ids, att)
+            if data.kind == "labels":  # the scored position is the last real token
+                last = torch.arange(h.shape[0]), last_positions(att)
+                return obj.kl_from_full(logits_from_hidden(model, h[last])[:, None],
+                                        logits_from_hidden(model, full[last])[:, None], torch.ones(h.shape[0], 1))
+            return obj.kl_from_full(logits_from_hidden(model, h[:, :-1]), logits_from_hidden(model, full[:, :-1]),
+                                    att[:, 1:])
+        if data.kind == "labels":
+            return obj.label_ce_loss(label_logits(model, h, att, data.label_ids), data.gold[batch.examples])
+        lp = sequence_logprobs(model, h, ids, att).view(-1, 2)
+        return obj.pair_margin_loss(lp[:, 0], lp[:, 1])
+
+    def current_target(self) -> float:
+        """The controller's target fraction at this step (ramped from 1.0 over the warm-up)."""
+        return obj.ramped_target(self.global_step, self.hparams.warmup_steps, 1.0, self.target_frac)
+
+    def training_step(self, examples: torch.Tensor, batch_idx: int) -> torch.Tensor:
+        batch = batch_of(self.train_data, examples.cpu())
+        r = self.train_data.rows_per_example
+        # One gate draw per example; both sentences of a pair share it, so their margin
+        # compares the same circuit.
+        gates = self.gates.sample(examples.numel()).repeat_interleave(r, dim=0)
+        faith = self.faithfulness(batch, gates)
+        el0 = self.gates.expected_l0()
+        if self.controller is None:
+            penalty = obj.l0_penalty(el0, self.hparams.lam)
+        else:
+            target = self.current_target()
+            penalty = self.controller(el0 / self.n_total, target)
+            self.log_dict({"train/target_heads": target * self.n_total, "train/lambda1": self.controller.lambda1,
+                           "train/lambda2": self.controller.lambda2})
+        loss = faith + penalty
+        self.log_dict({"train/loss": loss, "train/faithfulness": faith, "train/expected_l0": el0},
+                      prog_bar=True)
+        return loss
+
+    def on_after_backward(self) -> None:
+        if self.controller is not None:
+            self.controller.flip_gradients()  # gradient ascent on λ1, λ2
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        groups = [{"params": self.gates.parameters(), "lr": self.hparams.lr}]
+        if self.controller is not None:
+            groups.append({"params": self.controller.parameters(), "lr": self.hparams.lambda_lr})
+        return torch.optim.Adam(groups)
+
+    # ------------------------------------------------------------------ validation
+    def circuit_mask(self) -> torch.Tensor:
+        """``[L, H]`` float mask of the heads whose deterministic gate exceeds ``tau``."""
+        return (self.gates.deterministic().detach().cpu() > self.hparams.tau).float()
+
+    def reference_scores(self) -> dict[str, float]:
+        """Val accuracy of the full and the all-ablated model, and the threshold ``U_ε`` (once)."""
+        if self._reference is None:
+            full, none = self.val_scorer.outcomes(torch.stack([torch.ones(self.gates.log_alpha.shape),
+                                                               torch.zeros(self.gates.log_alpha.shape)])).accuracy
+            eps = self.hparams.epsilon
+            self._reference = {"full_acc": float(full), "ablated_acc": float(none),
+                               "threshold": float(none + eps * (full - none))}
+        return self._reference
+
+    def validation_step(self, _batch, batch_idx: int) -> None:
+        out = self.val_scorer.outcomes(self.circuit_mask())
+        self.val_acc.update(out.correct[0], torch.ones_like(out.correct[0], dtype=torch.long))
+        self.log("val/acc", self.val_acc, prog_bar=True)
+        self.log("val/margin", out.margin[0].mean())
+        self.log("val/expected_l0", self.gates.expected_l0())
+        self.log("val/n_open", self.circuit_mask().sum(), prog_bar=True)
+        self.log_dict({f"val/{k}": v for k, v in self.reference_scores().items()})

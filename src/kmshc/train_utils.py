@@ -1,0 +1,128 @@
+"""What a gate-training run writes into ``runs/<name>/`` (docs/FORMATS: gates.json,
+circuit_learned.json, gates_heatmap.png), as Lightning callbacks, plus the run-directory guard.
+
+Loggers are duck-typed (``log_image``/``log_table`` exist on Lightning's ``WandbLogger``), so
+nothing here imports wandb.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+
+from kmshc.plots import gate_heatmap
+from kmshc.types import Circuit, KmshcError, atomic_write_json, head_name, mask_to_heads
+
+RUN_FILES = ("gates.json", "circuit_learned.json", "checkpoints", "config.yaml")
+
+
+def prepare_run_dir(run_dir: str | Path, overwrite: bool = False, resuming: bool = False) -> Path:
+    """Refuse to clobber a finished or started run unless ``overwrite`` (wipes it) or ``resuming``."""
+    run_dir = Path(run_dir)
+    used = [f for f in RUN_FILES if (run_dir / f).exists()]
+    if used and not (overwrite or resuming):
+        raise KmshcError(f"{run_dir}: already holds a run ({', '.join(used)}); pass --overwrite to replace it, "
+                         f"--ckpt_path {run_dir}/checkpoints/last.ckpt to resume it, or choose another --name")
+    if used and overwrite and not resuming:
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return run_dir
+
+
+def gates_record(module, tau: float) -> dict[str, Any]:
+    """The gates.json object: every head's ``log_alpha`` and deterministic gate."""
+    exp = module.experiment
+    la = module.gates.log_alpha.detach().float().cpu()
+    det = module.gates.deterministic().detach().float().cpu()
+    heads = {head_name(l, h): {"log_alpha": float(la[l, h]), "gate": float(det[l, h])}
+             for l in range(la.shape[0]) for h in range(la.shape[1])}
+    return {"model": exp.model, "task": exp.task_name, "n_layers": la.shape[0], "n_heads": la.shape[1],
+            "tau": tau, "experiment": exp.to_dict(), "heads": heads}
+
+
+def bootstrap_ci(correct: torch.Tensor, n_boot: int = 1000, seed: int = 0) -> list[float]:
+    """95% percentile bootstrap interval of the mean of per-example ``correct`` ``[n]``."""
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.randint(0, correct.numel(), (n_boot, correct.numel()), generator=g)
+    means = correct.float()[idx].mean(1)
+    return [float(means.quantile(0.025)), float(means.quantile(0.975))]
+
+
+def split_scores(module, split: str, mask: torch.Tensor) -> tuple[dict[str, Any], int]:
+    """Circuit, full-model and all-ablated scores on ``split``; also the evaluations spent."""
+    scorer = module.experiment.scorer_for(split)
+    out = scorer.outcomes(torch.stack([mask, torch.ones_like(mask), torch.zeros_like(mask)]))
+    acc = out.accuracy
+    eps = module.hparams.epsilon
+    return ({"accuracy": float(acc[0]), "margin": float(out.margin[0].mean()), "ci": bootstrap_ci(out.correct[0]),
+             "n": scorer.n, "full_accuracy": float(acc[1]), "baseline_accuracy": float(acc[2]),
+             "threshold": float(acc[2] + eps * (acc[1] - acc[2]))}, scorer.evaluations)
+
+
+class RunOutputs(L.Callback):
+    """Writes the heatmap (and logs it) at every validation, and all run files when fit ends."""
+
+    def __init__(self, run_dir: str | Path, config: dict[str, Any] | None = None) -> None:
+        self.run_dir, self.config = Path(run_dir), config or {}
+        self._t0 = time.perf_counter()
+
+    def on_fit_start(self, trainer: L.Trainer, module) -> None:
+        self._t0 = time.perf_counter()
+
+    def on_validation_end(self, trainer: L.Trainer, module) -> None:
+        if trainer.sanity_checking or not trainer.is_global_zero:
+            return
+        tau = module.hparams.tau
+        path = self.run_dir / "gates_heatmap.png"
+        gate_heatmap(module.gates.deterministic(), path, tau=tau,
+                     title=f"step {trainer.global_step}: {int(module.circuit_mask().sum())} heads > {tau}")
+        atomic_write_json(self.run_dir / "gates.json", gates_record(module, tau))  # warm-startable mid-run
+        for logger in trainer.loggers:
+            if hasattr(logger, "log_image"):
+                logger.log_image(key="gates_heatmap", images=[str(path)], step=trainer.global_step)
+
+    def on_fit_end(self, trainer: L.Trainer, module) -> None:
+        if not trainer.is_global_zero:
+            return
+        tau, exp = module.hparams.tau, module.experiment
+        record = gates_record(module, tau)
+        atomic_write_json(self.run_dir / "gates.json", record)
+        mask = module.circuit_mask()
+        gate_heatmap(module.gates.deterministic(), self.run_dir / "gates_heatmap.png", tau=tau,
+                     title=f"final: {int(mask.sum())} heads > {tau}")
+        scores, evals = {}, 0
+        for split in ("val", "test"):
+            scores[split], n = split_scores(module, split, mask)
+            evals += n
+        gates = {k: v["gate"] for k, v in record["heads"].items()}
+        circuit = Circuit(model=exp.model, task=exp.task_name, heads=tuple(h.name for h in mask_to_heads(mask)),
+                          n_heads_total=module.n_total, scorer=exp.scorer, ablation=exp.ablation,
+                          epsilon=module.hparams.epsilon, scores=scores, evaluations=evals, seed=exp.seed,
+                          config={"experiment": exp.to_dict(), "train": json.loads(json.dumps(self.config, default=str))},
+                          extra={"method": "learned", "tau": tau, "steps": trainer.global_step,
+                                 "wall_time_s": round(time.perf_counter() - self._t0, 2), "gates": gates})
+        circuit.save(self.run_dir / "circuit_learned.json")
+        for logger in trainer.loggers:
+            if hasattr(logger, "log_table"):
+                rows = [[k, v["log_alpha"], v["gate"], v["gate"] > tau] for k, v in record["heads"].items()]
+                logger.log_table(key="circuit", columns=["head", "log_alpha", "gate", "kept"], data=rows)
+            logger.log_metrics({f"final/{s}_{k}": v for s in scores for k, v in scores[s].items()
+                                if isinstance(v, float)}, step=trainer.global_step)
+        print(f"run directory: {self.run_dir}  ({len(circuit.heads)}/{module.n_total} heads; "
+              f"test accuracy {scores['test']['accuracy']:.3f} vs U={scores['test']['threshold']:.3f})")
+
+
+class RankGatesDump(L.Callback):
+    """Writes each rank's final gates to ``<dirpath>/gates_rank<r>.json`` (to check DDP sync)."""
+
+    def __init__(self, dirpath: str) -> None:
+        self.dirpath = Path(dirpath)
+
+    def on_fit_end(self, trainer: L.Trainer, module) -> None:
+        atomic_write_json(self.dirpath / f"gates_rank{trainer.global_rank}.json",
+                          module.gates.log_alpha.detach().cpu().tolist())
