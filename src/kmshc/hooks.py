@@ -38,16 +38,26 @@ def gated(model: nn.Module, gates: torch.Tensor, ablation: LayerValues | None = 
     if ablation is not None and len(ablation) != n_layers:
         raise ValueError(f"ablation must hold one entry per layer ({n_layers}), got {len(ablation)}")
     handles = []
+    # A layer whose gates are all exactly 1 is left untouched (lerp would return z bitwise
+    # anyway); not when the gates carry gradients, which must still flow through them.
+    untouched = ([False] * n_layers if gates.requires_grad
+                 else (gates == 1).reshape(-1, n_layers, n_heads).all(-1).all(0).tolist())
+    cast: dict = {}  # per (layer, dtype, device): the gates in the activations' dtype, cast once
 
     def make_hook(layer: int):
-        def hook(module: nn.Module, args: tuple) -> tuple:
+        def hook(module: nn.Module, args: tuple) -> tuple | None:
             x = args[0]
             b, t, width = x.shape
-            z = x.view(b, t, n_heads, width // n_heads)
             g = gates[..., layer, :]  # [H] or [B, H]
             if g.dim() == 2 and g.shape[0] not in (1, b):
                 raise ValueError(f"gates carry {g.shape[0]} rows but the batch has {b}")
-            g = g.to(dtype=x.dtype, device=x.device).reshape(-1, 1, n_heads, 1)
+            if untouched[layer]:
+                return None
+            z = x.view(b, t, n_heads, width // n_heads)
+            key = (layer, x.dtype, x.device)
+            if gates.requires_grad or key not in cast:
+                cast[key] = g.to(dtype=x.dtype, device=x.device).reshape(-1, 1, n_heads, 1)
+            g = cast[key]
             a = None if ablation is None else ablation[layer]
             if a is None:
                 out = z * g

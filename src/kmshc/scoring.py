@@ -13,10 +13,12 @@ import torch
 from torch import nn
 from torchmetrics.functional.classification import binary_accuracy
 
-from kmshc.ablation import Ablation, make_ablation
+from kmshc.ablation import Ablation, MeanAblation, ZeroAblation, make_ablation
 from kmshc.architectures import head_shape
 from kmshc.encoding import Batch, Encoded, encode
 from kmshc.hooks import gated
+from kmshc.memory import logits_chunk_tokens, rows_per_forward
+from kmshc.prefix import PrefixCache, first_differing_layer, hidden_entering, start_at_layer
 from kmshc.probe import Probe, fit_probe
 from kmshc.tasks.base import Task
 from kmshc.types import KmshcError
@@ -60,16 +62,41 @@ def logits_from_hidden(model: nn.Module, h: torch.Tensor) -> torch.Tensor:
 
 
 def sequence_logprobs(model: nn.Module, h: torch.Tensor, ids: torch.Tensor, att: torch.Tensor,
-                      chunk_tokens: int = 4096) -> torch.Tensor:
-    """Summed log-probability of tokens 1..T−1 of each row: ``[R]``. ``h``: ``[R, T, F]``."""
+                      chunk_tokens: int = 1024, start: torch.Tensor | None = None) -> torch.Tensor:
+    """Summed log-probability of tokens ``start..T−1`` of each row: ``[R]``. ``h``: ``[R, T, F]``.
+
+    ``start`` ``[R]`` (default 1: every token after the start token) is the first scored token
+    index. Logits are formed only at the scored, non-pad positions, ``chunk_tokens`` at a time,
+    because the vocabulary projection (49k columns for SmolLM2) dominates the cost. Differentiable.
+    """
+    pos = torch.arange(1, ids.shape[1], device=ids.device)
+    keep = att[:, 1:].bool()
+    if start is not None:
+        keep &= pos[None, :] >= start.to(ids.device)[:, None]
+    rows, col = keep.nonzero(as_tuple=True)  # col is the predicting position; its target is col + 1
+    parts = []
+    for s in range(0, rows.numel(), chunk_tokens):
+        r, c = rows[s:s + chunk_tokens], col[s:s + chunk_tokens]
+        logits = logits_from_hidden(model, h[r, c])  # [P, V]
+        parts.append(logits.gather(-1, ids[r, c + 1][:, None])[:, 0] - logits.logsumexp(-1))
+    lp = torch.cat(parts) if parts else h.new_zeros(0, dtype=torch.float32)
+    return torch.zeros(ids.shape[0], dtype=lp.dtype, device=lp.device).index_add(0, rows, lp)
+
+
+def first_differing_tokens(seqs: list[torch.Tensor]) -> torch.Tensor:
+    """For pairs ``seqs[2i]``/``seqs[2i+1]``: per row, the first token index where the two differ.
+
+    ``[2n]``, at least 1 (token 0 is the shared start token). Tokens before it are identical in
+    both rows, so their log-probabilities cancel in the pair margin (under zero and mean
+    ablation, which act per position alike on both rows).
+    """
     out = []
-    step = max(1, chunk_tokens // max(1, ids.shape[1]))
-    for s in range(0, ids.shape[0], step):
-        logits = logits_from_hidden(model, h[s:s + step, :-1])
-        tgt = ids[s:s + step, 1:]
-        lp = logits.gather(-1, tgt[..., None])[..., 0] - logits.logsumexp(-1)
-        out.append((lp * att[s:s + step, 1:]).sum(-1))
-    return torch.cat(out)
+    for g, b in zip(seqs[0::2], seqs[1::2]):
+        n = min(len(g), len(b))
+        diff = (g[:n] != b[:n]).nonzero()
+        d = int(diff[0]) if diff.numel() else n
+        out += [max(1, d)] * 2
+    return torch.tensor(out, dtype=torch.long)
 
 
 def last_positions(att: torch.Tensor) -> torch.Tensor:
@@ -90,14 +117,28 @@ def class_margin(logits: torch.Tensor, gold: torch.Tensor) -> torch.Tensor:
     return g - other
 
 
-def gated_hidden(model: nn.Module, batch: Batch, masks: torch.Tensor, ablation: Ablation) -> torch.Tensor:
-    """Final hidden states for ``M`` masks at once: ``[M·R, T, F]``. ``masks``: ``[M, L, H]``."""
+def gated_hidden(model: nn.Module, batch: Batch, masks: torch.Tensor, ablation: Ablation,
+                 start_layer: int = 0, prefix: torch.Tensor | None = None) -> torch.Tensor:
+    """Final hidden states for ``M`` masks at once: ``[M·R, T, F]``. ``masks``: ``[M, L, H]``.
+
+    With ``prefix`` (the stream ``[R, T, F]`` entering ``start_layer``, computed under gates
+    that all ``masks`` share below that layer), layers ``< start_layer`` are skipped.
+    """
     m, r = masks.shape[0], batch.input_ids.shape[0]
     ids = batch.input_ids.repeat(m, 1)
     att = batch.attention_mask.repeat(m, 1)
     gates = masks.repeat_interleave(r, dim=0) if m > 1 else masks[0]
     with gated(model, gates, ablation.values(batch, m)):
-        return final_hidden(model, ids, att)
+        if prefix is None or start_layer == 0:
+            return final_hidden(model, ids, att)
+        with start_at_layer(model, start_layer, prefix):
+            return final_hidden(model, ids, att)
+
+
+def prefix_hidden(model: nn.Module, batch: Batch, mask: torch.Tensor, ablation: Ablation, layer: int) -> torch.Tensor:
+    """The stream ``[R, T, F]`` entering ``layer`` under ``mask`` ``[L, H]`` (only rows ``< layer`` matter)."""
+    with gated(model, mask, ablation.values(batch, 1)):
+        return hidden_entering(model, layer, batch.input_ids, batch.attention_mask)
 
 
 # ---------------------------------------------------------------- the scorer
@@ -107,6 +148,16 @@ class Scorer:
     ``outcomes(masks)`` evaluates ``[M, L, H]`` masks and returns per-example results; every
     mask counts as one evaluation in :attr:`evaluations`.
 
+    Speed levers (none changes a result beyond float rounding):
+
+    * masks are stacked along the batch, ``max_rows`` rows per forward (default: sized from free memory);
+    * ``prefix_cache``: layers below the first one whose gates differ across the masks run once
+      per batch and are cached per prefix mask (:mod:`kmshc.prefix`); a single mask reuses the
+      split layer of the last multi-mask call;
+    * ``skip_shared_tokens`` (pairs, zero/mean ablation): a pair's margin is summed only from the
+      first token where its sentences differ, since the shared prefix cancels. Only margins are
+      reported, never the absolute log-probabilities.
+
     Args:
         ablation: ``"zero"``, ``"mean"`` (needs ``train``), ``"resample"``, or an :class:`Ablation`.
         train: the split that mean ablation averages over and that the probe is fitted on.
@@ -115,8 +166,9 @@ class Scorer:
 
     def __init__(self, model: nn.Module, tokenizer, task: Task, scorer: str = "pair_logprob",
                  ablation: str | Ablation = "zero", train: Task | None = None, per_position: bool = False,
-                 batch_size: int = 32, max_rows: int = 512, probe_dim: int = 3, probe_fixed: bool = False,
-                 seed: int = 0) -> None:
+                 batch_size: int = 32, max_rows: int | None = None, probe_dim: int = 3, probe_fixed: bool = False,
+                 seed: int = 0, prefix_cache: bool = True, cache_bytes: int = 256 << 20,
+                 skip_shared_tokens: bool = True) -> None:
         if scorer not in SCORERS:
             raise KmshcError(f"scorer: expected one of {', '.join(SCORERS)}, got {scorer!r}")
         if scorer == "label_tokens" and task.kind != "labels":
@@ -135,26 +187,58 @@ class Scorer:
         if scorer == "probe" and self.train is None:
             raise KmshcError("scorer 'probe' needs a training split to fit the probe on")
         self.evaluations = 0
+        self.cache = PrefixCache(cache_bytes) if prefix_cache else None
+        self._split_hint = 0  # split layer of the last multi-mask call, reused by single masks
+        # Resample values differ between a pair's two rows, so its shared tokens need not cancel.
+        exact = isinstance(self.ablation, (ZeroAblation, MeanAblation))
+        self._start = (first_differing_tokens(self.data.seqs)
+                       if skip_shared_tokens and exact and self.data.kind == "pairs" else None)
+        self._logit_tokens = logits_chunk_tokens(model)
 
     # -- per-batch work
-    def _batch_scores(self, data: Encoded, batch: Batch, masks: torch.Tensor, kind: str) -> torch.Tensor:
+    def _batch_scores(self, data: Encoded, batch: Batch, masks: torch.Tensor, kind: str,
+                      layer: int = 0, prefix: torch.Tensor | None = None) -> torch.Tensor:
         """``[M, R]`` sequence log-probs, ``[M, b, K]`` label logits, or ``[M, R, F]`` features."""
         m = masks.shape[0]
-        h = gated_hidden(self.model, batch, masks, self.ablation)
+        h = gated_hidden(self.model, batch, masks, self.ablation, layer, prefix)
         if kind == "features":
             last = h[torch.arange(h.shape[0]), last_positions(batch.attention_mask.repeat(m, 1))]
             return last.float().view(m, -1, last.shape[-1])
         if kind == "labels":
             return label_logits(self.model, h, batch.attention_mask.repeat(m, 1), data.label_ids).view(m, -1, len(data.label_ids))
-        return sequence_logprobs(self.model, h, batch.input_ids.repeat(m, 1), batch.attention_mask.repeat(m, 1)).view(m, -1)
+        start = None if self._start is None or data is not self.data else self._start[batch.rows].repeat(m)
+        return sequence_logprobs(self.model, h, batch.input_ids.repeat(m, 1), batch.attention_mask.repeat(m, 1),
+                                 chunk_tokens=self._logit_tokens, start=start).view(m, -1)
+
+    def _split_layer(self, masks: torch.Tensor) -> int:
+        """Where the shared prefix ends for ``masks``: 0 means no prefix (plain forward)."""
+        if self.cache is None:
+            return 0
+        n_layers = self.shape[0]
+        layer = first_differing_layer(masks)
+        if layer >= n_layers:  # one mask (or identical ones): split where the search last did
+            return self._split_hint
+        self._split_hint = layer
+        return layer
+
+    def _prefix(self, data: Encoded, batch: Batch, mask: torch.Tensor, layer: int) -> torch.Tensor:
+        key = PrefixCache.key((id(data), *batch.rows.tolist()), layer, mask)
+        hidden = self.cache.get(key)
+        if hidden is None:
+            hidden = prefix_hidden(self.model, batch, mask, self.ablation, layer)
+            self.cache.put(key, hidden)
+        return hidden
 
     def _collect(self, data: Encoded, masks: torch.Tensor, kind: str) -> torch.Tensor:
         """Run every batch of ``data`` under ``masks``; results indexed by row (or example for labels)."""
         out = None
+        layer = self._split_layer(masks)
         for batch in data.batches(self.batch_size):
-            rows = batch.input_ids.shape[0]
-            per = max(1, self.max_rows // rows)  # masks per forward pass, bounded by memory
-            res = torch.cat([self._batch_scores(data, batch, masks[s:s + per], kind)
+            rows, t = batch.input_ids.shape
+            max_rows = self.max_rows or rows_per_forward(self.model, t)
+            per = max(1, max_rows // rows)  # masks per forward pass, bounded by memory
+            prefix = self._prefix(data, batch, masks[0], layer) if layer else None
+            res = torch.cat([self._batch_scores(data, batch, masks[s:s + per], kind, layer, prefix)
                              for s in range(0, masks.shape[0], per)])
             idx = batch.examples if kind == "labels" else batch.rows
             if out is None:

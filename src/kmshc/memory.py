@@ -1,0 +1,64 @@
+"""How much work fits in memory: rows per forward pass and tokens per logits chunk.
+
+Sized from the memory free *now* (CUDA: ``mem_get_info``; CPU: ``MemAvailable``), so a shared
+machine gets smaller chunks. Chunk sizes change speed only, never results.
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+from torch import nn
+
+FALLBACK_BYTES = 2 << 30
+
+
+def available_bytes(device: torch.device | str = "cpu") -> int:
+    """Free memory on ``device`` in bytes (a 2 GiB guess when the system will not say)."""
+    device = torch.device(device)
+    if device.type == "cuda" and torch.cuda.is_available():
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free)
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return FALLBACK_BYTES
+
+
+def _param(model: nn.Module) -> torch.Tensor:
+    return next(model.parameters())
+
+
+def row_bytes(model: nn.Module, seq_len: int) -> int:
+    """Rough peak activation bytes of one sequence row in one forward pass.
+
+    A few copies of the residual width, the MLP's intermediate activations and the attention
+    scores (``H·T`` per token, for eager attention) per token.
+    """
+    cfg = model.config
+    width = int(getattr(cfg, "hidden_size", 0) or getattr(cfg, "n_embd", 0) or 1024)
+    inter = int(getattr(cfg, "intermediate_size", 0) or getattr(cfg, "ffn_dim", 0) or 4 * width)
+    heads = int(getattr(cfg, "num_attention_heads", 0) or getattr(cfg, "n_head", 0) or 16)
+    per_token = 10 * width + 4 * inter + 2 * heads * seq_len
+    return seq_len * per_token * _param(model).element_size()
+
+
+def rows_per_forward(model: nn.Module, seq_len: int, fraction: float = 0.25, floor: int = 16,
+                     cap: int = 4096) -> int:
+    """How many rows one forward may carry: ``fraction`` of free memory, within ``[floor, cap]``."""
+    budget = available_bytes(_param(model).device) * fraction
+    return int(max(floor, min(cap, budget // max(1, row_bytes(model, seq_len)))))
+
+
+def logits_chunk_tokens(model: nn.Module, fraction: float = 0.05, floor: int = 64, cap: int = 4096) -> int:
+    """Tokens per logits chunk: float32 logits plus two temporaries of vocabulary width."""
+    vocab = int(getattr(model.config, "vocab_size", 50000))
+    budget = available_bytes(_param(model).device) * fraction
+    return int(max(floor, min(cap, budget // (3 * 4 * vocab))))
