@@ -46,7 +46,7 @@ class GateModule(L.LightningModule):
 
     def __init__(self, experiment: Experiment, objective: str = "task", sparsity: str = "l0",
                  lam: float = 0.01, target: float | None = None, warmup_steps: int = 100,
-                 lr: float = 0.1, lambda_lr: float = 0.05, init_log_alpha: float = 3.0,
+                 lr: float = 0.1, lambda_lr: float = 1.0, init_log_alpha: float = 3.0,
                  tau: float = 0.5, epsilon: float = 0.9) -> None:
         super().__init__()
         if objective not in obj.FAITHFULNESS:
