@@ -19,6 +19,7 @@ import torch
 __all__ = [
     "Head", "head_name", "parse_head", "heads_to_mask", "mask_to_heads",
     "Circuit", "KmshcError", "atomic_write_text", "atomic_write_json", "atomic_write_bytes",
+    "ensure_writable_dir",
     "read_circuit", "CIRCUIT_FIELDS",
 ]
 
@@ -116,6 +117,20 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def ensure_writable_dir(path: str | os.PathLike, what: str = "output directory") -> Path:
+    """Create ``path`` if needed and prove it writable (a probe file), before any compute is spent."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".kmshc-write-test.", dir=path)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise KmshcError(f"{path}: cannot write to the {what} ({e.strerror or e}); choose a writable location "
+                         "(e.g. --runs_dir)") from None
+    return path
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:

@@ -18,15 +18,16 @@ from kmshc.search.common import indices
 from kmshc.search.refine import cold_search, refine
 from kmshc.search.state import Recorder
 from kmshc.search.verify import certify
-from kmshc.types import Circuit, KmshcError, read_circuit
+from kmshc.types import Circuit, KmshcError, ensure_writable_dir, read_circuit
 
 STATE, SEARCHED, VERIFIED = "search_state.json", "circuit_searched.json", "circuit_verified.json"
 
 
 @dataclass
 class SearchConfig:
-    """One search run. ``name``: output folder under ``runs_dir`` (warm: defaults to the train run's
-    folder, verify: to the circuit's folder). ``macro``: ``null`` = on for paper semantics only."""
+    """One search run. ``name``: output folder under ``runs_dir`` (warm always writes into the train
+    run's folder; verify defaults to the circuit's folder). ``macro``: ``null`` = on for paper
+    semantics only."""
 
     mode: Literal["cold", "warm", "verify"] = "cold"
     name: str | None = None
@@ -90,17 +91,24 @@ def output_dir(cfg: SearchConfig) -> Path:
         raise KmshcError("warm mode needs --from_run runs/<name> (a train.py run directory)")
     if cfg.mode == "verify" and not cfg.circuit:
         raise KmshcError("verify mode needs --circuit PATH (a circuit JSON file)")
+    if cfg.mode == "warm":  # FORMATS.md: the searched circuit goes next to the gates it refines
+        return Path(cfg.from_run)
     if cfg.name:
         return Path(cfg.runs_dir) / cfg.name
-    if cfg.mode == "warm":
-        return Path(cfg.from_run)
     if cfg.mode == "verify":
         return Path(cfg.circuit).parent
     return Path(cfg.runs_dir) / f"{cfg.mode}-{cfg.semantics}"
 
 
 def prepare(out: Path, cfg: SearchConfig) -> None:
-    """Refuse to clobber earlier results unless ``overwrite`` (or ``resume``) is set."""
+    """Check cheap config values, and refuse to clobber earlier results unless ``overwrite`` (or ``resume``)."""
+    if not 0 < cfg.epsilon <= 1:
+        raise KmshcError(f"epsilon: expected a value in (0, 1], got {cfg.epsilon}")
+    if cfg.threshold is not None and not 0 <= cfg.threshold <= 1:
+        raise KmshcError(f"threshold: expected an accuracy in [0, 1], got {cfg.threshold}")
+    for key in ("K", "N"):
+        if getattr(cfg, key) < 1:
+            raise KmshcError(f"{key}: expected a positive integer, got {getattr(cfg, key)}")
     ours = [out / VERIFIED] if cfg.mode == "verify" else [out / SEARCHED, out / STATE]
     existing = [p for p in ours if p.exists()]
     if cfg.mode == "cold" and out.exists() and any(out.iterdir()):
@@ -109,10 +117,10 @@ def prepare(out: Path, cfg: SearchConfig) -> None:
         raise KmshcError("--resume and --overwrite exclude each other")
     if existing and not (cfg.overwrite or cfg.resume):
         raise KmshcError(f"{existing[0]} exists; pass --overwrite true to replace it or --resume true to continue")
+    ensure_writable_dir(out, "run directory")  # before the model loads: fail in seconds, not after the search
     if cfg.overwrite:
         for p in ours:
             p.unlink(missing_ok=True)
-    out.mkdir(parents=True, exist_ok=True)
 
 
 def _accuracies(scorer: Scorer):

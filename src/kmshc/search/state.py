@@ -87,9 +87,13 @@ class Recorder:
         if self.path is None or not self.path.exists():
             raise KmshcError(f"--resume: no search state at {self.path}; start without --resume")
         try:
-            d = json.loads(self.path.read_text())
-        except (OSError, json.JSONDecodeError) as e:
-            raise KmshcError(f"{self.path}: cannot read search state ({e})") from None
+            d = json.loads(self.path.read_text(encoding="utf-8"))
+        except (OSError, ValueError, RecursionError) as e:  # ValueError: bad JSON/UTF-8, 5000-digit numbers
+            raise KmshcError(f"{self.path}: cannot read search state ({type(e).__name__}: {str(e)[:80]})") from None
+        if not (isinstance(d, dict) and isinstance(d.get("log"), list) and isinstance(d.get("trace"), list)
+                and all(isinstance(e, list) and len(e) == 2 for e in d["log"])):
+            raise KmshcError(f"{self.path}: not a search state file (expected an object with 'fingerprint', 'log' "
+                             "and 'trace'); use --overwrite to start again")
         saved = d.get("fingerprint", {})
         if saved != self.fingerprint:
             diff = sorted(k for k in set(saved) | set(self.fingerprint) if saved.get(k) != self.fingerprint.get(k))

@@ -1,0 +1,103 @@
+"""search.py: every config loads; cold / warm / verify on a tiny model; run-directory rules."""
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+from kmshc.experiment import Experiment
+from kmshc.search.run import SearchConfig
+from kmshc.types import KmshcError, read_circuit
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = sorted((REPO / "configs" / "search").glob("*.yaml"))
+
+
+def load_entry():
+    spec = importlib.util.spec_from_file_location("search_entry", REPO / "search.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+ENTRY = load_entry()
+TINY = ["--config", str(REPO / "configs/search/tiny.yaml"), "--progress", "false", "--n_boot", "200"]
+
+
+@pytest.fixture(scope="module")
+def reachable() -> list[str]:
+    """An absolute threshold the tiny random model reaches: its own full score on val."""
+    import torch
+    exp = ENTRY.parse(TINY).experiment
+    return ["--threshold", str(exp.scorer_for("val")(torch.ones(exp.shape)) - 1e-6)]
+
+
+def test_every_preset_exists():
+    assert {p.stem for p in CONFIGS} >= {"tiny", "default", "blimp", "arithmetic", "word_problems", "paper",
+                                          "paper-draft"}
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
+def test_config_loads_and_starts_with_its_command(path):
+    first = path.read_text().splitlines()[0]
+    assert first.startswith("# python search.py --config configs/search/" + path.name)
+    cfg = ENTRY.parse(["--config", str(path)])
+    assert isinstance(cfg, SearchConfig) and isinstance(cfg.experiment, Experiment)
+    assert 0 < cfg.epsilon <= 1 and cfg.N >= 1 and cfg.K >= 1
+
+
+def test_paper_presets_are_as_designed():
+    paper = ENTRY.parse(["--config", str(REPO / "configs/search/paper.yaml")])
+    assert (paper.semantics, paper.epsilon, paper.N, paper.K, paper.window, paper.baseline) == \
+        ("paper", 0.25, 10, 10, 5, "complement")
+    assert (paper.experiment.ablation, paper.experiment.scorer, paper.experiment.probe_dim,
+            paper.macro_probe_dim, paper.ceil, paper.halve_when_large) == ("zero", "probe", 3, 10, True, True)
+    draft = ENTRY.parse(["--config", str(REPO / "configs/search/paper-draft.yaml")])
+    assert (draft.window_fraction, draft.threshold, draft.epsilon, draft.K, draft.confidence) == (0.2, 0.6, 0.1, 3, 0.95)
+    assert tuple(draft.experiment.split_fractions) == (0.6, 0.2, 0.2)
+
+
+def test_command_line_overrides_the_config():
+    cfg = ENTRY.parse(TINY + ["--epsilon", "0.7", "--experiment.limit", "40", "--semantics", "paper"])
+    assert (cfg.epsilon, cfg.experiment.limit, cfg.semantics) == (0.7, 40, "paper")
+
+
+def test_cold_then_resume_then_verify(tmp_path, reachable):
+    TINY_R = TINY + reachable
+    out = ENTRY.main(TINY_R + ["--runs_dir", str(tmp_path), "--name", "c"])
+    path = tmp_path / "c" / "circuit_searched.json"
+    circ = read_circuit(path)
+    cert = circ.certificate
+    assert out["heads"] == list(circ.heads) and circ.extra["method"] == "cold"
+    assert circ.config["experiment"]["model"] == "tiny-gpt2" and circ.evaluations == out["evaluations"] > 0
+    assert cert["split"] == "test" and cert["n"] == 60 and isinstance(cert["verified"], bool)
+    assert circ.scores["val"]["accuracy"] >= circ.scores["val"]["threshold"]
+    assert {"full", "baseline", "threshold", "circuit", "removals", "failing_heads"} <= set(cert)
+    assert json.loads((tmp_path / "c" / "search_state.json").read_text())["done"]
+    with pytest.raises(KmshcError, match="--overwrite"):
+        ENTRY.main(TINY_R + ["--runs_dir", str(tmp_path), "--name", "c"])
+    again = ENTRY.main(TINY_R + ["--runs_dir", str(tmp_path), "--name", "c", "--resume", "true"])
+    assert again["heads"] == out["heads"] and again["evaluations"] == out["evaluations"]
+    ver = ENTRY.main(TINY_R + ["--mode", "verify", "--circuit", str(path)])
+    assert Path(ver["circuit"]).name == "circuit_verified.json" and ver["verified"] == out["verified"]
+
+
+def test_warm_from_a_train_run_directory(tmp_path, reachable):
+    run = tmp_path / "trained"
+    run.mkdir()
+    exp = ENTRY.parse(TINY).experiment
+    heads = {f"L{l}H{h}": {"log_alpha": 0.0, "gate": g} for l in range(2) for h, g in enumerate([0.9, 0.7, 0.2, 0.6])}
+    (run / "gates.json").write_text(json.dumps({"model": "tiny-gpt2", "task": "grammar", "n_layers": 2,
+                                                "n_heads": 4, "tau": 0.5, "experiment": exp.to_dict(),
+                                                "heads": heads}))
+    out = ENTRY.main(TINY + reachable + ["--mode", "warm", "--from_run", str(run)])
+    circ = read_circuit(run / "circuit_searched.json")
+    assert out["method"] == "warm" and circ.extra["source"].endswith("gates.json")
+    assert circ.certificate["removals"] and len(circ.certificate["removals"]) == len(circ.heads)
+
+
+def test_warm_without_gates_is_a_clear_error(tmp_path):
+    with pytest.raises(KmshcError, match="gates.json"):
+        ENTRY.main(TINY + ["--mode", "warm", "--from_run", str(tmp_path)])

@@ -1,0 +1,85 @@
+"""Resume: a search interrupted after n evaluations and resumed reaches the uninterrupted result."""
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+import torch
+
+from kmshc.search import Recorder, cold_search, refine
+from kmshc.types import KmshcError
+
+SHAPE = (5, 6)
+
+
+class Crash(Exception):
+    pass
+
+
+def planted(calls: list[int], crash_after: int | None = None):
+    """Monotone graded score with two OR-groups; raises :class:`Crash` once ``crash_after`` masks were scored."""
+    required, groups = [{3}, {17}, {25}], [{1, 8, 9}, {20, 21}]
+
+    def evaluate_many(masks: torch.Tensor) -> list[float]:
+        if crash_after is not None and sum(calls) + len(masks) > crash_after:
+            raise Crash
+        calls.append(len(masks))
+        out = []
+        for m in masks:
+            on = set(torch.nonzero(m.reshape(-1) > 0.5).flatten().tolist())
+            out.append(0.5 + 0.1 * sum(bool(on & c) for c in required + groups))
+        return out
+    return evaluate_many
+
+
+SEARCHES = {
+    "cold-keep": lambda rec: cold_search(rec, SHAPE, semantics="keep", N=5, seed=7),
+    "cold-paper": lambda rec: cold_search(rec, SHAPE, semantics="paper", N=5, seed=7, window=1, percentile=50),
+    "warm": lambda rec: refine(rec, SHAPE, {h: random.Random(h).random() for h in range(30)}, N=5, seed=7),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(SEARCHES))
+@pytest.mark.parametrize("crash_after", [1, 9, 23])
+def test_resume_reaches_the_uninterrupted_result(tmp_path, kind, crash_after):
+    search = SEARCHES[kind]
+    ref = search(Recorder(planted([])))
+    state = tmp_path / "search_state.json"
+    first: list[int] = []
+    with pytest.raises(Crash):
+        search(Recorder(planted(first, crash_after), path=state, fingerprint={"seed": 7}))
+    saved = json.loads(state.read_text()) if state.exists() else None
+    assert saved is None or len(saved["log"]) == sum(first)  # every finished batch was saved
+    live: list[int] = []
+    rec = Recorder(planted(live), path=state, resume=saved is not None, fingerprint={"seed": 7})
+    res = search(rec)
+    assert res.heads == ref.heads and res.trace == ref.trace
+    assert res.evaluations == ref.evaluations == sum(first) + sum(live)  # replayed evaluations are not repeated
+    final = json.loads(state.read_text())
+    assert final["done"] and final["evaluations"] == res.evaluations
+
+
+def test_resume_with_another_configuration_is_refused(tmp_path):
+    state = tmp_path / "s.json"
+    cold_search(Recorder(planted([]), path=state, fingerprint={"seed": 7, "N": 5}), SHAPE, N=5, seed=7)
+    with pytest.raises(KmshcError, match="fields differ: N"):
+        Recorder(planted([]), path=state, resume=True, fingerprint={"seed": 7, "N": 6})
+
+
+def test_resume_that_asks_for_other_masks_is_refused(tmp_path):
+    state = tmp_path / "s.json"
+    cold_search(Recorder(planted([]), path=state), SHAPE, N=5, seed=7)
+    with pytest.raises(KmshcError, match="diverged"):
+        cold_search(Recorder(planted([]), path=state, resume=True), SHAPE, N=5, seed=8)
+
+
+def test_resume_without_state_is_an_error(tmp_path):
+    with pytest.raises(KmshcError, match="no search state"):
+        Recorder(planted([]), path=tmp_path / "missing.json", resume=True)
+
+
+def test_evaluation_cap_stops_the_search_and_marks_it(tmp_path):
+    calls: list[int] = []
+    res = cold_search(Recorder(planted(calls), max_evaluations=25), SHAPE, N=5, seed=7)
+    assert res.capped and res.evaluations == sum(calls) <= 25
