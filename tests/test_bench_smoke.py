@@ -1,0 +1,68 @@
+"""Every benchmark script runs end to end on a tiny model and appends its table to the doc.
+
+No timing is asserted (the machine is shared); what must hold is that each script runs, its
+fast paths agree with the naive one, and the section it writes names its command.
+"""
+from __future__ import annotations
+
+import importlib.util
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+TINY = ["--model", "tiny-llama", "--task", "grammar", "--pairs", "6", "--repeats", "1"]
+
+pytestmark = pytest.mark.slow  # several tiny forwards per variant; still seconds, not minutes
+
+
+def load(name: str):
+    sys.path.insert(0, str(BENCH))
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def section(doc: Path, title: str, script: str) -> str:
+    text = doc.read_text()
+    assert text.startswith("# Benchmarks")
+    assert f"### {title}" in text and f"`python bench/{script}.py" in text
+    assert re.search(r"peak RSS \d+ MiB", text)
+    return text
+
+
+def test_overhead(tmp_path):
+    doc = tmp_path / "b.md"
+    ratios = load("overhead").main([*TINY, "--doc", str(doc)])
+    assert ratios["no hooks"] == 1.0 and len(ratios) == 6 and all(r > 0 for r in ratios.values())
+    section(doc, "overhead: gating hooks vs no hooks", "overhead")
+
+
+def test_masks_fast_paths_agree_with_naive(tmp_path):
+    doc = tmp_path / "b.md"
+    result = load("masks").main([*TINY, "--n", "1", "3", "--doc", str(doc)])
+    assert {n for n, _ in result} == {1, 3} and len(result) == 10
+    text = section(doc, "masks: evaluations per second", "masks")
+    err = float(re.search(r"naive path: ([0-9.e+-]+)", text).group(1))
+    assert err < 1e-4
+
+
+def test_peer_chg(tmp_path):
+    pytest.importorskip("causal_head_gating")
+    doc = tmp_path / "b.md"
+    out = load("peer_chg").main([*TINY, "--steps", "1", "--chg-batch", "4", "--doc", str(doc)])
+    n_heads = 2 * 4  # tiny-llama: 2 layers × 4 heads
+    assert all(0 <= size <= n_heads and 0 <= acc <= 1 for size, acc in out.values())
+    section(doc, "peer_chg: Causal Head Gating vs kmshc", "peer_chg")
+
+
+def test_bench_module_writes_atomically_appending(tmp_path):
+    common = load("common")
+    args = common.parse(common.parser("x"), ["--doc", str(tmp_path / "d.md")], str(BENCH / "x.py"))
+    common.report(args, "one", common.table(["a", "b"], [[1, 0.5]]))
+    common.report(args, "two", common.table(["a"], [[2]]))
+    text = (tmp_path / "d.md").read_text()
+    assert text.index("### one") < text.index("### two") and "| 1 | 0.5 |" in text
