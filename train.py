@@ -10,6 +10,7 @@ import os
 import sys
 from pathlib import Path
 
+from jsonargparse import ActionYesNo
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import CSVLogger, WandbLogger
@@ -31,7 +32,7 @@ class TrainCLI(LightningCLI):
     def add_arguments_to_parser(self, parser) -> None:
         parser.add_argument("--name", default="default", help="run name: outputs go to <runs_dir>/<name>/")
         parser.add_argument("--runs_dir", default="runs", help="parent folder of run directories")
-        parser.add_argument("--overwrite", type=bool, default=False, help="replace an existing run directory")
+        parser.add_argument("--overwrite", action=ActionYesNo, default=False, help="replace an existing run directory")
         parser.add_argument("--log_to", choices=["wandb", "csv", "none"], default="wandb", help="logger")
         # One Experiment object (model, splits, ablation) is shared by the data and the module.
         parser.link_arguments("data", "model.experiment", compute_fn=lambda dm: dm.experiment, apply_on="instantiate")
@@ -61,8 +62,11 @@ def main(args: list[str] | None = None) -> TrainCLI:
 
 
 if __name__ == "__main__":
+    debug = "--debug" in sys.argv  # user errors print one line; --debug shows the traceback
     try:
-        main()
+        main([a for a in sys.argv[1:] if a != "--debug"])
     except KmshcError as e:
+        if debug:
+            raise
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
