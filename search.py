@@ -51,8 +51,11 @@ def main(args: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
+    debug = "--debug" in sys.argv  # user errors print one line; --debug shows the traceback
     try:
-        main()
+        main([a for a in sys.argv[1:] if a != "--debug"])
     except KmshcError as e:
+        if debug:
+            raise
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)

@@ -145,6 +145,14 @@ class GateModule(L.LightningModule):
             self.log_dict({"train/target_heads": target * self.n_total, "train/lambda1": self.controller.lambda1,
                            "train/lambda2": self.controller.lambda2})
         loss = faith + penalty
+        if not (torch.isfinite(loss) and torch.isfinite(self.gates.log_alpha).all()):
+            # Stop before a NaN/inf reaches the gates: checkpoints/last.ckpt keeps the last good state.
+            last = getattr(self.trainer.checkpoint_callback, "last_model_path", "") if self._trainer else ""
+            raise KmshcError(f"training step {self.global_step}: the loss became {float(loss)} (faithfulness "
+                             f"{float(faith)}, sparsity {float(penalty)}; gates finite: "
+                             f"{bool(torch.isfinite(self.gates.log_alpha).all())}); stopped before updating the gates. "
+                             + (f"The last good checkpoint is {last}: lower model.lr and resume with --ckpt_path {last}"
+                                if last else "No checkpoint was saved yet: lower model.lr and start again"))
         self.log_dict({"train/loss": loss, "train/faithfulness": faith, "train/expected_l0": el0},
                       prog_bar=True)
         return loss

@@ -16,7 +16,7 @@ import lightning as L
 import torch
 
 from kmshc.plots import gate_heatmap
-from kmshc.types import Circuit, KmshcError, atomic_write_json, head_name, mask_to_heads
+from kmshc.types import Circuit, KmshcError, atomic_write_json, ensure_writable_dir, head_name, mask_to_heads
 
 RUN_FILES = ("gates.json", "circuit_learned.json", "checkpoints", "config.yaml")
 
@@ -30,8 +30,7 @@ def prepare_run_dir(run_dir: str | Path, overwrite: bool = False, resuming: bool
                          f"--ckpt_path {run_dir}/checkpoints/last.ckpt to resume it, or choose another --name")
     if used and overwrite and not resuming:
         shutil.rmtree(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    return run_dir
+    return ensure_writable_dir(run_dir, "run directory")  # a clear error now, not a traceback at the first save
 
 
 def gates_record(module, tau: float) -> dict[str, Any]:
