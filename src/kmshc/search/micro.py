@@ -89,25 +89,35 @@ def removal_loop(rec: Recorder, shape: tuple[int, int], start: set[int], U: floa
 def single_head_pass(rec: Recorder, shape: tuple[int, int], start: set[int], U: float, rng: random.Random,
                      priority: Mapping[int, float] | None = None, score: float | None = None,
                      ) -> tuple[set[int], float | None, dict[int, float]]:
-    """Exhaustive single-head removal until no head can go: 1-minimal by construction.
+    """Single-head removal until no head can go: 1-minimal by construction.
 
-    Each pass scores ``S(C \\ {h})`` for every ``h ∈ C`` in one batch and removes the best
-    passing head (ties: larger ``priority``, e.g. ``1 − gate``, then lower index). It ends with a
-    pass in which every removal fails, whose scores are returned as ``{h: S(C \\ {h})}``.
+    A full pass scores ``S(C \\ {h})`` for every ``h ∈ C`` in one batch. The best passing head
+    is removed (ties: larger ``priority``, e.g. ``1 − gate``, then lower index); then only the
+    heads that passed last time are re-scored (a head that failed on a larger set rarely passes
+    on a smaller one). When none of them passes, a confirming full pass runs; the search ends
+    only after a full pass in whose every removal fails, and returns its scores ``{h: S(C \\ {h})}``.
     """
     C = set(start)
     priority = priority or {}
     last: dict[int, float] = {}
+    todo = sorted(C)  # heads to score in this pass; a full pass when it equals C
     while C:
-        order = sorted(C)
-        scores = rec.many(torch.stack([mask_of(C - {h}, shape) for h in order]))
-        last = dict(zip(order, scores))
-        passing = [h for h in order if last[h] >= U]
+        full_pass = len(todo) == len(C)
+        scores = rec.many(torch.stack([mask_of(C - {h}, shape) for h in todo]))
+        now = dict(zip(todo, scores))
+        passing = [h for h in todo if now[h] >= U]
+        if full_pass:
+            last = now
         if not passing:
-            rec.decision(rng, size=len(C), event="one_minimal", worst_removal=max(scores))
-            break
-        h = max(passing, key=lambda x: (last[x], priority.get(x, 0.0), -x))
+            if full_pass:
+                rec.decision(rng, size=len(C), event="one_minimal", worst_removal=max(scores))
+                break
+            todo = sorted(C)
+            rec.decision(rng, size=len(C), event="confirm_pass")
+            continue
+        h = max(passing, key=lambda x: (now[x], priority.get(x, 0.0), -x))
         C.discard(h)
-        score = last[h]
-        rec.decision(rng, size=len(C), event="remove_head", head=h, score=last[h])
+        score = now[h]
+        todo = sorted(set(passing) - {h}) or sorted(C)
+        rec.decision(rng, size=len(C), event="remove_head", head=h, score=now[h])
     return C, score, last

@@ -145,7 +145,9 @@ def run(cfg: SearchConfig, on_progress=None) -> tuple[Circuit, Path]:
         others["macro"] = _accuracies(Scorer(model, tok, exp.splits["val"], scorer="probe", ablation=exp.ablation_values,
                                              train=exp.splits["train"], probe_dim=cfg.macro_probe_dim, seed=exp.seed))
     search_cfg = {k: v for k, v in asdict(cfg).items() if k not in ("resume", "overwrite", "progress", "experiment")}
-    fingerprint = {**search_cfg, "experiment": exp.to_dict(), "n_val": val.n}
+    # the cap only decides where a run stops, not its path: a capped run may resume with a larger one
+    fingerprint = {**{k: v for k, v in search_cfg.items() if k != "max_evaluations"},
+                   "experiment": exp.to_dict(), "n_val": val.n}
     rec = Recorder(_accuracies(val), out / STATE, resume=cfg.resume, fingerprint=fingerprint,
                    max_evaluations=cfg.max_evaluations, on_progress=on_progress, others=others)
     if cfg.mode == "warm":
