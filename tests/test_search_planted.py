@@ -6,7 +6,7 @@ import random
 import pytest
 import torch
 
-from kmshc.search import Recorder, cold_search, draw_bundles, macro_layer_search, refine, threshold_value
+from kmshc.search import Recorder, batched, cold_search, draw_bundles, macro_layer_search, refine, threshold_value
 from kmshc.search.common import names
 from kmshc.types import KmshcError
 
@@ -149,3 +149,14 @@ def test_draw_bundles_enumerates_small_pools_and_honours_weights():
 
 def test_names_are_sorted_and_formatted():
     assert names({9, 0}, (2, 8)) == ("L0H0", "L1H1")
+
+
+def test_a_one_mask_evaluate_works_through_batched():
+    many = planted({4, 5}, [])
+    single_calls = []
+
+    def evaluate(mask):
+        single_calls.append(1)
+        return many(mask[None])[0]
+    res = cold_search(Recorder(batched(evaluate)), SHAPE, semantics="keep", seed=0)
+    assert idx(res) == {4, 5} and res.evaluations == len(single_calls)

@@ -5,9 +5,9 @@ from kmshc.search.common import SearchResult, draw_bundles, mask_of, threshold_v
 from kmshc.search.macro import MacroResult, macro_layer_search
 from kmshc.search.micro import removal_loop, restore_loop, single_head_pass
 from kmshc.search.refine import cold_search, refine
-from kmshc.search.state import BudgetExhausted, Recorder
+from kmshc.search.state import BudgetExhausted, Recorder, batched
 from kmshc.search.verify import certify
 
 __all__ = ["SearchResult", "MacroResult", "Recorder", "BudgetExhausted", "macro_layer_search", "restore_loop",
            "removal_loop", "single_head_pass", "refine", "cold_search", "certify", "threshold_value",
-           "draw_bundles", "mask_of"]
+           "draw_bundles", "mask_of", "batched"]

@@ -24,6 +24,11 @@ from kmshc.types import KmshcError, atomic_write_json
 EvaluateMany = Callable[[torch.Tensor], Sequence[float]]
 
 
+def batched(evaluate: Callable[[torch.Tensor], float]) -> EvaluateMany:
+    """Turn a one-mask ``evaluate(mask [L, H]) -> float`` into ``evaluate_many`` (one call per mask)."""
+    return lambda masks: [float(evaluate(m)) for m in masks]
+
+
 def mask_key(mask: torch.Tensor) -> str:
     """A compact, exact key of a 0/1 mask ``[L, H]``: the hex of its bits in row-major order."""
     bits = "".join("1" if v > 0.5 else "0" for v in mask.reshape(-1).tolist())
