@@ -66,3 +66,13 @@ def test_bench_module_writes_atomically_appending(tmp_path):
     common.report(args, "two", common.table(["a"], [[2]]))
     text = (tmp_path / "d.md").read_text()
     assert text.index("### one") < text.index("### two") and "| 1 | 0.5 |" in text
+
+
+def test_oracle_reports_exact_minimum_rates(tmp_path):
+    doc = tmp_path / "b.md"
+    out = load("oracle").main(["--seeds", "2", "--model-seeds", "1", "--layers", "3", "--heads", "2",
+                               "--pairs", "8", "--doc", str(doc)])
+    assert {fam for fam, _ in out} >= {"planted or_groups", "planted additive", "planted noisy"}
+    assert all(0 <= hit <= 1 for hit in out.values())
+    text = section(doc, "oracle: searched vs true minimum", "oracle")
+    assert "| 64 |" in text  # 3 × 2 heads: exhaustive search scores 2^6 subsets
