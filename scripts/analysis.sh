@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Regenerates docs/analysis.md's data: learned (train.py) and warm-searched (search.py) circuits
+# for 4 tasks x SEEDS seeds on SmolLM2-135M-Instruct, then `kmshc compare` over all of them.
+#   bash scripts/analysis.sh                      # the grid of docs/analysis.md
+#   MODEL=tiny-llama OUT=/tmp/an bash scripts/analysis.sh   # seconds-long smoke run of the pipeline
+# Resumable: a run whose circuit file exists is skipped; a half-finished training run restarts,
+# a half-finished search resumes from its search_state.json. Runs one process at a time.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export WANDB_MODE=${WANDB_MODE:-offline} HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+PY=${PY:-.venv/bin/python}
+MODEL=${MODEL:-smollm2-135m}
+OUT=${OUT:-runs/analysis}          # run directories go here
+FIG=${FIG:-docs/figures/analysis}  # compare output (report, tables, PNGs)
+SEEDS=${SEEDS:-"0 1 2"}
+ONLY=${ONLY:-"det_noun subj_verb arithmetic word_problems"}  # which tasks, in this order per seed
+LIMIT=${LIMIT:-200}                # pairs per task: 60/20/20 -> 120 train, 40 val, 40 test
+STEPS=${STEPS:-60}                 # gate-training steps (Lagrangian target ramps over WARMUP)
+WARMUP=${WARMUP:-40}
+TARGET=${TARGET:-20}               # heads the Lagrangian controller steers to
+EPSILON=${EPSILON:-0.9}
+BLIMP=../shared/data/blimp
+if [[ $MODEL == tiny-* ]]; then DTYPE=float32; TARGET=${TINY_TARGET:-3}; else DTYPE=bfloat16; fi
+
+# name | experiment overrides
+TASKS=(
+  "det_noun|--data.experiment.task blimp --data.experiment.data $BLIMP/determiner_noun_agreement_1.jsonl"
+  "subj_verb|--data.experiment.task blimp --data.experiment.data $BLIMP/regular_plural_subject_verb_agreement_1.jsonl"
+  "arithmetic|--data.experiment.task arithmetic --data.experiment.data null"
+  "word_problems|--data.experiment.task word_problems --data.experiment.data null"
+)
+
+for seed in $SEEDS; do
+  for task in $ONLY; do
+    spec=$(printf '%s\n' "${TASKS[@]}" | grep "^$task|") || { echo "unknown task $task"; exit 2; }
+    name="${task}_s$seed"; args="${spec#*|}"; run="$OUT/$name"
+    if [[ ! -f $run/circuit_learned.json ]]; then
+      echo "== train $name"
+      # shellcheck disable=SC2086
+      $PY train.py fit --config configs/train/blimp.yaml --name "$name" --runs_dir "$OUT" --overwrite true \
+        --log_to csv --seed_everything "$seed" --trainer.max_steps "$STEPS" --trainer.val_check_interval "$STEPS" \
+        --model.target "$TARGET" --model.warmup_steps "$WARMUP" --model.epsilon "$EPSILON" \
+        --data.experiment.model "$MODEL" --data.experiment.dtype "$DTYPE" --data.experiment.seed "$seed" \
+        --data.experiment.limit "$LIMIT" $args
+    fi
+    if [[ ! -f $run/circuit_searched.json ]]; then
+      echo "== warm search $name"
+      resume=false; [[ -f $run/search_state.json ]] && resume=true
+      # A search can fail for a reason worth reporting (e.g. no gap between full model and baseline):
+      # note it and go on, so the other runs still finish.
+      $PY search.py --mode warm --from_run "$run" --epsilon "$EPSILON" --N 10 --progress false --resume $resume \
+        || echo "$name: search failed (exit $?)" | tee -a "$OUT/failures.txt"
+    fi
+  done
+done
+
+echo "== compare"
+$PY -m kmshc compare "$OUT" --out "$FIG" --title "SmolLM2-135M: learned vs searched circuits, 4 tasks x seeds ($MODEL)"
