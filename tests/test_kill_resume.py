@@ -2,7 +2,8 @@
 
 * search.py is killed once ``search_state.json`` records a few evaluations; ``--resume true``
   then reaches the same circuit, certificate and evaluation count as an uninterrupted run with
-  the same seed (the reference runs in-process, the killed and resumed runs are real CLIs).
+  the same seed (the reference runs in-process, twice, which also checks determinism; the
+  killed and resumed runs are real CLIs).
 * train.py is killed once a checkpoint exists; ``--ckpt_path .../last.ckpt`` resumes from that
   step (not from 0) and finishes the run.
 
@@ -19,11 +20,25 @@ import sys
 import time
 from pathlib import Path
 
+import lightning as L
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "WANDB_MODE": "offline",
        "TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": str(REPO / "src")}
+
+
+class StepCounter(L.Callback):
+    """Records where a (resumed) fit starts, its gates at that point, and how many steps it runs."""
+
+    def __init__(self) -> None:
+        self.start_step, self.start_log_alpha, self.steps = None, None, 0
+
+    def on_train_start(self, trainer, module) -> None:
+        self.start_step, self.start_log_alpha = trainer.global_step, module.gates.log_alpha.detach().clone()
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+        self.steps += 1
 
 
 @pytest.fixture(scope="module")
@@ -92,6 +107,9 @@ def test_search_killed_resumes_to_the_uninterrupted_circuit(tmp_path, llama_dir)
         sys.path.remove(str(REPO))
     search_cli.main(["--config", str(cfg), "--name", "reference"])  # uninterrupted, in-process
     reference = json.loads((tmp_path / "runs" / "reference" / "circuit_searched.json").read_text())
+    search_cli.main(["--config", str(cfg), "--name", "reference2"])  # determinism: same seed, same everything
+    reference2 = json.loads((tmp_path / "runs" / "reference2" / "circuit_searched.json").read_text())
+    assert comparable(reference2) == comparable(reference)
 
     run = tmp_path / "runs" / "killed"
     state = run / "search_state.json"
@@ -113,3 +131,30 @@ def test_search_killed_resumes_to_the_uninterrupted_circuit(tmp_path, llama_dir)
     read_circuit(run / "circuit_searched.json")  # and the file is a valid circuit
     final = _json(state)
     assert final["done"] and final["log"][: saved["evaluations"]] == saved["log"]  # replayed, not recomputed
+
+
+def test_training_killed_resumes_from_its_last_checkpoint(tmp_path):
+    """train.py killed with SIGKILL once last.ckpt exists; --ckpt_path continues from that step to the end."""
+    sys.path.insert(0, str(REPO))
+    try:
+        import train as train_cli
+    finally:
+        sys.path.remove(str(REPO))
+    import torch
+    base = ["fit", "--config", str(REPO / "configs" / "train" / "tiny.yaml"), "--runs_dir", str(tmp_path),
+            "--name", "killed", "--trainer.max_steps", "40", "--trainer.enable_progress_bar", "false"]
+    ckpt = tmp_path / "killed" / "checkpoints" / "last.ckpt"
+    proc = subprocess.Popen([sys.executable, "train.py", *base], cwd=REPO, env=ENV, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    kill_when(proc, ckpt.exists)
+    saved = torch.load(ckpt, weights_only=True)  # whole (atomic save) and safe to read back
+    step = saved["global_step"]
+    assert 10 <= step < 40 and not (tmp_path / "killed" / "circuit_learned.json").exists()
+
+    cli = train_cli.main([*base, "--ckpt_path", str(ckpt), "--trainer.callbacks+=test_kill_resume.StepCounter"])
+    counter = next(c for c in cli.trainer.callbacks if type(c).__name__ == "StepCounter")
+    # it started from the checkpoint (step and gates), not from scratch, and ran only the remaining steps
+    assert counter.start_step == step and counter.steps == 40 - step
+    assert torch.equal(counter.start_log_alpha, saved["state_dict"]["gates.log_alpha"])
+    assert cli.trainer.global_step == 40
+    assert json.loads((tmp_path / "killed" / "circuit_learned.json").read_text())["steps"] == 40
