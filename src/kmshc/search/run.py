@@ -56,6 +56,7 @@ class SearchConfig:
     n_boot: int = 2000
     restore_samples: int = 100
     verify_split: Literal["val", "test"] = "test"
+    dtype: Literal["float32", "bfloat16"] | None = None  # override the experiment's (also a warm run's) dtype
     resume: bool = False
     overwrite: bool = False
     progress: bool = True
@@ -137,6 +138,9 @@ def run(cfg: SearchConfig, on_progress=None) -> tuple[Circuit, Path]:
     if cfg.mode == "warm":
         exp, gates = read_gates(Path(cfg.from_run))
         source = str(Path(cfg.from_run) / "gates.json")
+    if cfg.dtype is not None and cfg.dtype != exp.dtype:
+        # e.g. float32 on a CPU without native bf16 matmuls, where bf16 is ~50x slower
+        exp = Experiment.from_dict({**exp.to_dict(), "dtype": cfg.dtype})
     shape, seed = exp.shape, cfg.seed if cfg.seed is not None else exp.seed
     val = exp.scorer_for("val")
     others = {}
@@ -183,6 +187,8 @@ def _verify_only(cfg: SearchConfig, out: Path) -> tuple[Circuit, Path]:
     c = read_circuit(cfg.circuit)
     exp_d = c.config.get("experiment")
     exp = _experiment(exp_d, f"{cfg.circuit}: field 'config.experiment'") if isinstance(exp_d, dict) else cfg.experiment
+    if cfg.dtype is not None and cfg.dtype != exp.dtype:
+        exp = Experiment.from_dict({**exp.to_dict(), "dtype": cfg.dtype})
     threshold = c.config.get("threshold", cfg.threshold)
     cert = certify(exp.scorer_for(cfg.verify_split).outcomes, exp.shape, c.heads, c.semantics, c.epsilon, threshold,
                    c.K, c.config.get("baseline_heads", ()), cfg.confidence, cfg.n_boot, cfg.restore_samples,
