@@ -6,6 +6,7 @@ fast paths agree with the naive one, and the section it writes names its command
 from __future__ import annotations
 
 import importlib.util
+import json
 import re
 import sys
 from pathlib import Path
@@ -30,7 +31,7 @@ def section(doc: Path, title: str, script: str) -> str:
     text = doc.read_text()
     assert text.startswith("# Benchmarks")
     assert f"### {title}" in text and f"`python bench/{script}.py" in text
-    assert re.search(r"peak RSS \d+ MiB", text)
+    assert re.search(r"peak RSS[a-z ]* \d+ MiB", text)
     return text
 
 
@@ -76,3 +77,23 @@ def test_oracle_reports_exact_minimum_rates(tmp_path):
     assert all(0 <= hit <= 1 for hit in out.values())
     text = section(doc, "oracle: searched vs true minimum", "oracle")
     assert "| 64 |" in text  # 3 × 2 heads: exhaustive search scores 2^6 subsets
+
+
+def test_search_cost_reads_real_tiny_runs(tmp_path):
+    """Train tiny gates, refine them (warm) and search cold, then let the benchmark read the runs."""
+    root = Path(__file__).resolve().parents[1]
+    sys.path.insert(0, str(root))
+    import search
+    import train
+    train.main(["fit", "--config", str(root / "configs/train/tiny.yaml"), "--runs_dir", str(tmp_path),
+                "--name", "t", "--trainer.enable_progress_bar", "false"])
+    search_cfg = str(root / "configs/search/tiny.yaml")
+    search.main(["--config", search_cfg, "--mode", "warm", "--from_run", str(tmp_path / "t")])
+    search.main(["--config", search_cfg, "--runs_dir", str(tmp_path), "--name", "c"])
+    doc = tmp_path / "b.md"
+    out = load("search_cost").main(["--case", "tiny", str(tmp_path / "t"), str(tmp_path / "c"), "--doc", str(doc)])
+    warm = json.loads((tmp_path / "t" / "circuit_searched.json").read_text())
+    assert out["tiny"]["warm_over_floor"] == pytest.approx(warm["evaluations"] / (len(warm["heads"]) + 1))
+    assert out["tiny"]["cold_over_warm"] > 0
+    text = section(doc, "search_cost: cold vs learned → refined", "search_cost")
+    assert "gate training (20 steps × batch 8)" in text and "warm: learned → refined" in text
