@@ -17,14 +17,15 @@ from jsonargparse import ActionConfigFile, ArgumentParser
 from tqdm import tqdm
 
 from kmshc.search.run import SearchConfig, run
-from kmshc.types import KmshcError
+from kmshc.types import KmshcError, config_errors
 
 
 def parse(args: list[str] | None = None) -> SearchConfig:
     parser = ArgumentParser(description=__doc__.splitlines()[0], env_prefix="KMSHC_SEARCH", default_env=False)
     parser.add_argument("--config", action=ActionConfigFile, help="a YAML file from configs/search/")
     parser.add_class_arguments(SearchConfig, nested_key=None, fail_untyped=True)
-    ns = parser.instantiate(parser.parse_args(args))
+    with config_errors("search config", "a UTF-8 YAML mapping of search fields (see configs/search/)"):
+        ns = parser.instantiate(parser.parse_args(args))
     return SearchConfig(**{k: v for k, v in vars(ns).items() if k != "config"})
 
 

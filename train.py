@@ -18,7 +18,7 @@ from lightning.pytorch.loggers import CSVLogger, WandbLogger
 from kmshc.datamodule import GateDataModule
 from kmshc.module import GateModule
 from kmshc.train_utils import RunOutputs, prepare_run_dir
-from kmshc.types import KmshcError, atomic_write_text
+from kmshc.types import KmshcError, atomic_write_text, config_errors
 
 
 class SaveConfigToRun(SaveConfigCallback):
@@ -36,6 +36,14 @@ class TrainCLI(LightningCLI):
         parser.add_argument("--log_to", choices=["wandb", "csv", "none"], default="wandb", help="logger")
         # One Experiment object (model, splits, ablation) is shared by the data and the module.
         parser.link_arguments("data", "model.experiment", compute_fn=lambda dm: dm.experiment, apply_on="instantiate")
+
+    def parse_arguments(self, parser, args) -> None:
+        with config_errors("train config", "UTF-8 YAML with the sections of configs/train/tiny.yaml"):
+            super().parse_arguments(parser, args)
+
+    def instantiate_classes(self) -> None:
+        with config_errors("train config", "UTF-8 YAML with the sections of configs/train/tiny.yaml"):
+            super().instantiate_classes()
 
     def instantiate_trainer(self, **kwargs):
         cfg = self.config[self.subcommand] if self.subcommand else self.config

@@ -171,3 +171,86 @@ def test_experiment_from_dict_never_crashes(d):
         assert str(e).startswith("circuit.json: config.experiment: ")
         return
     assert isinstance(exp, Experiment)
+
+
+# ----------------------------------------------------------------------------- train/search configs, search state
+import sys  # noqa: E402
+
+import yaml  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+small = st.none() | st.booleans() | st.integers(-3, 3) | st.floats(-2, 2) | st.text(max_size=6) | \
+    st.lists(st.integers(0, 2), max_size=3) | st.dictionaries(st.text(max_size=4), st.integers(0, 2), max_size=2)
+
+
+def _entry_points():
+    sys.path.insert(0, str(REPO))
+    try:
+        import search
+        import train
+    finally:
+        sys.path.remove(str(REPO))
+    return search, train
+
+
+SEARCH_KEYS = ["mode", "semantics", "epsilon", "threshold", "K", "N", "tau", "seed", "macro", "window", "baseline",
+               "experiment", "foo"]
+EXP_KEYS = ["model", "task", "n", "limit", "split_fractions", "scorer", "ablation", "labels", "task_args", "bar"]
+search_yaml = st.dictionaries(st.sampled_from(SEARCH_KEYS), small | st.dictionaries(st.sampled_from(EXP_KEYS), small,
+                                                                                     max_size=3), max_size=4)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=any_bytes | search_yaml.map(lambda d: yaml.safe_dump(d).encode()))
+def test_search_config_loader_never_crashes(fuzz_dir, capsys, data):
+    """search.py's parser on random YAML: a SearchConfig, a usage error (exit 2) or a KmshcError."""
+    search, _ = _entry_points()
+    path = _write(fuzz_dir, "search.yaml", data)
+    try:
+        search.parse(["--config", str(path)])
+    except SystemExit as e:
+        assert e.code == 2
+    except KmshcError:
+        pass
+    capsys.readouterr()
+
+
+train_yaml = st.fixed_dictionaries({}, optional={
+    "model": st.dictionaries(st.sampled_from(["lr", "lam", "objective", "sparsity", "target", "tau", "zzz"]), small,
+                             max_size=2) | small,
+    "data": st.dictionaries(st.sampled_from(["batch_size", "experiment"]), small | st.dictionaries(
+        st.sampled_from(["n", "task", "ablation", "scorer", "split_fractions"]), small, max_size=2), max_size=2) | small,
+    "trainer": st.dictionaries(st.sampled_from(["max_steps", "devices", "accelerator"]), small, max_size=2) | small,
+    "name": small, "qqq": small})
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=any_bytes | train_yaml.map(lambda d: yaml.safe_dump(d).encode()))
+def test_train_config_loader_never_crashes(fuzz_dir, capsys, data):
+    """train.py's LightningCLI on the tiny config plus a random YAML layer: parse and instantiate, never fit."""
+    _, train = _entry_points()
+    path = _write(fuzz_dir, "train.yaml", data)
+    try:
+        train.TrainCLI(train.GateModule, train.GateDataModule, run=False, save_config_callback=None,
+                       args=["--config", str(REPO / "configs" / "train" / "tiny.yaml"), "--config", str(path),
+                             "--runs_dir", str(fuzz_dir / "runs"), "--overwrite", "true",
+                             "--trainer.enable_progress_bar", "false"])
+    except SystemExit as e:
+        assert e.code == 2
+    except KmshcError:
+        pass
+    capsys.readouterr()
+
+
+@FUZZ
+@given(data=any_bytes | json_values.map(lambda v: json.dumps(v).encode()) | st.fixed_dictionaries(
+    {"fingerprint": st.just({})}, optional={"log": json_values, "trace": json_values}).map(
+        lambda d: json.dumps(d).encode()))
+def test_search_state_reader_never_crashes(fuzz_dir, data):
+    """``--resume`` on a corrupted or foreign search_state.json: a clean error, or a valid replay."""
+    from kmshc.search.state import Recorder
+    path = _write(fuzz_dir, "search_state.json", data)
+    try:
+        Recorder(lambda masks: [0.5] * len(masks), path, resume=True, fingerprint={})
+    except KmshcError as e:
+        assert str(path) in str(e)

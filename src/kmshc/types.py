@@ -10,6 +10,7 @@ import math
 import os
 import re
 import tempfile
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -19,7 +20,7 @@ import torch
 __all__ = [
     "Head", "head_name", "parse_head", "heads_to_mask", "mask_to_heads",
     "Circuit", "KmshcError", "atomic_write_text", "atomic_write_json", "atomic_write_bytes",
-    "ensure_writable_dir",
+    "ensure_writable_dir", "config_errors",
     "read_circuit", "CIRCUIT_FIELDS",
 ]
 
@@ -117,6 +118,17 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+@contextmanager
+def config_errors(what: str, expected: str):
+    """Turn what config parsers let through for unreadable input (a non-UTF-8 file, a scalar where a
+    section belongs: UnicodeDecodeError/TypeError/ValueError) into one clear :class:`KmshcError`."""
+    try:
+        yield
+    except (UnicodeDecodeError, TypeError, ValueError) as e:
+        raise KmshcError(f"{what}: cannot use it ({type(e).__name__}: {str(e).splitlines()[0][:120]}); "
+                         f"expected {expected}") from e  # chained: --debug shows where the parser failed
 
 
 def ensure_writable_dir(path: str | os.PathLike, what: str = "output directory") -> Path:
