@@ -59,7 +59,8 @@ def main(argv: list[str] | None = None) -> dict:
         return {}
     circuit = json.loads(Path(args.circuit).read_text()) if args.circuit and Path(args.circuit).exists() else None
     if circuit is not None:
-        exp = Experiment(**circuit["config"]["experiment"])
+        # Same data, splits and ablation as the circuit; --dtype overrides (bf16 is ~10x slower on AVX2-only CPUs).
+        exp = Experiment(**{**circuit["config"]["experiment"], "dtype": args.dtype})
         model, tok = exp.loaded
         splits, test = exp.splits, exp.scorer_for("test")
     else:
