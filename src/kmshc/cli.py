@@ -60,7 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--ablation", default="zero", choices=["zero", "mean", "resample"])
     s.add_argument("--per-position", action="store_true", help="mean ablation per position")
     s.add_argument("--scorer", default="pair_logprob", choices=["pair_logprob", "label_tokens", "probe"])
-    s.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    s.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "auto"],
+                   help="auto: bf16 on CUDA or a CPU with native bf16 (avx512_bf16/amx_bf16), else float32")
     s.add_argument("--seed", type=int, default=0)
     s.set_defaults(func=_score)
     try:

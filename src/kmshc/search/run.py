@@ -56,7 +56,7 @@ class SearchConfig:
     n_boot: int = 2000
     restore_samples: int = 100
     verify_split: Literal["val", "test"] = "test"
-    dtype: Literal["float32", "bfloat16"] | None = None  # override the experiment's (also a warm run's) dtype
+    dtype: Literal["float32", "bfloat16", "auto"] | None = None  # override the experiment's (also a warm run's) dtype
     resume: bool = False
     overwrite: bool = False
     progress: bool = True
