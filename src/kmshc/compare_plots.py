@@ -13,6 +13,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # before pyplot: headless CI and servers
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from kmshc.types import atomic_write_bytes, parse_head  # noqa: E402
 
@@ -95,10 +96,13 @@ def layer_distributions(per_task: Mapping[str, Mapping[str, Sequence[float]]], p
     for ax, t in zip(axes[:, 0], tasks):
         for method, dist in per_task[t].items():
             ax.plot(range(len(dist)), dist, marker="o", ms=3, label=method)
-        ax.set_ylabel(_short(t), fontsize=7, rotation=0, ha="right", va="center")
+        ax.set_title(t, fontsize=8, loc="left")
+        ax.set_ylim(bottom=0)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
     axes[0, 0].legend(fontsize=7, loc="upper right")
-    axes[0, 0].set_title(title, fontsize=9)
+    fig.suptitle(title, fontsize=9)
+    fig.subplots_adjust(hspace=0.45)
     axes[-1, 0].set_xlabel("layer (heads per layer, mean over seeds)")
     return _save(fig, path)
 
