@@ -101,3 +101,24 @@ def test_warm_from_a_train_run_directory(tmp_path, reachable):
 def test_warm_without_gates_is_a_clear_error(tmp_path):
     with pytest.raises(KmshcError, match="gates.json"):
         ENTRY.main(TINY + ["--mode", "warm", "--from_run", str(tmp_path)])
+
+
+def test_a_second_search_in_the_same_run_directory_is_refused(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from kmshc.search.run import LOCK, acquire_lock, release_lock
+    out = tmp_path / "r"
+    out.mkdir()
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        (out / LOCK).write_text(str(other.pid))  # a live process holds the lock
+        with pytest.raises(KmshcError, match=f"pid {other.pid}"):
+            ENTRY.main(TINY + ["--runs_dir", str(tmp_path), "--name", "r"])
+    finally:
+        other.kill()
+        other.wait()
+    acquire_lock(out)  # the holder is gone: the stale lock is taken over
+    assert (out / LOCK).read_text() == str(os.getpid())
+    release_lock(out)
+    assert not (out / LOCK).exists()

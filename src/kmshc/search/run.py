@@ -8,6 +8,7 @@ on ``test`` (``verify_split``), which the search never sees.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -25,9 +26,8 @@ STATE, SEARCHED, VERIFIED = "search_state.json", "circuit_searched.json", "circu
 
 @dataclass
 class SearchConfig:
-    """One search run. ``name``: output folder under ``runs_dir`` (warm always writes into the train
-    run's folder; verify defaults to the circuit's folder). ``macro``: ``null`` = on for paper
-    semantics only."""
+    """One search run. ``name``: output folder under ``runs_dir`` for cold runs (warm writes into the
+    train run's folder, verify next to the circuit). ``macro``: ``null`` = on for paper semantics only."""
 
     mode: Literal["cold", "warm", "verify"] = "cold"
     name: str | None = None
@@ -94,15 +94,16 @@ def output_dir(cfg: SearchConfig) -> Path:
         raise KmshcError("verify mode needs --circuit PATH (a circuit JSON file)")
     if cfg.mode == "warm":  # FORMATS.md: the searched circuit goes next to the gates it refines
         return Path(cfg.from_run)
+    if cfg.mode == "verify":  # the certificate goes next to the circuit it checks
+        return Path(cfg.circuit).parent
     if cfg.name:
         return Path(cfg.runs_dir) / cfg.name
-    if cfg.mode == "verify":
-        return Path(cfg.circuit).parent
     return Path(cfg.runs_dir) / f"{cfg.mode}-{cfg.semantics}"
 
 
 def prepare(out: Path, cfg: SearchConfig) -> None:
-    """Check cheap config values, and refuse to clobber earlier results unless ``overwrite`` (or ``resume``)."""
+    """Check cheap config values, take the run directory's lock, and refuse to clobber earlier
+    results unless ``overwrite`` (or ``resume``)."""
     if not 0 < cfg.epsilon <= 1:
         raise KmshcError(f"epsilon: expected a value in (0, 1], got {cfg.epsilon}")
     if cfg.threshold is not None and not 0 <= cfg.threshold <= 1:
@@ -110,18 +111,66 @@ def prepare(out: Path, cfg: SearchConfig) -> None:
     for key in ("K", "N"):
         if getattr(cfg, key) < 1:
             raise KmshcError(f"{key}: expected a positive integer, got {getattr(cfg, key)}")
-    ours = [out / VERIFIED] if cfg.mode == "verify" else [out / SEARCHED, out / STATE]
-    existing = [p for p in ours if p.exists()]
-    if cfg.mode == "cold" and out.exists() and any(out.iterdir()):
-        existing = existing or [out]
     if cfg.resume and cfg.overwrite:
         raise KmshcError("--resume and --overwrite exclude each other")
-    if existing and not (cfg.overwrite or cfg.resume):
-        raise KmshcError(f"{existing[0]} exists; pass --overwrite true to replace it or --resume true to continue")
+    fresh_cold = cfg.mode == "cold" and not (out.exists() and any(out.iterdir()))
     ensure_writable_dir(out, "run directory")  # before the model loads: fail in seconds, not after the search
+    acquire_lock(out)
+    ours = [out / VERIFIED] if cfg.mode == "verify" else [out / SEARCHED, out / STATE]
+    existing = [p for p in ours if p.exists()] or ([out] if cfg.mode == "cold" and not fresh_cold else [])
+    if existing and not (cfg.overwrite or cfg.resume):
+        release_lock(out)
+        raise KmshcError(f"{existing[0]} exists; pass --overwrite true to replace it or --resume true to continue")
     if cfg.overwrite:
         for p in ours:
             p.unlink(missing_ok=True)
+
+
+LOCK = ".search.lock"
+
+
+def acquire_lock(out: Path) -> None:
+    """One search per run directory: two at once would interleave ``search_state.json``.
+
+    The lock file holds the owner's pid; a lock whose process is gone is stale and taken over.
+    """
+    lock = out / LOCK
+    for _ in range(3):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            try:
+                pid = int(lock.read_text().strip() or 0)
+            except (OSError, ValueError):
+                pid = 0
+            if pid and pid != os.getpid() and _alive(pid):
+                raise KmshcError(f"{out}: another search (pid {pid}) is running in this run directory; "
+                                 f"wait for it, or stop it and use --resume true") from None
+            lock.unlink(missing_ok=True)
+            continue
+        with os.fdopen(fd, "w") as f:
+            f.write(str(os.getpid()))
+        return
+    raise KmshcError(f"{lock}: cannot take the run directory's lock")
+
+
+def release_lock(out: Path) -> None:
+    lock = out / LOCK
+    try:
+        if int(lock.read_text().strip() or 0) == os.getpid():
+            lock.unlink()
+    except (OSError, ValueError):
+        pass
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _accuracies(scorer: Scorer):
@@ -132,8 +181,13 @@ def run(cfg: SearchConfig, on_progress=None) -> tuple[Circuit, Path]:
     """Run one mode and write its circuit; returns ``(circuit, path)``."""
     out = output_dir(cfg)
     prepare(out, cfg)
-    if cfg.mode == "verify":
-        return _verify_only(cfg, out)
+    try:
+        return _verify_only(cfg, out) if cfg.mode == "verify" else _search(cfg, out, on_progress)
+    finally:
+        release_lock(out)
+
+
+def _search(cfg: SearchConfig, out: Path, on_progress) -> tuple[Circuit, Path]:
     exp, gates, source = cfg.experiment, None, None
     if cfg.mode == "warm":
         exp, gates = read_gates(Path(cfg.from_run))
