@@ -3,7 +3,8 @@
 On ≤ 14 heads every subset can be scored, so the smallest sufficient set (keep semantics,
 ``S(C) ≥ U``) is known exactly. Score tables come from planted tasks (an OR-of-groups circuit,
 additive head weights, additive plus accuracy-like noise) and from a real tiny random model
-scored on every subset in batched forwards. Warm refinement gets gates that rank heads by
+scored on every subset in batched forwards
+(its score is margin faithfulness: a random model's accuracy hardly depends on its heads). Warm refinement gets gates that rank heads by
 their single-head drop (a stand-in for learned gates) and, separately, random gates.
 
     python bench/oracle.py --seeds 20
@@ -45,15 +46,17 @@ def planted_table(kind: str, n: int, seed: int) -> torch.Tensor:
 
 
 def model_table(args, seed: int) -> tuple[torch.Tensor, tuple[int, int]]:
-    """Accuracy of a tiny random model on every subset of its heads (one batched pass per chunk)."""
-    model, tok = tiny_model(args.model.removeprefix("tiny-"), n_layers=args.layers, n_heads=args.heads,
-                            width=16 * args.heads, seed=seed)
+    """Margin faithfulness of a tiny random model on every subset of its heads (batched passes of 512 masks)."""
+    model, tok = tiny_model(args.model.removeprefix("tiny-"), n_layers=args.model_layers, n_heads=args.model_heads,
+                            width=16 * args.model_heads, seed=seed)
     shape = head_shape(model)
     n = shape[0] * shape[1]
     scorer = Scorer(model, tok, task_splits(args.task, args.pairs, seed)["val"], ablation="zero")
     masks = subsets(n).float().view(-1, *shape)
-    acc = torch.cat([scorer.outcomes(masks[s:s + 512]).accuracy for s in range(0, len(masks), 512)])
-    return acc.double(), shape
+    # A random model's accuracy barely moves with its heads, so its score is faithfulness to the
+    # full model: minus the mean absolute change of the pair margins (0 for all heads).
+    margins = torch.cat([scorer.outcomes(masks[s:s + 512]).margin for s in range(0, len(masks), 512)])
+    return -(margins - margins[-1]).abs().mean(-1).double(), shape
 
 
 def lookup(tab: torch.Tensor, n: int):
@@ -97,6 +100,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--model-seeds", type=int, default=3, help="tiny random models scored exhaustively")
     p.add_argument("--layers", type=int, default=3)
     p.add_argument("--heads", type=int, default=4)
+    p.add_argument("--model-layers", type=int, default=2, help="tiny model shape (exhaustive cost grows as 2^heads)")
+    p.add_argument("--model-heads", type=int, default=4)
     p.add_argument("--epsilon", type=float, default=0.9)
     p.add_argument("--N", type=int, default=6)
     args = parse(p, argv, __file__)
@@ -109,14 +114,16 @@ def main(argv: list[str] | None = None) -> dict:
     t0, skipped = time.perf_counter(), 0
     for s in range(args.model_seeds):
         tab, mshape = model_table(args, s)
-        if float(tab[-1] - tab[0]) < 0.05:  # S(M) ≈ S(∅): no threshold to search against
+        if float(tab[-1] - tab[0]) < 0.05:  # S(M) ≤ S(∅): no threshold to search against
             skipped += 1
             continue
         cases.append((f"{args.model} seed {s}", tab, mshape, s))
     model_s = time.perf_counter() - t0
     agg: dict[tuple[str, str], list] = {}
+    n_of: dict[str, int] = {}
     for family, tab, shp, seed in cases:
         fam = family.split(" seed")[0]
+        n_of[fam] = shp[0] * shp[1]
         for name, r in run_case(tab, shp, seed, args.epsilon, args.N).items():
             agg.setdefault((fam, name), []).append(r)
     rows, result = [], {}
@@ -124,11 +131,13 @@ def main(argv: list[str] | None = None) -> dict:
         n = len(rs)
         hit = sum(r[0] for r in rs) / n
         rows.append([fam, name, n, f"{hit:.2f}", sum(r[1] for r in rs) / n, sum(r[2] for r in rs) / n,
-                     2 ** (shape[0] * shape[1]), f"{sum(r[3] for r in rs)}/{n}"])
+                     2 ** n_of[fam], f"{sum(r[3] for r in rs)}/{n}"])
         result[(fam, name)] = hit
     notes = [f"{shape[0]}×{shape[1]} = {shape[0] * shape[1]} heads; keep semantics, ε = {args.epsilon}, N = {args.N}; "
-             f"{args.seeds} planted tables per kind; {args.model_seeds} tiny models ({args.model}, {args.pairs} pairs "
-             f"of `{args.task}`, zero ablation) scored on all subsets in {model_s:.0f} s, {skipped} skipped for "
+             f"{args.seeds} planted tables per kind; {args.model_seeds} tiny models ({args.model}, "
+             f"{args.model_layers}×{args.model_heads} heads, {args.pairs} pairs "
+             f"of `{args.task}`, zero ablation, score = −mean |margin change| from the full model) scored on all subsets in {model_s:.0f} s, "
+             f"{skipped} skipped for "
              f"S(M) − S(∅) < 0.05; peak RSS {peak_rss_mb():.0f} MiB.",
              "`exact` = |C| equals the true minimum size; `excess` = mean |C| − minimum; `evals` = mean evaluations "
              "the search spent; exhaustive search spends one per subset."]

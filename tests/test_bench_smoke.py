@@ -71,7 +71,7 @@ def test_bench_module_writes_atomically_appending(tmp_path):
 
 def test_oracle_reports_exact_minimum_rates(tmp_path):
     doc = tmp_path / "b.md"
-    out = load("oracle").main(["--seeds", "2", "--model-seeds", "1", "--layers", "3", "--heads", "2",
+    out = load("oracle").main(["--seeds", "2", "--model-seeds", "1", "--layers", "3", "--heads", "2", "--model-layers", "3", "--model-heads", "2",
                                "--pairs", "8", "--doc", str(doc)])
     assert {fam for fam, _ in out} >= {"planted or_groups", "planted additive", "planted noisy"}
     assert all(0 <= hit <= 1 for hit in out.values())
