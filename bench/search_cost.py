@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> dict:
         missing = [str(Path(d) / f) for d, f, c in [(train_dir, LEARNED, learned), (train_dir, SEARCHED, warm),
                                                     (cold_dir, SEARCHED, cold)] if c is None]
         if missing:
-            notes.append(f"{label}: missing {', '.join(missing)} (run not finished in time); its rows are absent.")
+            notes.append(f"{label}: missing {', '.join(missing)} (not finished when this ran); unfinished searches are shown with their evaluations so far.")
         train_eq = train_s = 0.0
         if learned is not None:
             n = n_val(warm or learned)
@@ -98,6 +98,11 @@ def main(argv: list[str] | None = None) -> dict:
                          learned.get("scores", {}).get("test", {}).get("accuracy", float("nan")), "-"])
         if warm is not None:
             rows.append(row(label, "warm: learned → refined", warm, train_eq, train_s))
+        elif (running := progress(ROOT / train_dir)) is not None:
+            rows.append([label, "warm (unfinished: so far)", f"≥ {running['evaluations']}", "-", "-",
+                         f"≥ {running['evaluations'] + train_eq:.0f}", f"≥ {running['wall_time_s'] + train_s:.0f}",
+                         "-", "-", "-"])
+            notes.append(f"{label}: the warm search had not finished; its evaluations are a lower bound.")
         if cold is not None:
             rows.append(row(label, f"cold ({cold.get('semantics', 'keep')})", cold))
         elif (running := progress(ROOT / cold_dir)) is not None:
