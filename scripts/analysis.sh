@@ -4,6 +4,7 @@
 #   bash scripts/analysis.sh                      # the grid of docs/analysis.md
 #   MODEL=tiny-llama OUT=/tmp/an bash scripts/analysis.sh   # seconds-long smoke run of the pipeline
 # Partial grids: SEEDS="1 2" ONLY="det_noun arithmetic" COMPARE=0 bash scripts/analysis.sh
+# (SEARCH=0: train only; a later run without it adds the searches.)
 # Resumable: a run whose circuit file exists is skipped; a half-finished training run restarts,
 # a half-finished search resumes from its search_state.json. Runs one process at a time.
 set -euo pipefail
@@ -47,7 +48,7 @@ for seed in $SEEDS; do
         --data.experiment.model "$MODEL" --data.experiment.dtype "$DTYPE" --data.experiment.seed "$seed" \
         --data.experiment.limit "$LIMIT" $args
     fi
-    if [[ ! -f $run/circuit_searched.json ]]; then
+    if [[ ${SEARCH:-1} == 1 && ! -f $run/circuit_searched.json ]]; then
       echo "== warm search $name"
       resume=false; [[ -f $run/search_state.json ]] && resume=true
       # A search can fail for a reason worth reporting (e.g. no gap between full model and baseline):
