@@ -2,7 +2,8 @@
 # Regenerates docs/analysis.md's data: learned (train.py) and warm-searched (search.py) circuits
 # for 4 tasks x SEEDS seeds on SmolLM2-135M-Instruct, then `kmshc compare` over all of them.
 #   bash scripts/analysis.sh                      # the grid of docs/analysis.md
-#   MODEL=tiny-llama OUT=/tmp/an bash scripts/analysis.sh   # seconds-long smoke run of the pipeline
+#   MODEL=tiny-llama OUT=/tmp/an LIMIT=60 STEPS=6 WARMUP=3 bash scripts/analysis.sh  # pipeline smoke run
+#     (a random tiny model has no full-vs-ablated gap, so its searches stop with an error, noted in failures.txt)
 # Partial grids: SEEDS="1 2" ONLY="det_noun arithmetic" COMPARE=0 bash scripts/analysis.sh
 # (SEARCH=0: train only; a later run without it adds the searches.)
 # Resumable: a run whose circuit file exists is skipped; a half-finished training run restarts,
