@@ -17,7 +17,8 @@ from jsonargparse import ActionConfigFile, ArgumentParser
 from tqdm import tqdm
 
 from kmshc.search.run import SearchConfig, run
-from kmshc.types import KmshcError, config_errors
+from kmshc.cli import run_entry
+from kmshc.types import config_errors
 
 
 def parse(args: list[str] | None = None) -> SearchConfig:
@@ -52,11 +53,4 @@ def main(args: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    debug = "--debug" in sys.argv  # user errors print one line; --debug shows the traceback
-    try:
-        main([a for a in sys.argv[1:] if a != "--debug"])
-    except KmshcError as e:
-        if debug:
-            raise
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    run_entry(main, sys.argv[1:])  # user errors: one line, exit 2; --debug shows the traceback

@@ -18,7 +18,8 @@ from lightning.pytorch.loggers import CSVLogger, WandbLogger
 from kmshc.datamodule import GateDataModule
 from kmshc.module import GateModule
 from kmshc.train_utils import RunOutputs, prepare_run_dir
-from kmshc.types import KmshcError, atomic_write_text, config_errors
+from kmshc.cli import run_entry
+from kmshc.types import atomic_write_text, config_errors
 
 
 class SaveConfigToRun(SaveConfigCallback):
@@ -70,11 +71,4 @@ def main(args: list[str] | None = None) -> TrainCLI:
 
 
 if __name__ == "__main__":
-    debug = "--debug" in sys.argv  # user errors print one line; --debug shows the traceback
-    try:
-        main([a for a in sys.argv[1:] if a != "--debug"])
-    except KmshcError as e:
-        if debug:
-            raise
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    run_entry(main, sys.argv[1:])  # user errors: one line, exit 2; --debug shows the traceback

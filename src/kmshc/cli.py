@@ -72,6 +72,19 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def run_entry(main_fn, argv: list[str]) -> None:
+    """Run an entry point's ``main(argv)``: a :class:`KmshcError` prints one line and exits 2;
+    ``--debug`` anywhere in ``argv`` shows the traceback instead."""
+    debug = "--debug" in argv
+    try:
+        main_fn([a for a in argv if a != "--debug"])
+    except KmshcError as e:
+        if debug:
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:

@@ -3,24 +3,10 @@ from __future__ import annotations
 
 import io
 import os
-import tempfile
-from pathlib import Path
 
 import torch
 
-
-def _atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+from kmshc.types import atomic_write_bytes
 
 
 def gate_heatmap(values: torch.Tensor, path: str | os.PathLike | None = None, title: str = "",
@@ -55,5 +41,5 @@ def gate_heatmap(values: torch.Tensor, path: str | os.PathLike | None = None, ti
     plt.close(fig)
     png = buf.getvalue()
     if path is not None:
-        _atomic_write_bytes(path, png)
+        atomic_write_bytes(path, png)
     return png
