@@ -160,3 +160,32 @@ def test_a_one_mask_evaluate_works_through_batched():
         return many(mask[None])[0]
     res = cold_search(Recorder(batched(evaluate)), SHAPE, semantics="keep", seed=0)
     assert idx(res) == {4, 5} and res.evaluations == len(single_calls)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_ordered_warm_refinement_spends_one_evaluation_per_start_head_plus_one_confirming_pass(seed):
+    """Deletion filter on a monotone evaluator: threshold (2) + S(C0) (1) + one per start head +
+    one confirming pass over the result; the result is the planted minimal set."""
+    rng = random.Random(seed)
+    heads = rng.sample(range(48), 14)
+    required, groups = set(heads[:4]), [set(heads[4:7])]
+    gates = {h: 1.0 if h in heads else 0.0 for h in range(48)}  # saturated: gates order nothing
+    importance = {h: (5.0 if h in required else 2.0 + 0.1 * i) for i, h in enumerate(heads)}
+    res = refine(Recorder(planted(required, groups)), SHAPE, gates, epsilon=0.9, seed=seed,
+                 strategy="ordered", importance=importance)
+    assert is_planted_minimal(idx(res), required, groups), res.heads
+    assert res.evaluations == 3 + 14 + len(res.heads)
+    # least important first: the OR-group head kept is the group's most important one
+    kept = (idx(res) - required).pop()
+    assert kept == max(groups[0], key=lambda h: importance[h])
+
+
+def test_importance_weights_rank_saturated_gates_by_log_alpha():
+    from kmshc.search.refine import importance_weights
+    w = importance_weights({1: 7.0, 2: 3.0, 3: 5.0}, {1, 2, 3})
+    assert w[2] > w[3] > w[1] and max(w.values()) == 1.0
+
+
+def test_unknown_warm_strategy_is_rejected():
+    with pytest.raises(KmshcError, match="strategy"):
+        refine(Recorder(planted({1}, [])), SHAPE, {1: 1.0}, strategy="greedy")

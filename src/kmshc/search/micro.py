@@ -9,6 +9,10 @@
   candidate removals ``S(C \\ Θ)``; the *best* one is removed if it still reaches ``U`` (same
   ``k``), else ``k`` halves. At ``k = 1`` :func:`single_head_pass` finishes the job, so the
   result is 1-minimal on the search split by construction.
+* ``keep`` semantics, warm (:func:`ordered_deletion`): the deletion filter. Heads are tried
+  one at a time, least important first (e.g. lowest learned ``log_alpha``); each is dropped
+  if ``S(C \\ {h}) ≥ U``. One evaluation per starting head; when ``S`` is monotone in ``C``
+  the result is already 1-minimal, and :func:`single_head_pass` confirms it in one batch.
 
 Every function takes a :class:`~kmshc.search.state.Recorder` (counting, logging, resume) and a
 ``random.Random``; sets of heads are flat indices (see :mod:`kmshc.search.common`).
@@ -121,3 +125,26 @@ def single_head_pass(rec: Recorder, shape: tuple[int, int], start: set[int], U: 
         todo = sorted(set(passing) - {h}) or sorted(C)
         rec.decision(rng, size=len(C), event="remove_head", head=h, score=now[h])
     return C, score, last
+
+
+def ordered_deletion(rec: Recorder, shape: tuple[int, int], start: set[int], U: float, rng: random.Random,
+                     order: list[int], score: float | None = None) -> tuple[set[int], float | None]:
+    """Try to drop each head of ``order`` (least important first) once; returns ``(C, S(C) if known)``.
+
+    One mask per evaluation, in sequence, because each decision changes the next mask. A head
+    kept here was necessary for a superset of the final ``C``; when removing heads never
+    raises ``S``, it stays necessary, so the final single-head pass usually removes nothing
+    and costs ``|C|`` evaluations in one batch.
+    """
+    C = set(start)
+    for h in order:
+        if h not in C or len(C) == 1:
+            continue
+        s = rec.one(mask_of(C - {h}, shape))
+        if s >= U:
+            C.discard(h)
+            score = s
+            rec.decision(rng, size=len(C), event="drop_head", head=h, score=s)
+        else:
+            rec.decision(rng, size=len(C), event="keep_head", head=h, score=s)
+    return C, score

@@ -13,7 +13,7 @@ import torch
 
 from kmshc.search.common import SearchResult, check_bundle_floor, mask_of, names, threshold_value
 from kmshc.search.macro import macro_layer_search
-from kmshc.search.micro import removal_loop, restore_loop, single_head_pass
+from kmshc.search.micro import ordered_deletion, removal_loop, restore_loop, single_head_pass
 from kmshc.search.state import BudgetExhausted, Recorder
 from kmshc.types import KmshcError
 
@@ -46,28 +46,47 @@ def restore_in_gate_order(rec: Recorder, shape: tuple[int, int], C0: set[int], g
     raise KmshcError("no prefix of the heads in gate order reaches the threshold")  # S(M) >= U makes this unreachable
 
 
+def importance_weights(importance: Mapping[int, float], heads: set[int]) -> dict[int, float]:
+    """Bundle-sampling weights from rank, not value: the least important head gets 1, the most
+    important ``1/n``. Ranks, because trained gates saturate (many deterministic gates are
+    exactly 1.0, so ``1 − gate`` is 0 for all of them and orders nothing), while ``log_alpha``
+    still ranks them."""
+    order = sorted(heads, key=lambda h: (importance.get(h, 0.0), h))
+    return {h: (len(order) - i) / len(order) for i, h in enumerate(order)}
+
+
 def refine(rec: Recorder, shape: tuple[int, int], gates: Mapping[int, float], epsilon: float = 0.9,
            threshold: float | None = None, tau: float = 0.5, N: int = 10, weighted: bool = True,
-           seed: int = 0) -> SearchResult:
+           seed: int = 0, strategy: str = "bundles", importance: Mapping[int, float] | None = None) -> SearchResult:
     """Warm search (keep semantics) from learned deterministic gates ``{flat index: gate}``.
 
-    ``C0 = {gate > τ}``; if ``S(C0) < U``, heads are restored in gate order; then bundle
-    removal (sampling weighted by ``1 − gate`` when ``weighted``) and the single-head pass.
+    ``C0 = {gate > τ}``; if ``S(C0) < U``, heads are restored in gate order. Then either
+    ``strategy="bundles"``: bundle removal (sampling weighted by importance rank when
+    ``weighted``), or ``"ordered"``: :func:`~kmshc.search.micro.ordered_deletion`, least
+    important first. Both end with the single-head pass, so the result is 1-minimal.
+    ``importance`` (default: the gates) ranks heads; pass the learned ``log_alpha``.
     """
+    if strategy not in ("bundles", "ordered"):
+        raise KmshcError(f"strategy: expected 'bundles' or 'ordered', got {strategy!r}")
     rng = random.Random(seed)
+    importance = gates if importance is None else importance
     C: set[int] = {h for h, g in gates.items() if g > tau}
     try:
         full, base, U = _threshold(rec, shape, set(), epsilon, threshold)
         rec.decision(rng, size=len(C), event="threshold", full=full, baseline=base, U=U, start=len(C))
         score = rec.one(mask_of(C, shape)) if C else base
         if score < U:
-            C, score = restore_in_gate_order(rec, shape, C, gates, U, rng, batch=N)
-        weights = {h: 1.0 - gates[h] for h in gates} if weighted else None
-        C, score = removal_loop(rec, shape, C, U, rng, N=N, weights=weights, score=score)
+            C, score = restore_in_gate_order(rec, shape, C, importance, U, rng, batch=N)
+        weights = importance_weights(importance, C) if weighted else None
+        if strategy == "ordered":
+            order = sorted(C, key=lambda h: (importance.get(h, 0.0), h))
+            C, score = ordered_deletion(rec, shape, C, U, rng, order, score=score)
+        else:
+            C, score = removal_loop(rec, shape, C, U, rng, N=N, weights=weights, score=score)
         C, score, last = single_head_pass(rec, shape, C, U, rng, priority=weights, score=score)
     except BudgetExhausted:
         return _result(rec, shape, C, "keep", U, score, True)
-    return _result(rec, shape, C, "keep", U, score, False, full=full, baseline=base,
+    return _result(rec, shape, C, "keep", U, score, False, full=full, baseline=base, strategy=strategy,
                    removals={names([h], shape)[0]: s for h, s in last.items()})
 
 

@@ -41,6 +41,7 @@ class SearchConfig:
     N: int = 10
     tau: float = 0.5
     weighted: bool = True
+    strategy: Literal["ordered", "bundles"] = "ordered"  # warm only: deletion filter by log_alpha, or bundles
     seed: int | None = None
     macro: bool | None = None
     window: int | None = None
@@ -67,8 +68,8 @@ def _experiment(d: Any, where: str) -> Experiment:
     return Experiment.from_dict(d, where=where)
 
 
-def read_gates(run_dir: Path) -> tuple[Experiment, dict[str, float]]:
-    """``(experiment, {head name: gate})`` from ``run_dir/gates.json`` (FORMATS.md)."""
+def read_gates(run_dir: Path) -> tuple[Experiment, dict[str, float], dict[str, float] | None]:
+    """``(experiment, {head name: gate}, {head name: log_alpha} or None)`` from ``run_dir/gates.json``."""
     path = run_dir / "gates.json"
     try:
         d = json.loads(path.read_text())
@@ -79,12 +80,18 @@ def read_gates(run_dir: Path) -> tuple[Experiment, dict[str, float]]:
     for key in ("experiment", "heads"):
         if not isinstance(d.get(key), dict):
             raise KmshcError(f"{path}: field '{key}' missing or not an object")
-    gates = {}
+    gates, log_alpha = {}, {}
     for name, v in d["heads"].items():
         if not isinstance(v, dict) or not isinstance(v.get("gate"), (int, float)):
             raise KmshcError(f"{path}: field 'heads.{name}.gate' must be a number")
         gates[name] = float(v["gate"])
-    return _experiment(d["experiment"], f"{path}: field 'experiment'"), gates
+        if "log_alpha" in v:
+            if not isinstance(v["log_alpha"], (int, float)):
+                raise KmshcError(f"{path}: field 'heads.{name}.log_alpha' must be a number")
+            log_alpha[name] = float(v["log_alpha"])
+    # log_alpha ranks heads whose gates saturate at 1.0; without it for every head, rank by gate
+    ranks = log_alpha if len(log_alpha) == len(gates) else None
+    return _experiment(d["experiment"], f"{path}: field 'experiment'"), gates, ranks
 
 
 def output_dir(cfg: SearchConfig) -> Path:
@@ -188,9 +195,9 @@ def run(cfg: SearchConfig, on_progress=None) -> tuple[Circuit, Path]:
 
 
 def _search(cfg: SearchConfig, out: Path, on_progress) -> tuple[Circuit, Path]:
-    exp, gates, source = cfg.experiment, None, None
+    exp, gates, ranks, source = cfg.experiment, None, None, None
     if cfg.mode == "warm":
-        exp, gates = read_gates(Path(cfg.from_run))
+        exp, gates, ranks = read_gates(Path(cfg.from_run))
         source = str(Path(cfg.from_run) / "gates.json")
     if cfg.dtype is not None and cfg.dtype != exp.dtype:
         # e.g. float32 on a CPU without native bf16 matmuls, where bf16 is ~50x slower
@@ -209,8 +216,10 @@ def _search(cfg: SearchConfig, out: Path, on_progress) -> tuple[Circuit, Path]:
     rec = Recorder(_accuracies(val), out / STATE, resume=cfg.resume, fingerprint=fingerprint,
                    max_evaluations=cfg.max_evaluations, on_progress=on_progress, others=others)
     if cfg.mode == "warm":
-        gate_idx = {indices([n], shape, where=f"{source}: heads")[0]: g for n, g in gates.items()}
-        res = refine(rec, shape, gate_idx, cfg.epsilon, cfg.threshold, cfg.tau, cfg.N, cfg.weighted, seed)
+        flat = {n: indices([n], shape, where=f"{source}: heads")[0] for n in gates}
+        res = refine(rec, shape, {flat[n]: g for n, g in gates.items()}, cfg.epsilon, cfg.threshold, cfg.tau,
+                     cfg.N, cfg.weighted, seed, cfg.strategy,
+                     importance={flat[n]: a for n, a in ranks.items()} if ranks else None)
     else:
         res = cold_search(rec, shape, cfg.semantics, cfg.epsilon, cfg.threshold, cfg.N, cfg.K, seed, cfg.macro,
                           cfg.window, cfg.window_fraction, cfg.percentile, cfg.edge_correction, cfg.baseline,
