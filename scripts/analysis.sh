@@ -2,7 +2,7 @@
 # Regenerates docs/analysis.md's data: learned (train.py) and warm-searched (search.py) circuits
 # for 4 tasks x SEEDS seeds on SmolLM2-135M-Instruct, then `kmshc compare` over all of them.
 #   bash scripts/analysis.sh                      # the grid of docs/analysis.md
-#   MODEL=tiny-llama OUT=/tmp/an LIMIT=60 STEPS=6 WARMUP=3 bash scripts/analysis.sh  # pipeline smoke run
+#   MODEL=tiny-llama OUT=/tmp/an LIMIT=60 STEPS=6 bash scripts/analysis.sh  # pipeline smoke run
 #     (a random tiny model has no full-vs-ablated gap, so its searches stop with an error, noted in failures.txt)
 # Partial grids: SEEDS="1 2" ONLY="det_noun arithmetic" COMPARE=0 bash scripts/analysis.sh
 # (SEARCH=0: train only; a later run without it adds the searches.)
@@ -18,15 +18,12 @@ FIG=${FIG:-docs/figures/analysis}  # compare output (report, tables, PNGs)
 SEEDS=${SEEDS:-"0 1 2"}
 ONLY=${ONLY:-"det_noun subj_verb arithmetic word_problems"}  # which tasks, in this order per seed
 LIMIT=${LIMIT:-200}                # pairs per task: 60/20/20 -> 120 train, 40 val, 40 test
-STEPS=${STEPS:-60}                 # gate-training steps (Lagrangian target ramps over WARMUP)
-WARMUP=${WARMUP:-40}
-TARGET=${TARGET:-20}               # heads the Lagrangian controller steers to
+STEPS=${STEPS:-60}                 # gate-training steps (configs/train/blimp.yaml: lambda*E[L0], lambda 0.02)
 EPSILON=${EPSILON:-0.9}
 BLIMP=../shared/data/blimp
 # float32: bf16 is faster for forward passes on this CPU, but gate training (backward) in bf16
 # ran >8x slower than expected here (det_noun_s0: 60 steps unfinished after 47 min).
 DTYPE=${DTYPE:-float32}
-if [[ $MODEL == tiny-* ]]; then TARGET=${TINY_TARGET:-3}; fi
 
 # name | experiment overrides
 TASKS=(
@@ -45,7 +42,7 @@ for seed in $SEEDS; do
       # shellcheck disable=SC2086
       $PY train.py fit --config configs/train/blimp.yaml --name "$name" --runs_dir "$OUT" --overwrite \
         --log_to csv --seed_everything "$seed" --trainer.max_steps "$STEPS" --trainer.val_check_interval "$STEPS" \
-        --model.target "$TARGET" --model.warmup_steps "$WARMUP" --model.epsilon "$EPSILON" \
+        --model.epsilon "$EPSILON" \
         --data.experiment.model "$MODEL" --data.experiment.dtype "$DTYPE" --data.experiment.seed "$seed" \
         --data.experiment.limit "$LIMIT" $args
     fi
@@ -54,7 +51,7 @@ for seed in $SEEDS; do
       resume=false; [[ -f $run/search_state.json ]] && resume=true
       # A search can fail for a reason worth reporting (e.g. no gap between full model and baseline):
       # note it and go on, so the other runs still finish.
-      $PY search.py --mode warm --from_run "$run" --epsilon "$EPSILON" --N 10 --progress false --resume $resume \
+      $PY search.py --mode warm --from_run "$run" --epsilon "$EPSILON" --progress false --resume $resume \
         || echo "$name: search failed (exit $?)" | tee -a "$OUT/failures.txt"
     fi
   done

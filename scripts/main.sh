@@ -21,7 +21,7 @@ echo "== 2. learning head gates: $PY train.py fit --config configs/train/default
 $PY train.py fit --config configs/train/default.yaml --overwrite
 echo "== 2. run directory: $RUN/ (gates.json, circuit_learned.json, gates_heatmap.png, wandb/)"
 echo "== 3. warm search + certificate: search.py --config configs/search/default.yaml --mode warm --from_run $RUN"
-$PY search.py --config configs/search/default.yaml --mode warm --from_run "$RUN" --N 5 --overwrite true \
+$PY search.py --config configs/search/default.yaml --mode warm --from_run "$RUN" --overwrite true \
     --progress false > /dev/null
 echo "== 4. certified circuit ($RUN/circuit_searched.json)"
 $PY - "$RUN" <<'EOF'

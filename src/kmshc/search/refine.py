@@ -76,7 +76,9 @@ def refine(rec: Recorder, shape: tuple[int, int], gates: Mapping[int, float], ep
         rec.decision(rng, size=len(C), event="threshold", full=full, baseline=base, U=U, start=len(C))
         score = rec.one(mask_of(C, shape)) if C else base
         if score < U:
-            C, score = restore_in_gate_order(rec, shape, C, importance, U, rng, batch=N)
+            # ordered: one prefix per evaluation (fewest evaluations); bundles: N per batch (fastest)
+            C, score = restore_in_gate_order(rec, shape, C, importance, U, rng,
+                                             batch=1 if strategy == "ordered" else N)
         weights = importance_weights(importance, C) if weighted else None
         if strategy == "ordered":
             order = sorted(C, key=lambda h: (importance.get(h, 0.0), h))
