@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import resource
 import shlex
 import sys
 import time
@@ -20,6 +19,7 @@ from typing import Callable
 
 import torch
 
+from kmshc.memory import peak_rss_mb  # noqa: F401  (re-exported for the benchmarks)
 from kmshc.models import load_model
 from kmshc.tasks import grammar_task, make_task
 from kmshc.tasks.base import Task, split_task
@@ -73,11 +73,6 @@ def load_task(name: str, seed: int = 0) -> Task:
 def task_splits(name: str, pairs: int, seed: int = 0) -> dict[str, Task]:
     """60/20/20 train/val/test splits of ``5·pairs`` items, so val and test hold ``pairs`` each."""
     return split_task(load_task(name, seed), seed=seed, limit=5 * pairs)
-
-
-def peak_rss_mb() -> float:
-    """Peak resident set size of this process so far, in MiB (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def timed(fn: Callable[[], object]) -> tuple[float, object]:

@@ -47,6 +47,10 @@ def progress(run_dir: Path) -> dict | None:
             size = ev.get("start")
         elif size is not None and "bundle" in ev and ev.get("event", "").startswith("remove"):
             size -= len(ev["bundle"])
+        elif size is not None and ev.get("event") in ("drop_head", "remove_head"):
+            size -= 1
+        elif size is not None and ev.get("event") == "restored_in_gate_order":
+            size += ev.get("added", 0)
     return {"evaluations": len(state.get("log", [])), "wall_time_s": state.get("wall_time_s", float("nan")),
             "size": size}
 
@@ -73,7 +77,13 @@ def row(label: str, method: str, circ: dict, extra_evals: float = 0.0, extra_s: 
     test = circ.get("scores", {}).get("test", {}).get("accuracy", float("nan"))
     verified = cert.get("verified", "-")
     return [label, method, ev, f"{ev / (size + 1):.1f}×", cert.get("evaluations", "-"),
-            round(ev + extra_evals, 1), round(circ.get("wall_time_s", float("nan")) + extra_s), size, test, verified]
+            round(ev + extra_evals, 1), round(circ.get("wall_time_s", float("nan")) + extra_s), size, test, verified,
+            circ.get("peak_rss_mb", "-")]
+
+
+def rss_note(values: list) -> str:
+    known = [v for v in values if isinstance(v, (int, float))]
+    return f"peak RSS {max(known):.0f} MiB (largest run)" if known else f"peak RSS {peak_rss_mb():.0f} MiB (this script)"
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -95,13 +105,14 @@ def main(argv: list[str] | None = None) -> dict:
             train_s = float(learned.get("wall_time_s", 0.0))
             rows.append([label, f"gate training ({steps} steps × batch {batch})", "-", "-", "-",
                          round(train_eq, 1), round(train_s), len(learned["heads"]),
-                         learned.get("scores", {}).get("test", {}).get("accuracy", float("nan")), "-"])
+                         learned.get("scores", {}).get("test", {}).get("accuracy", float("nan")), "-",
+                         learned.get("peak_rss_mb", "-")])
         if warm is not None:
             rows.append(row(label, "warm: learned → refined", warm, train_eq, train_s))
         elif (running := progress(ROOT / train_dir)) is not None:
             rows.append([label, "warm (unfinished: so far)", f"≥ {running['evaluations']}", "-", "-",
                          f"≥ {running['evaluations'] + train_eq:.0f}", f"≥ {running['wall_time_s'] + train_s:.0f}",
-                         "-", "-", "-"])
+                         "-", "-", "-", "-"])
             notes.append(f"{label}: the warm search had not finished; its evaluations are a lower bound.")
         if cold is not None:
             rows.append(row(label, f"cold ({cold.get('semantics', 'keep')})", cold))
@@ -109,7 +120,7 @@ def main(argv: list[str] | None = None) -> dict:
             cold = {"evaluations": running["evaluations"], "heads": [], "partial": True}
             rows.append([label, "cold (unfinished: so far)", f"≥ {running['evaluations']}", "-", "-",
                          f"≥ {running['evaluations']}", f"≥ {running['wall_time_s']:.0f}",
-                         f"{running['size']} (so far)", "-", "-"])
+                         f"{running['size']} (so far)", "-", "-", "-"])
             notes.append(f"{label}: the cold search had not finished; its evaluations are a lower bound.")
         if warm is not None:
             floor = len(warm["heads"]) + 1
@@ -126,10 +137,11 @@ def main(argv: list[str] | None = None) -> dict:
                 notes.append(f"{label}: cold/warm evaluations {bound}{c / max(1, w):.1f}× (goal ≥ 5×: {verdict}); "
                              f"counting training {bound}{c / (w + train_eq):.1f}×.")
     notes.append(f"`evals / floor` divides by the floor, circuit size + 1; `total evals` adds gate training's evaluation equivalents to the warm search; `wall s` likewise adds "
-                 f"training time. Verification evaluations are listed apart. peak RSS of this script "
-                 f"{peak_rss_mb():.0f} MiB (the runs' own RSS is not recorded in their files).")
+                 f"training time. Verification evaluations are listed apart. `peak RSS MiB` is each run's own "
+                 f"(recorded in its circuit file; '-' for runs made before it was recorded); "
+                 f"{rss_note([r[-1] for r in rows])}.")
     headers = ["case", "method", "search evals", "evals / floor", "verify evals", "total evals", "wall s",
-               "circuit size", "test S(C)", "verified"]
+               "circuit size", "test S(C)", "verified", "peak RSS MiB"]
     report(args, "search_cost: cold vs learned → refined", table(headers, rows), notes)
     return out
 

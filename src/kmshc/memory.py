@@ -6,11 +6,17 @@ machine gets smaller chunks. Chunk sizes change speed only, never results.
 from __future__ import annotations
 
 import os
+import resource
 
 import torch
 from torch import nn
 
 FALLBACK_BYTES = 2 << 30
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process so far, in MiB (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def available_bytes(device: torch.device | str = "cpu") -> int:

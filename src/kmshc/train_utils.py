@@ -15,6 +15,7 @@ from typing import Any
 import lightning as L
 import torch
 
+from kmshc.memory import peak_rss_mb
 from kmshc.plots import gate_heatmap
 from kmshc.types import Circuit, KmshcError, atomic_write_json, ensure_writable_dir, head_name, mask_to_heads
 
@@ -104,7 +105,8 @@ class RunOutputs(L.Callback):
                           epsilon=module.hparams.epsilon, scores=scores, evaluations=evals, seed=exp.seed,
                           config={"experiment": exp.to_dict(), "train": json.loads(json.dumps(self.config, default=str))},
                           extra={"method": "learned", "tau": tau, "steps": trainer.global_step,
-                                 "wall_time_s": round(time.perf_counter() - self._t0, 2), "gates": gates})
+                                 "wall_time_s": round(time.perf_counter() - self._t0, 2),
+                                 "peak_rss_mb": round(peak_rss_mb()), "gates": gates})
         circuit.save(self.run_dir / "circuit_learned.json")
         for logger in trainer.loggers:
             if hasattr(logger, "log_table"):

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from kmshc.experiment import Experiment
+from kmshc.memory import peak_rss_mb
 from kmshc.scoring import Scorer
 from kmshc.search.common import indices
 from kmshc.search.refine import cold_search, refine
@@ -240,7 +241,8 @@ def _search(cfg: SearchConfig, out: Path, on_progress) -> tuple[Circuit, Path]:
                    certificate=cert, evaluations=res.evaluations, seed=seed,
                    config={"experiment": exp.to_dict(), "search": search_cfg, "threshold": cfg.threshold,
                            "baseline_heads": base_on},
-                   extra={"method": method, "wall_time_s": res.wall_time_s, "source": source, "capped": res.capped,
+                   extra={"method": method, "wall_time_s": res.wall_time_s, "peak_rss_mb": round(peak_rss_mb()),
+                          "source": source, "capped": res.capped,
                           "search_info": dict(res.info)})
     circ.save(out / SEARCHED)
     return circ, out / SEARCHED
