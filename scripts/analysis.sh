@@ -19,6 +19,7 @@ SEEDS=${SEEDS:-"0 1 2"}
 ONLY=${ONLY:-"det_noun subj_verb arithmetic word_problems"}  # which tasks, in this order per seed
 LIMIT=${LIMIT:-200}                # pairs per task: 60/20/20 -> 120 train, 40 val, 40 test
 STEPS=${STEPS:-60}                 # gate-training steps (configs/train/blimp.yaml: lambda*E[L0], lambda 0.02)
+BATCH=${BATCH:-8}                  # pairs per step
 EPSILON=${EPSILON:-0.9}
 BLIMP=../shared/data/blimp
 # float32: bf16 is faster for forward passes on this CPU, but gate training (backward) in bf16
@@ -41,7 +42,7 @@ for seed in $SEEDS; do
       echo "== train $name"
       # shellcheck disable=SC2086
       $PY train.py fit --config configs/train/blimp.yaml --name "$name" --runs_dir "$OUT" --overwrite \
-        --log_to csv --seed_everything "$seed" --trainer.max_steps "$STEPS" --trainer.val_check_interval "$STEPS" \
+        --log_to csv --seed_everything "$seed" --trainer.max_steps "$STEPS" --trainer.val_check_interval "$STEPS" --data.batch_size "$BATCH" \
         --model.epsilon "$EPSILON" \
         --data.experiment.model "$MODEL" --data.experiment.dtype "$DTYPE" --data.experiment.seed "$seed" \
         --data.experiment.limit "$LIMIT" $args
