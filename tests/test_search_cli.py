@@ -122,3 +122,29 @@ def test_a_second_search_in_the_same_run_directory_is_refused(tmp_path):
     assert (out / LOCK).read_text() == str(os.getpid())
     release_lock(out)
     assert not (out / LOCK).exists()
+
+
+def test_warm_ranks_saturated_gates_by_log_alpha(tmp_path, reachable):
+    """Every gate is 1.0 (saturated), so only log_alpha can order the deletion filter."""
+    run = tmp_path / "trained"
+    run.mkdir()
+    exp = ENTRY.parse(TINY).experiment
+    log_alpha = {f"L{l}H{h}": float((5 * (4 * l + h)) % 8) for l in range(2) for h in range(4)}
+    heads = {n: {"log_alpha": a, "gate": 1.0} for n, a in log_alpha.items()}
+    (run / "gates.json").write_text(json.dumps({"model": "tiny-gpt2", "task": "grammar", "n_layers": 2,
+                                                "n_heads": 4, "tau": 0.5, "experiment": exp.to_dict(),
+                                                "heads": heads}))
+    ENTRY.main(TINY + reachable + ["--mode", "warm", "--from_run", str(run), "--strategy", "ordered"])
+    trace = json.loads((run / "search_state.json").read_text())["trace"]
+    tried = [t["head"] for t in trace if t["event"] in ("drop_head", "keep_head")]
+    by_rank = sorted(range(8), key=lambda i: (log_alpha[f"L{i // 4}H{i % 4}"], i))
+    assert tried == by_rank[:len(tried)] and len(tried) >= 7  # the last head standing is never tried
+
+
+def test_gates_json_with_a_non_numeric_log_alpha_names_the_field(tmp_path):
+    from kmshc.search.run import read_gates
+    exp = ENTRY.parse(TINY).experiment
+    (tmp_path / "gates.json").write_text(json.dumps({"experiment": exp.to_dict(),
+                                                     "heads": {"L0H0": {"gate": 1.0, "log_alpha": "big"}}}))
+    with pytest.raises(KmshcError, match=r"heads\.L0H0\.log_alpha"):
+        read_gates(tmp_path)
