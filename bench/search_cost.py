@@ -115,7 +115,8 @@ def main(argv: list[str] | None = None) -> dict:
                          "-", "-", "-", "-"])
             notes.append(f"{label}: the warm search had not finished; its evaluations are a lower bound.")
         if cold is not None:
-            rows.append(row(label, f"cold ({cold.get('semantics', 'keep')})", cold))
+            capped = " — stopped at its evaluation budget" if cold.get("capped") else ""
+            rows.append(row(label, f"cold ({cold.get('semantics', 'keep')}){capped}", cold))
         elif (running := progress(ROOT / cold_dir)) is not None:
             cold = {"evaluations": running["evaluations"], "heads": [], "partial": True}
             rows.append([label, "cold (unfinished: so far)", f"≥ {running['evaluations']}", "-", "-",
@@ -132,8 +133,9 @@ def main(argv: list[str] | None = None) -> dict:
             if cold is not None:
                 c = cold["evaluations"]
                 out[label].update(cold_over_warm=c / max(1, w), cold_over_warm_with_training=c / (w + train_eq))
-                verdict = "met" if c >= 5 * w else ("not yet decided" if cold.get("partial") else "missed")
-                bound = "≥ " if cold.get("partial") else ""
+                unfinished = cold.get("partial") or cold.get("capped")  # its count is a lower bound
+                verdict = "met" if c >= 5 * w else ("not yet decided" if unfinished else "missed")
+                bound = "≥ " if unfinished else ""
                 notes.append(f"{label}: cold/warm evaluations {bound}{c / max(1, w):.1f}× (goal ≥ 5×: {verdict}); "
                              f"counting training {bound}{c / (w + train_eq):.1f}×.")
     notes.append(f"`evals / floor` divides by the floor, circuit size + 1; `total evals` adds gate training's evaluation equivalents to the warm search; `wall s` likewise adds "
