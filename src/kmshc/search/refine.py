@@ -46,12 +46,17 @@ def restore_in_gate_order(rec: Recorder, shape: tuple[int, int], C0: set[int], g
     raise KmshcError("no prefix of the heads in gate order reaches the threshold")  # S(M) >= U makes this unreachable
 
 
+def by_importance(importance: Mapping[int, float], heads: set[int]) -> list[int]:
+    """``heads`` least important first (ties: lower index)."""
+    return sorted(heads, key=lambda h: (importance.get(h, 0.0), h))
+
+
 def importance_weights(importance: Mapping[int, float], heads: set[int]) -> dict[int, float]:
     """Bundle-sampling weights from rank, not value: the least important head gets 1, the most
     important ``1/n``. Ranks, because trained gates saturate (many deterministic gates are
     exactly 1.0, so ``1 − gate`` is 0 for all of them and orders nothing), while ``log_alpha``
     still ranks them."""
-    order = sorted(heads, key=lambda h: (importance.get(h, 0.0), h))
+    order = by_importance(importance, heads)
     return {h: (len(order) - i) / len(order) for i, h in enumerate(order)}
 
 
@@ -81,8 +86,7 @@ def refine(rec: Recorder, shape: tuple[int, int], gates: Mapping[int, float], ep
                                              batch=1 if strategy == "ordered" else N)
         weights = importance_weights(importance, C) if weighted else None
         if strategy == "ordered":
-            order = sorted(C, key=lambda h: (importance.get(h, 0.0), h))
-            C, score = ordered_deletion(rec, shape, C, U, rng, order, score=score)
+            C, score = ordered_deletion(rec, shape, C, U, rng, by_importance(importance, C), score=score)
         else:
             C, score = removal_loop(rec, shape, C, U, rng, N=N, weights=weights, score=score)
         C, score, last = single_head_pass(rec, shape, C, U, rng, priority=weights, score=score)
