@@ -46,7 +46,8 @@ SEARCHES = {
 @pytest.mark.parametrize("crash_after", [1, 9, 23])
 def test_resume_reaches_the_uninterrupted_result(tmp_path, kind, crash_after):
     search = SEARCHES[kind]
-    ref = search(Recorder(planted([])))
+    ref_rec = Recorder(planted([]))
+    ref = search(ref_rec)
     state = tmp_path / "search_state.json"
     first: list[int] = []
     with pytest.raises(Crash):
@@ -58,6 +59,7 @@ def test_resume_reaches_the_uninterrupted_result(tmp_path, kind, crash_after):
     res = search(rec)
     assert res.heads == ref.heads and res.trace == ref.trace
     assert res.evaluations == ref.evaluations == sum(first) + sum(live)  # replayed evaluations are not repeated
+    assert rec.repeats == ref_rec.repeats  # the resumed run rebuilt the same cache of seen masks
     final = json.loads(state.read_text())
     assert final["done"] and final["evaluations"] == res.evaluations
 
@@ -85,3 +87,18 @@ def test_evaluation_cap_stops_the_search_and_marks_it(tmp_path):
     calls: list[int] = []
     res = cold_search(Recorder(planted(calls), max_evaluations=25), SHAPE, N=5, seed=7)
     assert res.capped and res.evaluations == sum(calls) <= 25
+
+
+def test_a_repeated_mask_is_answered_from_the_log_not_evaluated_again():
+    calls: list[int] = []
+    rec = Recorder(planted(calls))
+    a, b = torch.zeros(SHAPE), torch.ones(SHAPE)
+    assert rec.many(torch.stack([a, b, a])) == pytest.approx([0.5, 1.0, 0.5])
+    assert rec.one(b) == pytest.approx(1.0)
+    assert calls == [2] and rec.evaluations == 2 and rec.repeats == 2  # a twice in one batch, b again later
+
+
+def test_the_warm_ordered_search_repeats_masks_so_the_resume_test_covers_the_cache():
+    rec = Recorder(planted([]))
+    SEARCHES["warm-ordered"](rec)
+    assert rec.repeats > 0

@@ -55,7 +55,7 @@ class BudgetExhausted(Exception):
 
 
 class Recorder:
-    """Counts evaluations (one mask = one evaluation), logs them, and saves resumable state.
+    """Counts evaluations (one new mask = one evaluation), logs them, and saves resumable state.
 
     Args:
         evaluate_many: ``masks [M, L, H] -> M scores`` (one batched forward when possible).
@@ -77,6 +77,8 @@ class Recorder:
         self.fingerprint = json.loads(json.dumps(fingerprint or {}, default=str))
         self.max_evaluations, self.on_progress = max_evaluations, on_progress
         self.log: list[list] = []        # [mask_key, score] in evaluation order
+        self._seen: dict[str, float] = {}  # mask_key -> score, for repeats
+        self.repeats = 0                 # masks answered from the log instead of evaluated
         self.trace: list[dict] = []      # decisions, each with the RNG digest after it
         self.rng_state: list | None = None
         self._replay_log: list[list] = []
@@ -121,32 +123,51 @@ class Recorder:
         return self._wall_before + time.perf_counter() - self._start
 
     def many(self, masks: Sequence[torch.Tensor] | torch.Tensor, using: str = "") -> list[float]:
-        """Scores of ``masks`` (each ``[L, H]``), from the replay log where it reaches, else live."""
+        """Scores of ``masks`` (each ``[L, H]``): a mask seen before is answered from the log (no
+        forward pass, not counted), then the replay log where it reaches, else live.
+
+        Repeats are common and free: the single-head pass re-asks ``S(C \\ {h})`` for every head
+        whose last test was already on the current ``C``. Scores are deterministic, so the answer is
+        the same, and a resumed run rebuilds the same cache from its log.
+        """
         masks = torch.stack(list(masks)) if not isinstance(masks, torch.Tensor) else masks
         keys = [using + mask_key(m) for m in masks]
         out: list[float | None] = [None] * len(keys)
+        todo: dict[str, list[int]] = {}  # new keys -> positions in this batch (duplicates once)
         for i, key in enumerate(keys):
-            j = len(self.log)
-            if j >= len(self._replay_log):
-                break
-            if self._replay_log[j][0] != key:
-                raise KmshcError(f"{self.path}: --resume diverged at evaluation {j + 1}: the saved run evaluated a "
-                                 "different mask (was the code, data or seed changed?); use --overwrite")
-            out[i] = float(self._replay_log[j][1])
-            self.log.append(self._replay_log[j])
-        todo = [i for i, v in enumerate(out) if v is None]
+            if key in self._seen:
+                out[i] = self._seen[key]
+                self.repeats += 1
+            elif key in todo:
+                todo[key].append(i)
+                self.repeats += 1
+            elif self.replaying and not todo:
+                j = len(self.log)
+                if self._replay_log[j][0] != key:
+                    raise KmshcError(f"{self.path}: --resume diverged at evaluation {j + 1}: the saved run evaluated "
+                                     "a different mask (was the code, data or seed changed?); use --overwrite")
+                out[i] = self._append(key, float(self._replay_log[j][1]))
+            else:
+                todo[key] = [i]
         if todo:
             if self.max_evaluations is not None and len(self.log) + len(todo) > self.max_evaluations:
                 raise BudgetExhausted(f"evaluation cap {self.max_evaluations} reached")
-            scores = [float(s) for s in self._scorers[using](masks[todo])]
-            if len(scores) != len(todo):
-                raise ValueError(f"evaluate_many returned {len(scores)} scores for {len(todo)} masks")
-            for i, s in zip(todo, scores):
-                out[i] = s
-                self.log.append([keys[i], s])
+            first = [pos[0] for pos in todo.values()]
+            scores = [float(s) for s in self._scorers[using](masks[first])]
+            if len(scores) != len(first):
+                raise ValueError(f"evaluate_many returned {len(scores)} scores for {len(first)} masks")
+            for (key, pos), s in zip(todo.items(), scores):
+                self._append(key, s)
+                for i in pos:
+                    out[i] = s
             self.save()
         self._progress()
         return [float(v) for v in out]  # type: ignore[arg-type]
+
+    def _append(self, key: str, score: float) -> float:
+        self.log.append([key, score])
+        self._seen[key] = score
+        return score
 
     def one(self, mask: torch.Tensor) -> float:
         return self.many(mask[None])[0]
