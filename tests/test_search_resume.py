@@ -100,5 +100,5 @@ def test_a_repeated_mask_is_answered_from_the_log_not_evaluated_again():
 
 def test_the_warm_ordered_search_repeats_masks_so_the_resume_test_covers_the_cache():
     rec = Recorder(planted([]))
-    SEARCHES["warm-ordered"](rec)
-    assert rec.repeats > 0
+    res = SEARCHES["warm-ordered"](rec)
+    assert rec.repeats > 0 and res.info["repeats"] == rec.repeats

@@ -28,6 +28,7 @@ def _threshold(rec: Recorder, shape: tuple[int, int], baseline: set[int], epsilo
 
 def _result(rec: Recorder, shape, C: set[int], semantics: str, U: float, score, capped: bool, **info) -> SearchResult:
     rec.save(done=not capped)
+    info["repeats"] = rec.repeats  # masks asked again and answered from the log (not evaluations)
     return SearchResult(names(C, shape), semantics, U, score, rec.evaluations, round(rec.wall_time_s, 3),
                         tuple(rec.trace), capped, info)
 
