@@ -26,7 +26,7 @@ from typing import Mapping
 import torch
 
 from kmshc.search.common import check_bundle_floor, draw_bundles, mask_of
-from kmshc.search.state import Recorder
+from kmshc.search.state import BudgetExhausted, Recorder
 
 
 def _halve(k: int, floor: int, ceil: bool) -> int:
@@ -45,24 +45,27 @@ def restore_loop(rec: Recorder, shape: tuple[int, int], candidates: set[int], U:
     check_bundle_floor(K, len(C))
     k = max(K, len(C) // 2)
     worst = float("nan")
-    while len(C) > K:
-        k = min(k, len(C))
-        bundles = draw_bundles(rng, sorted(C), k, N)
-        scores = rec.many(torch.stack([mask_of((everything - C) | set(b), shape) for b in bundles]))
-        i = min(range(len(scores)), key=lambda j: (scores[j], j))
-        worst = scores[i]
-        if worst < U:
-            large = k > 0.9 * len(C)
-            C -= set(bundles[i])
-            if halve_when_large and large:
-                k = _halve(k, K, ceil)
-            rec.decision(rng, size=len(C), event="remove_failing_bundle", k=k, bundle=list(bundles[i]), score=worst)
-            continue
-        if k == K:
-            rec.decision(rng, size=len(C), event="all_pass", k=k, worst=worst)
-            break
-        k = _halve(k, K, ceil)
-        rec.decision(rng, size=len(C), event="halve", k=k, worst=worst)
+    try:
+        while len(C) > K:
+            k = min(k, len(C))
+            bundles = draw_bundles(rng, sorted(C), k, N)
+            scores = rec.many(torch.stack([mask_of((everything - C) | set(b), shape) for b in bundles]))
+            i = min(range(len(scores)), key=lambda j: (scores[j], j))
+            worst = scores[i]
+            if worst < U:
+                large = k > 0.9 * len(C)
+                C -= set(bundles[i])
+                if halve_when_large and large:
+                    k = _halve(k, K, ceil)
+                rec.decision(rng, size=len(C), event="remove_failing_bundle", k=k, bundle=list(bundles[i]), score=worst)
+                continue
+            if k == K:
+                rec.decision(rng, size=len(C), event="all_pass", k=k, worst=worst)
+                break
+            k = _halve(k, K, ceil)
+            rec.decision(rng, size=len(C), event="halve", k=k, worst=worst)
+    except BudgetExhausted as stop:
+        raise stop.at(C, worst)  # the caller reports where the search stopped
     return C, worst
 
 
@@ -75,18 +78,21 @@ def removal_loop(rec: Recorder, shape: tuple[int, int], start: set[int], U: floa
     """
     C = set(start)
     k = len(C) // 2 if k is None else k
-    while k >= 2 and len(C) > 1:
-        k = min(k, len(C) - 1)
-        bundles = draw_bundles(rng, sorted(C), k, N, weights)
-        scores = rec.many(torch.stack([mask_of(C - set(b), shape) for b in bundles]))
-        i = max(range(len(scores)), key=lambda j: (scores[j], -j))
-        if scores[i] >= U:
-            C -= set(bundles[i])
-            score = scores[i]
-            rec.decision(rng, size=len(C), event="remove_bundle", k=k, bundle=list(bundles[i]), score=scores[i])
-        else:
-            k //= 2
-            rec.decision(rng, size=len(C), event="halve", k=k, best=scores[i])
+    try:
+        while k >= 2 and len(C) > 1:
+            k = min(k, len(C) - 1)
+            bundles = draw_bundles(rng, sorted(C), k, N, weights)
+            scores = rec.many(torch.stack([mask_of(C - set(b), shape) for b in bundles]))
+            i = max(range(len(scores)), key=lambda j: (scores[j], -j))
+            if scores[i] >= U:
+                C -= set(bundles[i])
+                score = scores[i]
+                rec.decision(rng, size=len(C), event="remove_bundle", k=k, bundle=list(bundles[i]), score=scores[i])
+            else:
+                k //= 2
+                rec.decision(rng, size=len(C), event="halve", k=k, best=scores[i])
+    except BudgetExhausted as stop:
+        raise stop.at(C, score)  # the caller reports where the search stopped
     return C, score
 
 
@@ -105,25 +111,28 @@ def single_head_pass(rec: Recorder, shape: tuple[int, int], start: set[int], U: 
     priority = priority or {}
     last: dict[int, float] = {}
     todo = sorted(C)  # heads to score in this pass; a full pass when it equals C
-    while C:
-        full_pass = len(todo) == len(C)
-        scores = rec.many(torch.stack([mask_of(C - {h}, shape) for h in todo]))
-        now = dict(zip(todo, scores))
-        passing = [h for h in todo if now[h] >= U]
-        if full_pass:
-            last = now
-        if not passing:
+    try:
+        while C:
+            full_pass = len(todo) == len(C)
+            scores = rec.many(torch.stack([mask_of(C - {h}, shape) for h in todo]))
+            now = dict(zip(todo, scores))
+            passing = [h for h in todo if now[h] >= U]
             if full_pass:
-                rec.decision(rng, size=len(C), event="one_minimal", worst_removal=max(scores))
-                break
-            todo = sorted(C)
-            rec.decision(rng, size=len(C), event="confirm_pass")
-            continue
-        h = max(passing, key=lambda x: (now[x], priority.get(x, 0.0), -x))
-        C.discard(h)
-        score = now[h]
-        todo = sorted(set(passing) - {h}) or sorted(C)
-        rec.decision(rng, size=len(C), event="remove_head", head=h, score=now[h])
+                last = now
+            if not passing:
+                if full_pass:
+                    rec.decision(rng, size=len(C), event="one_minimal", worst_removal=max(scores))
+                    break
+                todo = sorted(C)
+                rec.decision(rng, size=len(C), event="confirm_pass")
+                continue
+            h = max(passing, key=lambda x: (now[x], priority.get(x, 0.0), -x))
+            C.discard(h)
+            score = now[h]
+            todo = sorted(set(passing) - {h}) or sorted(C)
+            rec.decision(rng, size=len(C), event="remove_head", head=h, score=now[h])
+    except BudgetExhausted as stop:
+        raise stop.at(C, score)  # the caller reports where the search stopped
     return C, score, last
 
 
@@ -137,14 +146,17 @@ def ordered_deletion(rec: Recorder, shape: tuple[int, int], start: set[int], U: 
     and costs ``|C|`` evaluations in one batch.
     """
     C = set(start)
-    for h in order:
-        if h not in C or len(C) == 1:
-            continue
-        s = rec.one(mask_of(C - {h}, shape))
-        if s >= U:
-            C.discard(h)
-            score = s
-            rec.decision(rng, size=len(C), event="drop_head", head=h, score=s)
-        else:
-            rec.decision(rng, size=len(C), event="keep_head", head=h, score=s)
+    try:
+        for h in order:
+            if h not in C or len(C) == 1:
+                continue
+            s = rec.one(mask_of(C - {h}, shape))
+            if s >= U:
+                C.discard(h)
+                score = s
+                rec.decision(rng, size=len(C), event="drop_head", head=h, score=s)
+            else:
+                rec.decision(rng, size=len(C), event="keep_head", head=h, score=s)
+    except BudgetExhausted as stop:
+        raise stop.at(C, score)  # the caller reports where the search stopped
     return C, score

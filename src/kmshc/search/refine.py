@@ -91,7 +91,8 @@ def refine(rec: Recorder, shape: tuple[int, int], gates: Mapping[int, float], ep
         else:
             C, score = removal_loop(rec, shape, C, U, rng, N=N, weights=weights, score=score)
         C, score, last = single_head_pass(rec, shape, C, U, rng, priority=weights, score=score)
-    except BudgetExhausted:
+    except BudgetExhausted as stop:
+        C, score = (stop.C, stop.score) if stop.C is not None else (C, score)
         return _result(rec, shape, C, "keep", U, score, True)
     return _result(rec, shape, C, "keep", U, score, False, full=full, baseline=base, strategy=strategy,
                    removals={names([h], shape)[0]: s for h, s in last.items()})
@@ -140,6 +141,7 @@ def cold_search(rec: Recorder, shape: tuple[int, int], semantics: str = "keep", 
             C, score = removal_loop(rec, shape, C, U, rng, N=N, score=score)
             C, score, last = single_head_pass(rec, shape, C, U, rng, score=score)
             info["removals"] = {names([h], shape)[0]: s for h, s in last.items()}
-    except BudgetExhausted:
+    except BudgetExhausted as stop:
+        C, score = (stop.C, stop.score) if stop.C is not None else (C, score)
         return _result(rec, shape, C, semantics, U, score, True, **info)
     return _result(rec, shape, C, semantics, U, score, False, **info)

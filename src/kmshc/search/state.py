@@ -51,7 +51,19 @@ def rng_from_json(d: list) -> random.Random:
 
 
 class BudgetExhausted(Exception):
-    """Raised inside a search when ``max_evaluations`` is reached; the search stops there."""
+    """Raised inside a search when ``max_evaluations`` is reached; the search stops there.
+
+    The stage that was running attaches its current set with :meth:`at` (flat indices, and its
+    score if known), so a capped search reports the set it had reached, not the set its stage
+    started from.
+    """
+    C: set[int] | None = None
+    score: float | None = None
+
+    def at(self, C: set[int], score: float | None) -> "BudgetExhausted":
+        if self.C is None:  # the innermost stage knows the most recent set
+            self.C, self.score = set(C), score
+        return self
 
 
 class Recorder:
