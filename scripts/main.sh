@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The main job on the embedded default (SmolLM2-135M-Instruct), ~10-15 min on an idle 2-core CPU
-# (an estimate from its parts: the job was last timed whole before its split grew to 1000 pairs):
+# The main job on the embedded default (SmolLM2-135M-Instruct): 561 s (9 min 21 s) on the idle
+# 2-core CPU with .venv already set up (measured 2026-11-29; docs/training.md):
 #  1. score the full model and the all-heads-ablated model on the built-in grammar task;
 #  2. learn head gates (train.py, configs/train/default.yaml) -> runs/default/;
 #  3. refine them to a 1-minimal sufficient head set and certify it on the held-out test split
