@@ -193,6 +193,16 @@ def _entry_points():
     return search, train
 
 
+def _parses_or_fails_cleanly(parse) -> None:
+    """``parse()`` succeeds, exits with a usage error (2), or raises a KmshcError; anything else fails."""
+    try:
+        parse()
+    except SystemExit as e:
+        assert e.code == 2
+    except KmshcError:
+        pass
+
+
 SEARCH_KEYS = ["mode", "semantics", "epsilon", "threshold", "K", "N", "tau", "seed", "macro", "window", "baseline",
                "experiment", "foo"]
 EXP_KEYS = ["model", "task", "n", "limit", "split_fractions", "scorer", "ablation", "labels", "task_args", "bar"]
@@ -206,12 +216,7 @@ def test_search_config_loader_never_crashes(fuzz_dir, capsys, data):
     """search.py's parser on random YAML: a SearchConfig, a usage error (exit 2) or a KmshcError."""
     search, _ = _entry_points()
     path = _write(fuzz_dir, "search.yaml", data)
-    try:
-        search.parse(["--config", str(path)])
-    except SystemExit as e:
-        assert e.code == 2
-    except KmshcError:
-        pass
+    _parses_or_fails_cleanly(lambda: search.parse(["--config", str(path)]))
     capsys.readouterr()
 
 
@@ -230,15 +235,10 @@ def test_train_config_loader_never_crashes(fuzz_dir, capsys, data):
     """train.py's LightningCLI on the tiny config plus a random YAML layer: parse and instantiate, never fit."""
     _, train = _entry_points()
     path = _write(fuzz_dir, "train.yaml", data)
-    try:
-        train.TrainCLI(train.GateModule, train.GateDataModule, run=False, save_config_callback=None,
-                       args=["--config", str(REPO / "configs" / "train" / "tiny.yaml"), "--config", str(path),
-                             "--runs_dir", str(fuzz_dir / "runs"), "--overwrite", "true",
-                             "--trainer.enable_progress_bar", "false"])
-    except SystemExit as e:
-        assert e.code == 2
-    except KmshcError:
-        pass
+    _parses_or_fails_cleanly(lambda: train.TrainCLI(
+        train.GateModule, train.GateDataModule, run=False, save_config_callback=None,
+        args=["--config", str(REPO / "configs" / "train" / "tiny.yaml"), "--config", str(path),
+              "--runs_dir", str(fuzz_dir / "runs"), "--overwrite", "true", "--trainer.enable_progress_bar", "false"]))
     capsys.readouterr()
 
 

@@ -17,6 +17,19 @@ from kmshc.architectures import head_shape, out_projections
 LayerValues = Sequence[torch.Tensor | None]
 
 
+@contextmanager
+def _pre_hooks(model: nn.Module, make_hook) -> Iterator[None]:
+    """Register ``make_hook(layer)`` on every layer's output projection; remove them all in ``finally``."""
+    handles = []
+    try:
+        for layer, proj in enumerate(out_projections(model)):
+            handles.append(proj.register_forward_pre_hook(make_hook(layer)))
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
 def _check_gates(gates: torch.Tensor, n_layers: int, n_heads: int) -> None:
     if gates.dim() not in (2, 3) or tuple(gates.shape[-2:]) != (n_layers, n_heads):
         raise ValueError(f"gates must have shape [L, H] or [batch, L, H] with L={n_layers}, "
@@ -37,7 +50,6 @@ def gated(model: nn.Module, gates: torch.Tensor, ablation: LayerValues | None = 
     _check_gates(gates, n_layers, n_heads)
     if ablation is not None and len(ablation) != n_layers:
         raise ValueError(f"ablation must hold one entry per layer ({n_layers}), got {len(ablation)}")
-    handles = []
     # A layer whose gates are all exactly 1 is left untouched (lerp would return z bitwise
     # anyway); not when the gates carry gradients, which must still flow through them.
     untouched = ([False] * n_layers if gates.requires_grad
@@ -68,13 +80,8 @@ def gated(model: nn.Module, gates: torch.Tensor, ablation: LayerValues | None = 
             return (out.reshape(b, t, width), *args[1:])
         return hook
 
-    try:
-        for layer, proj in enumerate(out_projections(model)):
-            handles.append(proj.register_forward_pre_hook(make_hook(layer)))
+    with _pre_hooks(model, make_hook):
         yield model
-    finally:
-        for h in handles:
-            h.remove()
 
 
 @contextmanager
@@ -85,7 +92,6 @@ def capture_head_outputs(model: nn.Module, store: list) -> Iterator[list]:
     """
     n_layers, n_heads = head_shape(model)
     current: list[torch.Tensor | None] = [None] * n_layers
-    handles = []
 
     def make_hook(layer: int):
         def hook(module: nn.Module, args: tuple) -> None:
@@ -96,10 +102,5 @@ def capture_head_outputs(model: nn.Module, store: list) -> Iterator[list]:
                 store.append(list(current))
         return hook
 
-    try:
-        for layer, proj in enumerate(out_projections(model)):
-            handles.append(proj.register_forward_pre_hook(make_hook(layer)))
+    with _pre_hooks(model, make_hook):
         yield store
-    finally:
-        for h in handles:
-            h.remove()
