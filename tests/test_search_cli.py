@@ -148,3 +148,20 @@ def test_gates_json_with_a_non_numeric_log_alpha_names_the_field(tmp_path):
                                                      "heads": {"L0H0": {"gate": 1.0, "log_alpha": "big"}}}))
     with pytest.raises(KmshcError, match=r"heads\.L0H0\.log_alpha"):
         read_gates(tmp_path)
+
+
+@pytest.mark.parametrize("mode", ["cold", "warm"])
+def test_search_margin_reaches_the_search(tmp_path, reachable, mode):
+    """--search_margin raises U on the search split; above S(M) it is refused, in both modes."""
+    args = TINY + reachable + ["--runs_dir", str(tmp_path), "--name", "m", "--search_margin", "0.5"]
+    if mode == "warm":
+        run = tmp_path / "trained"
+        run.mkdir()
+        exp = ENTRY.parse(TINY).experiment
+        heads = {f"L{l}H{h}": {"log_alpha": 0.0, "gate": 1.0} for l in range(2) for h in range(4)}
+        (run / "gates.json").write_text(json.dumps({"model": "tiny-gpt2", "task": "grammar", "n_layers": 2,
+                                                    "n_heads": 4, "tau": 0.5, "experiment": exp.to_dict(),
+                                                    "heads": heads}))
+        args += ["--mode", "warm", "--from_run", str(run)]
+    with pytest.raises(KmshcError, match="search_margin"):
+        ENTRY.main(args)

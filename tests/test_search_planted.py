@@ -193,3 +193,23 @@ def test_importance_weights_rank_saturated_gates_by_log_alpha():
 def test_unknown_warm_strategy_is_rejected():
     with pytest.raises(KmshcError, match="strategy"):
         refine(Recorder(planted({1}, [])), SHAPE, {1: 1.0}, strategy="greedy")
+
+
+def test_a_search_margin_keeps_more_heads_and_is_recorded_in_the_threshold():
+    """Additive planted score: each required head adds 0.1 (S(M) = 1, S(∅) = 0.5). At ε = 0.75,
+    U = 0.875 and any 4 of the 5 suffice; with a margin of 0.05 (0.925) all 5 are needed."""
+    required = {2, 11, 20, 29, 38}
+
+    def additive(masks):
+        return [0.5 + 0.1 * len(required & set(torch.nonzero(m.reshape(-1) > 0.5).flatten().tolist()))
+                for m in masks]
+    plain = cold_search(Recorder(additive), SHAPE, semantics="keep", epsilon=0.75, N=6, seed=0)
+    strict = cold_search(Recorder(additive), SHAPE, semantics="keep", epsilon=0.75, N=6, seed=0, margin=0.05)
+    assert len(idx(plain)) == 4 and idx(strict) == required
+    assert strict.threshold == pytest.approx(plain.threshold + 0.05)
+
+
+@pytest.mark.parametrize("margin", [-0.01, 0.2, float("nan")])
+def test_a_search_margin_that_is_negative_or_unreachable_is_a_clear_error(margin):
+    with pytest.raises(KmshcError, match="search_margin"):
+        cold_search(Recorder(planted({1}, [])), SHAPE, semantics="keep", epsilon=0.9, seed=0, margin=margin)

@@ -19,11 +19,17 @@ from kmshc.types import KmshcError
 
 
 def _threshold(rec: Recorder, shape: tuple[int, int], baseline: set[int], epsilon: float,
-               absolute: float | None) -> tuple[float, float, float]:
-    """``(S(M), S(B), U)``: one batch of two evaluations (``B`` = the heads kept on in the baseline)."""
+               absolute: float | None, margin: float = 0.0) -> tuple[float, float, float]:
+    """``(S(M), S(B), U + margin)``: one batch of two evaluations (``B`` = the heads kept on in the
+    baseline). ``margin`` raises the bar on the search split only: a set chosen at the edge of U
+    on val tends to land below U on test, and the certificate still tests against plain U."""
     everything = set(range(shape[0] * shape[1]))
     full, base = rec.many(torch.stack([mask_of(everything, shape), mask_of(baseline, shape)]))
-    return full, base, threshold_value(full, base, epsilon, absolute)
+    U = threshold_value(full, base, epsilon, absolute) + margin
+    if not 0 <= margin or U > full:
+        raise KmshcError(f"search_margin: expected 0 <= search_margin and U + search_margin <= S(M) = {full:.4f} "
+                         f"on the search split, got {margin} (U + search_margin = {U:.4f})")
+    return full, base, U
 
 
 def _result(rec: Recorder, shape, C: set[int], semantics: str, U: float, score, capped: bool, **info) -> SearchResult:
@@ -63,7 +69,8 @@ def importance_weights(importance: Mapping[int, float], heads: set[int]) -> dict
 
 def refine(rec: Recorder, shape: tuple[int, int], gates: Mapping[int, float], epsilon: float = 0.9,
            threshold: float | None = None, tau: float = 0.5, N: int = 10, weighted: bool = True,
-           seed: int = 0, strategy: str = "bundles", importance: Mapping[int, float] | None = None) -> SearchResult:
+           seed: int = 0, strategy: str = "bundles", importance: Mapping[int, float] | None = None,
+           margin: float = 0.0) -> SearchResult:
     """Warm search (keep semantics) from learned deterministic gates ``{flat index: gate}``.
 
     ``C0 = {gate > τ}``; if ``S(C0) < U``, heads are restored in gate order. Then either
@@ -78,7 +85,7 @@ def refine(rec: Recorder, shape: tuple[int, int], gates: Mapping[int, float], ep
     importance = gates if importance is None else importance
     C: set[int] = {h for h, g in gates.items() if g > tau}
     try:
-        full, base, U = _threshold(rec, shape, set(), epsilon, threshold)
+        full, base, U = _threshold(rec, shape, set(), epsilon, threshold, margin)
         rec.decision(rng, size=len(C), event="threshold", full=full, baseline=base, U=U, start=len(C))
         score = rec.one(mask_of(C, shape)) if C else base
         if score < U:
@@ -102,7 +109,7 @@ def cold_search(rec: Recorder, shape: tuple[int, int], semantics: str = "keep", 
                 threshold: float | None = None, N: int = 10, K: int = 1, seed: int = 0, macro: bool | None = None,
                 window: int | None = None, window_fraction: float = 0.2, percentile: float = 75.0,
                 edge_correction: bool = False, baseline: str = "empty", ceil: bool = False,
-                halve_when_large: bool = False, macro_using: str = "") -> SearchResult:
+                halve_when_large: bool = False, macro_using: str = "", margin: float = 0.0) -> SearchResult:
     """The paper's search from all heads: optional macro layer search, then the micro search.
 
     ``semantics="keep"`` uses the same removal loop as :func:`refine` (like-for-like with warm);
@@ -127,7 +134,7 @@ def cold_search(rec: Recorder, shape: tuple[int, int], semantics: str = "keep", 
                              "used": "corrected" if edge_correction else "paper", "evaluations": m.evaluations}
         check_bundle_floor(K, len(C))
         B = everything - C if baseline == "complement" else set()
-        full, base, U = _threshold(rec, shape, B, epsilon, threshold)
+        full, base, U = _threshold(rec, shape, B, epsilon, threshold, margin)
         info.update(full=full, baseline=base)
         rec.decision(rng, size=len(C), event="threshold", full=full, baseline=base, U=U, start=len(C))
         if semantics == "paper":

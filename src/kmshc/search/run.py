@@ -38,6 +38,7 @@ class SearchConfig:
     semantics: Literal["keep", "paper"] = "keep"
     epsilon: float = 0.9
     threshold: float | None = None
+    search_margin: float = 0.0  # search against U + search_margin on val; the certificate uses plain U
     K: int = 1
     N: int = 10
     tau: float = 0.5
@@ -220,11 +221,11 @@ def _search(cfg: SearchConfig, out: Path, on_progress) -> tuple[Circuit, Path]:
         flat = {n: indices([n], shape, where=f"{source}: heads")[0] for n in gates}
         res = refine(rec, shape, {flat[n]: g for n, g in gates.items()}, cfg.epsilon, cfg.threshold, cfg.tau,
                      cfg.N, cfg.weighted, seed, cfg.strategy,
-                     importance={flat[n]: a for n, a in ranks.items()} if ranks else None)
+                     importance={flat[n]: a for n, a in ranks.items()} if ranks else None, margin=cfg.search_margin)
     else:
         res = cold_search(rec, shape, cfg.semantics, cfg.epsilon, cfg.threshold, cfg.N, cfg.K, seed, cfg.macro,
                           cfg.window, cfg.window_fraction, cfg.percentile, cfg.edge_correction, cfg.baseline,
-                          cfg.ceil, cfg.halve_when_large, macro_using="macro" if others else "")
+                          cfg.ceil, cfg.halve_when_large, macro_using="macro" if others else "", margin=cfg.search_margin)
     base_on = []
     if cfg.baseline == "complement" and "macro" in res.info:
         used = res.info["macro"]["layers_corrected" if cfg.edge_correction else "layers_paper"]
