@@ -84,14 +84,20 @@ def test_cold_then_resume_then_verify(tmp_path, reachable):
     assert Path(ver["circuit"]).name == "circuit_verified.json" and ver["verified"] == out["verified"]
 
 
-def test_warm_from_a_train_run_directory(tmp_path, reachable):
+def _train_run(tmp_path: Path, heads: dict) -> Path:
+    """A minimal train.py run directory for the tiny model: only ``gates.json`` with these heads."""
     run = tmp_path / "trained"
     run.mkdir()
-    exp = ENTRY.parse(TINY).experiment
-    heads = {f"L{l}H{h}": {"log_alpha": 0.0, "gate": g} for l in range(2) for h, g in enumerate([0.9, 0.7, 0.2, 0.6])}
     (run / "gates.json").write_text(json.dumps({"model": "tiny-gpt2", "task": "grammar", "n_layers": 2,
-                                                "n_heads": 4, "tau": 0.5, "experiment": exp.to_dict(),
+                                                "n_heads": 4, "tau": 0.5,
+                                                "experiment": ENTRY.parse(TINY).experiment.to_dict(),
                                                 "heads": heads}))
+    return run
+
+
+def test_warm_from_a_train_run_directory(tmp_path, reachable):
+    run = _train_run(tmp_path, {f"L{l}H{h}": {"log_alpha": 0.0, "gate": g}
+                                for l in range(2) for h, g in enumerate([0.9, 0.7, 0.2, 0.6])})
     out = ENTRY.main(TINY + reachable + ["--mode", "warm", "--from_run", str(run)])
     circ = read_circuit(run / "circuit_searched.json")
     assert out["method"] == "warm" and circ.extra["source"].endswith("gates.json")
@@ -126,14 +132,8 @@ def test_a_second_search_in_the_same_run_directory_is_refused(tmp_path):
 
 def test_warm_ranks_saturated_gates_by_log_alpha(tmp_path, reachable):
     """Every gate is 1.0 (saturated), so only log_alpha can order the deletion filter."""
-    run = tmp_path / "trained"
-    run.mkdir()
-    exp = ENTRY.parse(TINY).experiment
     log_alpha = {f"L{l}H{h}": float((5 * (4 * l + h)) % 8) for l in range(2) for h in range(4)}
-    heads = {n: {"log_alpha": a, "gate": 1.0} for n, a in log_alpha.items()}
-    (run / "gates.json").write_text(json.dumps({"model": "tiny-gpt2", "task": "grammar", "n_layers": 2,
-                                                "n_heads": 4, "tau": 0.5, "experiment": exp.to_dict(),
-                                                "heads": heads}))
+    run = _train_run(tmp_path, {n: {"log_alpha": a, "gate": 1.0} for n, a in log_alpha.items()})
     ENTRY.main(TINY + reachable + ["--mode", "warm", "--from_run", str(run), "--strategy", "ordered"])
     trace = json.loads((run / "search_state.json").read_text())["trace"]
     tried = [t["head"] for t in trace if t["event"] in ("drop_head", "keep_head")]
@@ -155,13 +155,7 @@ def test_search_margin_reaches_the_search(tmp_path, reachable, mode):
     """--search_margin raises U on the search split; above S(M) it is refused, in both modes."""
     args = TINY + reachable + ["--runs_dir", str(tmp_path), "--name", "m", "--search_margin", "0.5"]
     if mode == "warm":
-        run = tmp_path / "trained"
-        run.mkdir()
-        exp = ENTRY.parse(TINY).experiment
-        heads = {f"L{l}H{h}": {"log_alpha": 0.0, "gate": 1.0} for l in range(2) for h in range(4)}
-        (run / "gates.json").write_text(json.dumps({"model": "tiny-gpt2", "task": "grammar", "n_layers": 2,
-                                                    "n_heads": 4, "tau": 0.5, "experiment": exp.to_dict(),
-                                                    "heads": heads}))
+        run = _train_run(tmp_path, {f"L{l}H{h}": {"log_alpha": 0.0, "gate": 1.0} for l in range(2) for h in range(4)})
         args += ["--mode", "warm", "--from_run", str(run)]
     with pytest.raises(KmshcError, match="search_margin"):
         ENTRY.main(args)

@@ -153,7 +153,7 @@ class Recorder:
             elif key in todo:
                 todo[key].append(i)
                 self.repeats += 1
-            elif self.replaying and not todo:
+            elif self.replaying:  # keys reach `todo` only once the replay log is used up
                 j = len(self.log)
                 if self._replay_log[j][0] != key:
                     raise KmshcError(f"{self.path}: --resume diverged at evaluation {j + 1}: the saved run evaluated "
