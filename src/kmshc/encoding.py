@@ -35,6 +35,8 @@ class Encoded:
 
     * ``kind == "pairs"``: ``seqs[2i]`` is pair i's good sentence, ``seqs[2i+1]`` its bad one.
     * ``kind == "labels"``: ``seqs[i]`` is prompt i; ``label_ids`` ``[K]`` and ``gold`` ``[n]``.
+    * ``cf_seqs`` (pairs whose items all carry a counterfactual, else ``None``): row for row the
+      counterfactual of ``seqs``, each of the same length. ``name`` is the task's name.
     """
 
     kind: str
@@ -43,6 +45,8 @@ class Encoded:
     pad_id: int
     label_ids: torch.Tensor | None = None
     gold: torch.Tensor | None = None
+    cf_seqs: list[torch.Tensor] | None = None
+    name: str = ""
 
     @property
     def rows_per_example(self) -> int:
@@ -93,14 +97,16 @@ def encode(task: Task, tokenizer) -> Encoded:
     if not task.items:
         raise KmshcError(f"task {task.name!r}: no items to score")
     if task.kind == "pairs":
-        seqs = []
+        seqs, cf_seqs = [], [] if task.has_counterfactuals else None
         for i, it in enumerate(task.items):
             g, b = ids(it.good), ids(it.bad)
             if torch.equal(g, b):
                 raise KmshcError(f"{it.where or f'{task.name} item {i}'}: the two sentences of the pair tokenise "
                                  f"identically ({it.good!r} / {it.bad!r}); a minimal pair must differ in tokens")
             seqs += [g, b]
-        return Encoded("pairs", seqs, len(task.items), pad_id)
+            if cf_seqs is not None:
+                cf_seqs += _counterfactual_ids(it, (g, b), ids, f"{it.where or f'{task.name} item {i}'}")
+        return Encoded("pairs", seqs, len(task.items), pad_id, cf_seqs=cf_seqs, name=task.name)
     label_ids = []
     for w in task.labels:
         t = tokenizer(w, add_special_tokens=False)["input_ids"]
@@ -109,4 +115,17 @@ def encode(task: Task, tokenizer) -> Encoded:
                              "must be exactly one token (try a leading space, e.g. ' True')")
         label_ids.append(t[0])
     return Encoded("labels", [ids(it.prompt) for it in task.items], len(task.items), pad_id,
-                   label_ids=torch.tensor(label_ids), gold=torch.tensor([it.label for it in task.items]))
+                   label_ids=torch.tensor(label_ids), gold=torch.tensor([it.label for it in task.items]), name=task.name)
+
+
+def _counterfactual_ids(item, clean: tuple[torch.Tensor, torch.Tensor], ids, where: str) -> list[torch.Tensor]:
+    """Token ids of ``item.counterfactual``; each must be as long as its clean sentence (patching aligns positions)."""
+    out = []
+    for text, c in zip(item.counterfactual, clean):
+        t = ids(text)
+        if len(t) != len(c):
+            raise KmshcError(f"{where}: the counterfactual {text!r} is {len(t)} tokens but its clean sentence is "
+                             f"{len(c)}; activation patching needs equal lengths (use words that are single "
+                             "tokens for this tokenizer)")
+        out.append(t)
+    return out
