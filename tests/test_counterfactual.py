@@ -119,12 +119,16 @@ def test_tasks_without_counterfactuals_are_refused_naming_the_task(llama):
         Experiment(model="tiny-llama", task="grammar", ablation="patching")
 
 
-def test_encode_rejects_a_counterfactual_of_another_length():
-    tok = tiny_tokenizer()
-    bad = Task("t", "pairs", (PairItem("Mary saw this dog.", "Mary saw this dogs.",
-                                       counterfactual=("Mary and Sarah saw this dog.", "Mary saw this dogs.")),))
-    with pytest.raises(KmshcError, match="t item 0: the counterfactual 'Mary and Sarah"):
-        encode(bad, tok)
+def test_a_counterfactual_of_another_length_is_refused_only_by_the_counterfactual_ablation(llama):
+    model, tok = llama
+    bad = Task("t", "pairs", (PairItem("Mary saw this dog.", "Mary saw this dogs.", counterfactual=(
+        "Mary saw this dog.", "Mary saw this dogs.")), PairItem("Mary saw this dog.", "Mary saw this dogs.",
+        counterfactual=("Mary and Sarah saw this dog.", "Mary saw this dogs."))))
+    data = encode(bad, tok)
+    assert data.cf_seqs is None and "t item 1: the counterfactual 'Mary and Sarah" in data.cf_problem
+    assert Scorer(model, tok, bad, ablation="zero").n == 2  # other ablations still score the task
+    with pytest.raises(KmshcError, match="task 't'.*t item 1: the counterfactual 'Mary and Sarah"):
+        Scorer(model, tok, bad, ablation="counterfactual")
 
 
 def test_training_loss_uses_the_same_patch_as_the_scorer():

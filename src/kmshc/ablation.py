@@ -167,6 +167,8 @@ class CounterfactualAblation(PatchAblation):
 
 def require_counterfactuals(data: Encoded) -> None:
     """Raise a :class:`KmshcError` naming the task unless ``data`` carries counterfactuals."""
+    if data.cf_problem:
+        raise KmshcError(f"task {data.name or '?'!r}: the 'counterfactual' ablation cannot be used: {data.cf_problem}")
     if data.cf_seqs is None:
         raise KmshcError(f"task {data.name or '?'!r} has no counterfactuals, so the 'counterfactual' ablation "
                          "cannot be used on it; use zero, mean or resample, or a task that defines them "
