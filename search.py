@@ -16,6 +16,7 @@ import sys
 from jsonargparse import ActionConfigFile, ArgumentParser
 from tqdm import tqdm
 
+from kmshc.search.certificate import Certificate
 from kmshc.search.run import SearchConfig, run
 from kmshc.cli import run_entry
 from kmshc.types import config_errors
@@ -31,13 +32,16 @@ def parse(args: list[str] | None = None) -> SearchConfig:
 
 
 def summary(circ) -> dict:
-    cert = circ.certificate or {}
+    cert = Certificate.from_dict(circ.certificate) if circ.certificate else None
     return {"heads": list(circ.heads), "size": len(circ.heads), "method": circ.extra.get("method"),
             "evaluations": circ.evaluations, "wall_time_s": circ.extra.get("wall_time_s"),
-            "test_accuracy": cert.get("circuit", {}).get("accuracy"), "test_ci": cert.get("circuit", {}).get("ci"),
-            "threshold": cert.get("threshold", {}).get("value"), "verified": cert.get("verified"),
-            "failing_heads": cert.get("failing_heads"),
-            "classes": {r["head"]: r["class"] for r in cert.get("removals", [])}}
+            "verified": cert.verified if cert else None,
+            "recovery": cert.circuit.recovery if cert else None,
+            "recovery_lower": cert.circuit.lower if cert else None,
+            "epsilon_range": cert.epsilon_range if cert else None,
+            "failing_heads": cert.failing_heads if cert else None,
+            "classes": {r.head: r.cls for r in cert.removals} if cert else {},
+            "controls_failing": sum(not c.verified for c in cert.controls) if cert else None}
 
 
 def main(args: list[str] | None = None) -> dict:

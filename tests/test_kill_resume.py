@@ -54,7 +54,7 @@ def llama_dir(tmp_path_factory) -> Path:
 def search_yaml(tmp: Path, model: Path) -> Path:
     cfg = tmp / "search.yaml"
     cfg.write_text(f"# python search.py --config {cfg}\nmode: cold\nsemantics: keep\nepsilon: 0.5\nN: 4\n"
-                   f"seed: 0\nn_boot: 200\nprogress: false\nruns_dir: {tmp / 'runs'}\nexperiment:\n  model: {model}\n"
+                   f"seed: 0\nprogress: false\nruns_dir: {tmp / 'runs'}\nexperiment:\n  model: {model}\n"
                    "  task: grammar\n  n: 300\n  ablation: mean\n  seed: 0\n")
     return cfg
 

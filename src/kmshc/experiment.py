@@ -3,7 +3,7 @@ compare, so that a circuit's ``config`` rebuilds exactly the data it was found o
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from functools import cached_property
 from typing import Any
 
@@ -98,12 +98,14 @@ class Experiment:
         train = encode(self.splits["train"], tok) if self.ablation == "mean" else None
         return make_ablation(self.ablation, model, train, per_position=self.per_position, seed=self.seed)
 
-    def scorer_for(self, split: str) -> Scorer:
-        """``S(·)`` on ``split`` (``train``, ``val`` or ``test``)."""
+    def scorer_for(self, split: str, items: tuple | None = None) -> Scorer:
+        """``S(·)`` on ``split`` (``train``, ``val`` or ``test``); ``items``: only these of its items
+        (adaptive decisions score a split in chunks)."""
         if split not in ("train", "val", "test"):
             raise KmshcError(f"split: expected train, val or test, got {split!r}")
         model, tok = self.loaded
-        return Scorer(model, tok, self.splits[split], scorer=self.scorer, ablation=self.ablation_values,
+        task = self.splits[split] if items is None else replace(self.splits[split], items=tuple(items))
+        return Scorer(model, tok, task, scorer=self.scorer, ablation=self.ablation_values,
                       train=self.splits["train"], batch_size=self.batch_size, probe_dim=self.probe_dim,
                       seed=self.seed)
 

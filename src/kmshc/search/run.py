@@ -16,7 +16,9 @@ from typing import Any, Literal
 from kmshc.experiment import Experiment
 from kmshc.memory import peak_rss_mb
 from kmshc.scoring import Scorer
-from kmshc.search.common import indices
+from kmshc.search.certificate import Certificate, CertificateConfig
+from kmshc.search.common import indices, mask_of
+from kmshc.search.decide import RecoveryScores, point_scores, split_chunks
 from kmshc.search.refine import cold_search, refine
 from kmshc.search.state import Recorder
 from kmshc.search.verify import certify
@@ -55,9 +57,15 @@ class SearchConfig:
     halve_when_large: bool = False
     macro_probe_dim: int | None = None
     max_evaluations: int | None = None
-    confidence: float = 0.95
-    n_boot: int = 2000
-    restore_samples: int = 100
+    # what S averages: 0/1 accuracy (the paper's) or the log-prob margin (lower variance)
+    metric: Literal["accuracy", "margin"] = "accuracy"
+    # keep semantics: decide each removal on the recovery's lower confidence bound ("confident")
+    # or on the point estimate ("point", the paper's); see kmshc.search.decide
+    decision: Literal["confident", "point"] = "confident"
+    decision_confidence: float = 0.9
+    adaptive: bool = False  # score the search split in growing chunks; stop when a decision is clear
+    looks: int = 4
+    certificate: CertificateConfig = field(default_factory=CertificateConfig)
     verify_split: Literal["val", "test"] = "test"
     dtype: Literal["float32", "bfloat16", "auto"] | None = None  # override the experiment's (also a warm run's) dtype
     resume: bool = False
@@ -186,6 +194,28 @@ def _accuracies(scorer: Scorer):
     return lambda masks: scorer.outcomes(masks).accuracy.tolist()
 
 
+def search_scores(cfg: SearchConfig, exp: Experiment, shape: tuple[int, int]):
+    """``evaluate_many`` of the search on the val split: point means of the metric, or recovery
+    lower bounds (:class:`~kmshc.search.decide.RecoveryScores`) for confident decisions."""
+    val = exp.scorer_for("val")
+    if not confident(cfg):
+        return point_scores(val.outcomes, cfg.metric), val.n, None
+    task = exp.splits["val"]
+    parts = split_chunks(len(task), cfg.looks) if cfg.adaptive else [slice(0, len(task))]
+    chunks = [val.outcomes] if len(parts) == 1 else [
+        exp.scorer_for("val", items=task.items[p]).outcomes for p in parts]
+    rs = RecoveryScores(chunks, full_mask=mask_of(range(shape[0] * shape[1]), shape), base_mask=mask_of((), shape),
+                        metric=cfg.metric, epsilon=cfg.epsilon, confidence=cfg.decision_confidence,
+                        adaptive=cfg.adaptive)
+    return rs, val.n, rs
+
+
+def confident(cfg: SearchConfig) -> bool:
+    """Confident decisions need a relative threshold and an empty baseline (recovery units)."""
+    return (cfg.decision == "confident" and cfg.semantics == "keep" and cfg.threshold is None
+            and cfg.baseline == "empty")
+
+
 def run(cfg: SearchConfig, on_progress=None) -> tuple[Circuit, Path]:
     """Run one mode and write its circuit; returns ``(circuit, path)``."""
     out = output_dir(cfg)
@@ -205,48 +235,66 @@ def _search(cfg: SearchConfig, out: Path, on_progress) -> tuple[Circuit, Path]:
         # e.g. float32 on a CPU without native bf16 matmuls, where bf16 is ~50x slower
         exp = Experiment.from_dict({**exp.to_dict(), "dtype": cfg.dtype})
     shape, seed = exp.shape, cfg.seed if cfg.seed is not None else exp.seed
-    val = exp.scorer_for("val")
+    evaluate, n_val, decider = search_scores(cfg, exp, shape)
     others = {}
     if cfg.macro_probe_dim is not None:
         model, tok = exp.loaded
         others["macro"] = _accuracies(Scorer(model, tok, exp.splits["val"], scorer="probe", ablation=exp.ablation_values,
                                              train=exp.splits["train"], probe_dim=cfg.macro_probe_dim, seed=exp.seed))
     search_cfg = {k: v for k, v in asdict(cfg).items() if k not in ("resume", "overwrite", "progress", "experiment")}
-    # the cap only decides where a run stops, not its path: a capped run may resume with a larger one
-    fingerprint = {**{k: v for k, v in search_cfg.items() if k != "max_evaluations"},
-                   "experiment": exp.to_dict(), "n_val": val.n}
-    rec = Recorder(_accuracies(val), out / STATE, resume=cfg.resume, fingerprint=fingerprint,
+    # the cap only decides where a run stops, not its path: a capped run may resume with a larger one;
+    # the certificate's settings do not change the search either
+    fingerprint = {**{k: v for k, v in search_cfg.items() if k not in ("max_evaluations", "certificate")},
+                   "experiment": exp.to_dict(), "n_val": n_val}
+    rec = Recorder(evaluate, out / STATE, resume=cfg.resume, fingerprint=fingerprint,
                    max_evaluations=cfg.max_evaluations, on_progress=on_progress, others=others)
-    if cfg.mode == "warm":
-        flat = {n: indices([n], shape, where=f"{source}: heads")[0] for n in gates}
-        res = refine(rec, shape, {flat[n]: g for n, g in gates.items()}, cfg.epsilon, cfg.threshold, cfg.tau,
-                     cfg.N, cfg.weighted, seed, cfg.strategy,
-                     importance={flat[n]: a for n, a in ranks.items()} if ranks else None, margin=cfg.search_margin)
-    else:
-        res = cold_search(rec, shape, cfg.semantics, cfg.epsilon, cfg.threshold, cfg.N, cfg.K, seed, cfg.macro,
-                          cfg.window, cfg.window_fraction, cfg.percentile, cfg.edge_correction, cfg.baseline,
-                          cfg.ceil, cfg.halve_when_large, macro_using="macro" if others else "", margin=cfg.search_margin)
+    res = _run_search(cfg, rec, shape, seed, gates, ranks, source, macro_using="macro" if others else "")
     base_on = []
     if cfg.baseline == "complement" and "macro" in res.info:
         used = res.info["macro"]["layers_corrected" if cfg.edge_correction else "layers_paper"]
         base_on = [f"L{l}H{h}" for l in range(shape[0]) if l not in used for h in range(shape[1])]
-    cert = certify(exp.scorer_for(cfg.verify_split).outcomes, shape, res.heads, res.semantics, cfg.epsilon,
-                   cfg.threshold, cfg.K, base_on, cfg.confidence, cfg.n_boot, cfg.restore_samples, seed,
-                   cfg.verify_split)
+    cert = _certify(cfg, exp, res.heads, semantics=res.semantics, epsilon=cfg.epsilon, threshold=cfg.threshold,
+                    K=cfg.K, baseline_heads=base_on, seed=seed)
     method = "warm" if cfg.mode == "warm" else ("cold" if res.semantics == "keep" else "cold-paper")
+    units = "recovery lower bound" if decider is not None else cfg.metric
     circ = Circuit(model=exp.model, task=exp.task_name, heads=res.heads, n_heads_total=shape[0] * shape[1],
                    scorer=exp.scorer, ablation=exp.ablation, semantics=res.semantics, epsilon=cfg.epsilon, K=cfg.K,
-                   scores={"val": {"accuracy": res.score, "threshold": res.threshold, "n": val.n},
-                           cfg.verify_split: {"accuracy": cert["circuit"]["accuracy"],
-                                              "margin": cert["circuit"]["margin"], "ci": cert["circuit"]["ci"]}},
-                   certificate=cert, evaluations=res.evaluations, seed=seed,
+                   scores={"val": {"score": res.score, "threshold": res.threshold, "n": n_val, "units": units},
+                           cfg.verify_split: _split_scores(cert)},
+                   certificate=cert.to_dict(), evaluations=res.evaluations, seed=seed,
                    config={"experiment": exp.to_dict(), "search": search_cfg, "threshold": cfg.threshold,
                            "baseline_heads": base_on},
                    extra={"method": method, "wall_time_s": res.wall_time_s, "peak_rss_mb": round(peak_rss_mb()),
-                          "source": source, "capped": res.capped,
-                          "search_info": dict(res.info)})
+                          "source": source, "capped": res.capped, "search_info": dict(res.info)})
     circ.save(out / SEARCHED)
     return circ, out / SEARCHED
+
+
+def _run_search(cfg: SearchConfig, rec: Recorder, shape, seed: int, gates, ranks, source, macro_using: str):
+    # confident decisions score sets in recovery units, where S(M) = 1, S(B) = 0 and U = epsilon
+    threshold = None if confident(cfg) else cfg.threshold
+    if cfg.mode == "warm":
+        flat = {n: indices([n], shape, where=f"{source}: heads")[0] for n in gates}
+        return refine(rec, shape, {flat[n]: g for n, g in gates.items()}, epsilon=cfg.epsilon, threshold=threshold,
+                      tau=cfg.tau, N=cfg.N, weighted=cfg.weighted, seed=seed, strategy=cfg.strategy,
+                      importance={flat[n]: a for n, a in ranks.items()} if ranks else None, margin=cfg.search_margin)
+    return cold_search(rec, shape, semantics=cfg.semantics, epsilon=cfg.epsilon, threshold=threshold, N=cfg.N, K=cfg.K,
+                       seed=seed, macro=cfg.macro, window=cfg.window, window_fraction=cfg.window_fraction,
+                       percentile=cfg.percentile, edge_correction=cfg.edge_correction, baseline=cfg.baseline,
+                       ceil=cfg.ceil, halve_when_large=cfg.halve_when_large, macro_using=macro_using,
+                       margin=cfg.search_margin)
+
+
+def _certify(cfg: SearchConfig, exp: Experiment, heads, **kw) -> Certificate:
+    return certify(exp.scorer_for(cfg.verify_split).outcomes, exp.shape, heads, config=cfg.certificate,
+                   metric=cfg.metric,
+                   split=cfg.verify_split, **{k: v for k, v in kw.items() if k != "seed"})
+
+
+def _split_scores(cert: Certificate) -> dict:
+    c = cert.circuit
+    return {"accuracy": c.accuracy, "score": c.value, "recovery": c.recovery, "recovery_lower": c.lower,
+            "metric": cert.metric, "n": cert.n}
 
 
 def _verify_only(cfg: SearchConfig, out: Path) -> tuple[Circuit, Path]:
@@ -256,12 +304,11 @@ def _verify_only(cfg: SearchConfig, out: Path) -> tuple[Circuit, Path]:
     if cfg.dtype is not None and cfg.dtype != exp.dtype:
         exp = Experiment.from_dict({**exp.to_dict(), "dtype": cfg.dtype})
     threshold = c.config.get("threshold", cfg.threshold)
-    cert = certify(exp.scorer_for(cfg.verify_split).outcomes, exp.shape, c.heads, c.semantics, c.epsilon, threshold,
-                   c.K, c.config.get("baseline_heads", ()), cfg.confidence, cfg.n_boot, cfg.restore_samples,
-                   c.seed, cfg.verify_split)
+    cert = _certify(cfg, exp, c.heads, semantics=c.semantics, epsilon=c.epsilon, threshold=threshold, K=c.K,
+                    baseline_heads=c.config.get("baseline_heads", ()))
     d = c.to_dict()
-    d["certificate"] = cert
-    d.setdefault("scores", {})[cfg.verify_split] = {k: cert["circuit"][k] for k in ("accuracy", "margin", "ci")}
+    d["certificate"] = cert.to_dict()
+    d.setdefault("scores", {})[cfg.verify_split] = _split_scores(cert)
     d["verified_from"] = str(cfg.circuit)
     from kmshc.types import circuit_from_dict
     circ = circuit_from_dict(d, where=str(cfg.circuit))
