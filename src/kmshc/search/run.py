@@ -244,7 +244,7 @@ def _search(cfg: SearchConfig, out: Path, on_progress) -> tuple[Circuit, Path]:
                            "baseline_heads": base_on},
                    extra={"method": method, "wall_time_s": res.wall_time_s, "peak_rss_mb": round(peak_rss_mb()),
                           "source": source, "capped": res.capped,
-                          "search_info": dict(res.info)})
+                          "search_info": dict(res.info), "data_skipped": exp.data_skipped})
     circ.save(out / SEARCHED)
     return circ, out / SEARCHED
 
