@@ -158,3 +158,16 @@ def test_score_subprocess_prints_one_warning_line_then_scores(tmp_path):
     assert p.stderr.splitlines() == [f"warning: {PASSIVE}: skipped 2 of 22 items as defective (identical "
                                      "sentences: 2) at lines 6, 17; use on_defect=error to stop instead"]
     assert json.loads(p.stdout)["n"] == 20
+
+
+def test_searched_circuit_records_the_skipped_items(tmp_path):
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("search_entry", FIXTURES.parents[1] / "search.py")
+    entry = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(entry)
+    entry.main(["--config", str(FIXTURES.parents[1] / "configs/search/tiny.yaml"), "--progress", "false",
+                "--n_boot", "50", "--threshold", "0.0", "--experiment.task", "blimp", "--experiment.data", str(PASSIVE),
+                "--experiment.n", "null", "--runs_dir", str(tmp_path), "--name", "d"])
+    circ = json.loads((tmp_path / "d" / "circuit_searched.json").read_text())
+    assert circ["data_skipped"] == skipped_summary(load_blimp_jsonl(PASSIVE))
+    assert circ["config"]["experiment"]["on_defect"] == "skip"
