@@ -14,19 +14,23 @@ from kmshc.types import KmshcError
 
 def _score(args: argparse.Namespace) -> dict:
     from dataclasses import replace
+    from functools import cache
 
     import torch
 
     from kmshc.architectures import head_shape
     from kmshc.models import load_model
     from kmshc.tasks import make_task, split_task
+    from kmshc.tasks.defects import screen, skipped_summary
     from kmshc.scoring import Scorer
     from kmshc.types import heads_to_mask, mask_to_heads
-    task = make_task(args.task, data=args.data, seed=args.seed, labels=args.labels)
+    task = make_task(args.task, data=args.data, seed=args.seed, labels=args.labels, on_defect=args.on_defect)
+    loaded = cache(lambda: load_model(args.model, dtype=args.dtype))  # loaded once, after the cheap checks
+    task = screen(task, lambda: loaded()[1], args.on_defect)  # before the split: it splits usable items only
     splits = split_task(task, seed=args.seed, limit=args.limit)
     if args.split == "all":  # every item after --limit; mean ablation still averages over train
         splits["all"] = replace(task, items=sum((splits[k].items for k in ("train", "val", "test")), ()))
-    model, tok = load_model(args.model, dtype=args.dtype)
+    model, tok = loaded()
     n_layers, n_heads = head_shape(model)
     if args.keep == "all":
         mask = torch.ones(n_layers, n_heads)
@@ -38,7 +42,7 @@ def _score(args: argparse.Namespace) -> dict:
                     train=splits["train"], per_position=args.per_position, seed=args.seed)
     out = scorer.outcomes(mask)
     return {"accuracy": round(float(out.accuracy[0]), 4), "mean_margin": round(float(out.margin.mean()), 4),
-            "n": scorer.n, "model": args.model, "task": task.name, "split": args.split,
+            "n": scorer.n, "skipped": skipped_summary(task), "model": args.model, "task": task.name, "split": args.split,
             "scorer": args.scorer, "ablation": args.ablation,
             "kept_heads": [h.name for h in mask_to_heads(mask)] if args.keep not in ("all", "none") else args.keep,
             "n_heads_total": n_layers * n_heads}
@@ -63,6 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "auto"],
                    help="auto: bf16 on CUDA or a CPU with native bf16 (avx512_bf16/amx_bf16), else float32")
     s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--on_defect", default="skip", choices=["skip", "error"],
+                   help="a defective item of --data (identical sentences or tokens): skip it with a warning "
+                        "and record it in the output (default), or stop with an error")
     s.set_defaults(func=_score)
     try:
         from kmshc.compare import add_compare_parser

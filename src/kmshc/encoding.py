@@ -11,6 +11,7 @@ from typing import Iterator
 import torch
 
 from kmshc.tasks.base import Task
+from kmshc.tasks.defects import IDENTICAL_TOKENS, defect_message, text_tokens
 from kmshc.types import KmshcError
 
 
@@ -83,12 +84,16 @@ def pad(seqs: list[torch.Tensor], pad_id: int, length: int | None = None) -> tup
 
 
 def encode(task: Task, tokenizer) -> Encoded:
-    """Tokenise a task split; identical pairs and multi-token labels are errors naming the item."""
+    """Tokenise a task split; identical pairs and multi-token labels are errors naming the item.
+
+    Defective pairs are normally dropped before the split (:mod:`kmshc.tasks.defects`); the check
+    here guards callers that encode an unscreened task.
+    """
     start = start_token_id(tokenizer)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else start
 
     def ids(text: str) -> torch.Tensor:
-        return torch.tensor([start] + tokenizer(text, add_special_tokens=False)["input_ids"], dtype=torch.long)
+        return torch.tensor([start] + text_tokens(tokenizer, text), dtype=torch.long)
 
     if not task.items:
         raise KmshcError(f"task {task.name!r}: no items to score")
@@ -97,8 +102,7 @@ def encode(task: Task, tokenizer) -> Encoded:
         for i, it in enumerate(task.items):
             g, b = ids(it.good), ids(it.bad)
             if torch.equal(g, b):
-                raise KmshcError(f"{it.where or f'{task.name} item {i}'}: the two sentences of the pair tokenise "
-                                 f"identically ({it.good!r} / {it.bad!r}); a minimal pair must differ in tokens")
+                raise KmshcError(defect_message(it, IDENTICAL_TOKENS, task.name, i))
             seqs += [g, b]
         return Encoded("pairs", seqs, len(task.items), pad_id)
     label_ids = []

@@ -14,6 +14,7 @@ from kmshc.models import load_model
 from kmshc.scoring import SCORERS, Scorer
 from kmshc.tasks import make_task, split_task
 from kmshc.tasks.base import Task
+from kmshc.tasks.defects import check_on_defect, screen, skipped_summary
 from kmshc.types import KmshcError
 
 
@@ -30,6 +31,8 @@ class Experiment:
         task_args: extra generator arguments, e.g. ``{"preset": "paper", "ops": "+-"}``.
         seed: seeds the generator, the split and resample pairing.
         ablation: ``zero``, ``mean`` or ``resample``; ``per_position`` for mean.
+        on_defect: ``skip`` (default) leaves out defective items of a data file (identical
+            sentences or tokens) and records them in :attr:`data_skipped`; ``error`` stops at the first.
     """
 
     model: str = "smollm2-135m"
@@ -48,6 +51,7 @@ class Experiment:
     probe_dim: int = 3
     batch_size: int = 32
     trust_remote_code: bool = False
+    on_defect: str = "skip"
 
     def __post_init__(self) -> None:
         _check_fields(self)
@@ -56,6 +60,7 @@ class Experiment:
             raise KmshcError(f"field 'scorer': expected one of {', '.join(SCORERS)}, got {self.scorer!r}")
         if self.ablation not in ("zero", "mean", "resample"):
             raise KmshcError(f"field 'ablation': expected zero, mean or resample, got {self.ablation!r}")
+        check_on_defect(self.on_defect, "field 'on_defect'")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -75,9 +80,21 @@ class Experiment:
             raise KmshcError(f"{where}: {e}") from None
 
     @cached_property
+    def task_data(self) -> Task:
+        """The whole task before splitting, defective items left out (see :func:`screen`: for a data
+        file this loads the model, whose tokenizer decides which pairs tokenise identically)."""
+        task = make_task(self.task, data=self.data, seed=self.seed, n=self.n, labels=self.labels,
+                         on_defect=self.on_defect, **self.task_args)
+        return screen(task, lambda: self.loaded[1], self.on_defect)
+
+    @cached_property
     def splits(self) -> dict[str, Task]:
-        task = make_task(self.task, data=self.data, seed=self.seed, n=self.n, labels=self.labels, **self.task_args)
-        return split_task(task, seed=self.seed, fractions=tuple(self.split_fractions), limit=self.limit)
+        return split_task(self.task_data, seed=self.seed, fractions=tuple(self.split_fractions), limit=self.limit)
+
+    @property
+    def data_skipped(self) -> dict[str, Any]:
+        """The defective items left out of the whole data file (before ``limit``), for every output."""
+        return skipped_summary(self.task_data)
 
     @property
     def task_name(self) -> str:
@@ -120,7 +137,7 @@ _FIELD_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
     "split_fractions": ((list, tuple), "three fractions summing to 1"), "scorer": ((str,), "a string"),
     "ablation": ((str,), "a string"), "per_position": ((bool,), "true or false"),
     "probe_dim": ((int,), "a positive integer"), "batch_size": ((int,), "a positive integer"),
-    "trust_remote_code": ((bool,), "true or false"),
+    "trust_remote_code": ((bool,), "true or false"), "on_defect": ((str,), "skip or error"),
 }
 
 

@@ -106,7 +106,8 @@ class RunOutputs(L.Callback):
                           config={"experiment": exp.to_dict(), "train": json.loads(json.dumps(self.config, default=str))},
                           extra={"method": "learned", "tau": tau, "steps": trainer.global_step,
                                  "wall_time_s": round(time.perf_counter() - self._t0, 2),
-                                 "peak_rss_mb": round(peak_rss_mb()), "gates": gates})
+                                 "peak_rss_mb": round(peak_rss_mb()), "gates": gates,
+                                 "data_skipped": exp.data_skipped})
         circuit.save(self.run_dir / "circuit_learned.json")
         for logger in trainer.loggers:
             if hasattr(logger, "log_table"):

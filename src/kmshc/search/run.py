@@ -265,7 +265,8 @@ def _search(cfg: SearchConfig, out: Path, on_progress) -> tuple[Circuit, Path]:
                    config={"experiment": exp.to_dict(), "search": search_cfg, "threshold": cfg.threshold,
                            "baseline_heads": base_on},
                    extra={"method": method, "wall_time_s": res.wall_time_s, "peak_rss_mb": round(peak_rss_mb()),
-                          "source": source, "capped": res.capped, "search_info": dict(res.info)})
+                          "source": source, "capped": res.capped,
+                          "search_info": dict(res.info), "data_skipped": exp.data_skipped})
     circ.save(out / SEARCHED)
     return circ, out / SEARCHED
 
@@ -287,7 +288,7 @@ def _run_search(cfg: SearchConfig, rec: Recorder, shape, seed: int, gates, ranks
 
 def _certify(cfg: SearchConfig, exp: Experiment, heads, **kw) -> Certificate:
     return certify(exp.scorer_for(cfg.verify_split).outcomes, exp.shape, heads, config=cfg.certificate,
-                   metric=cfg.metric,
+                   metric=cfg.metric, skipped=exp.data_skipped,
                    split=cfg.verify_split, **{k: v for k, v in kw.items() if k != "seed"})
 
 

@@ -9,13 +9,17 @@ __all__ = ["PairItem", "LabelItem", "Task", "split_task", "load_blimp_jsonl", "l
 
 
 def make_task(name: str, data: str | None = None, seed: int = 0, n: int | None = None,
-              labels: list[str] | None = None, **kwargs) -> Task:
-    """Build a task by family name: ``grammar``, ``arithmetic``, ``word_problems``, ``blimp``, ``labels``."""
+              labels: list[str] | None = None, on_defect: str = "skip", **kwargs) -> Task:
+    """Build a task by family name: ``grammar``, ``arithmetic``, ``word_problems``, ``blimp``, ``labels``.
+
+    ``on_defect`` (``skip``/``error``) decides what a defective item of a data file does
+    (:mod:`kmshc.tasks.defects`); identical tokenisation is checked later, with the tokenizer.
+    """
     from kmshc.types import KmshcError
     if name == "blimp":
         if not data:
             raise KmshcError("task 'blimp' needs a data file: pass --data PATH to a BLiMP jsonl file")
-        return load_blimp_jsonl(data)
+        return load_blimp_jsonl(data, on_defect=on_defect)
     if name == "labels":
         if not data or not labels:
             raise KmshcError("task 'labels' needs --data PATH (jsonl with 'prompt' and 'label') and --labels WORD...")
