@@ -1,4 +1,4 @@
-"""Ablation values ``a`` that replace a gated-off head's output: zero, mean, resample.
+"""Ablation values ``a`` that replace a gated-off head's output: zero, mean, resample, counterfactual.
 
 Each ablation returns, for one batch, a list with one entry per layer that
 :func:`kmshc.hooks.gated` broadcasts to ``[rows, T, H, d]`` (``None`` means zero).
@@ -13,9 +13,10 @@ from torch import nn
 from kmshc.architectures import head_shape
 from kmshc.encoding import Batch, Encoded, pad
 from kmshc.hooks import capture_head_outputs
+from kmshc.prefix import PrefixCache
 from kmshc.types import KmshcError
 
-ABLATIONS = ("zero", "mean", "resample")
+ABLATIONS = ("zero", "mean", "resample", "counterfactual")
 
 
 class Ablation:
@@ -86,20 +87,52 @@ def _add_padded(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return a
 
 
-class ResampleAblation(Ablation):
+class PatchAblation(Ablation):
+    """A head's output on another input, position for position (activation patching).
+
+    Subclasses choose, for each batch row, the token sequence to run (:meth:`source_seqs`);
+    those sequences are padded or cut to the batch's length so positions line up. Values are
+    computed on the unhooked model, once per batch, and kept in an LRU bounded by
+    ``cache_bytes`` (they do not depend on the mask; training batches rarely repeat).
+    """
+
+    def __init__(self, model: nn.Module, cache_bytes: int = 256 << 20) -> None:
+        self.model = model
+        self._cache = PrefixCache(cache_bytes)  # the same byte-bounded LRU as the prefix cache
+
+    def source_seqs(self, batch: Batch) -> list[torch.Tensor]:
+        raise NotImplementedError
+
+    @torch.no_grad()  # not inference_mode: these values are reused inside autograd when training
+    def _compute(self, batch: Batch) -> list[torch.Tensor]:
+        key = (id(batch.data), batch.input_ids.shape[1], *batch.rows.tolist())
+        stacked = self._cache.get(key)
+        if stacked is None:
+            ids, att = pad(self.source_seqs(batch), batch.data.pad_id, batch.input_ids.shape[1])
+            store: list = []
+            with capture_head_outputs(self.model, store):
+                self.model.base_model(input_ids=ids, attention_mask=att)
+            stacked = torch.stack(store[0])  # [L, R, T, H, d]
+            self._cache.put(key, stacked)
+        return list(stacked.unbind(0))
+
+    def values(self, batch: Batch, n_masks: int = 1) -> list[torch.Tensor]:
+        vals = self._compute(batch)
+        return vals if n_masks == 1 else [v.repeat(n_masks, 1, 1, 1) for v in vals]
+
+
+class ResampleAblation(PatchAblation):
     """A head's output on a paired corrupted input: another example of the same split and role.
 
-    The pairing is a seeded derangement of each split's examples; corrupted sequences are padded
-    or cut to the batch's length so positions line up. Values are computed once per batch on
-    the unhooked model and cached (they do not depend on the mask).
+    The pairing is a seeded derangement of each split's examples.
     """
 
     name = "resample"
 
     def __init__(self, model: nn.Module, seed: int = 0) -> None:
-        self.model, self.seed = model, seed
+        super().__init__(model)
+        self.seed = seed
         self._partners: dict[int, list[int]] = {}
-        self._cache: dict[tuple, list[torch.Tensor]] = {}
 
     def partners(self, data: Encoded) -> list[int]:
         """A derangement of ``range(data.n)``: no example is paired with itself."""
@@ -112,28 +145,40 @@ class ResampleAblation(Ablation):
             self._partners[id(data)] = perm
         return self._partners[id(data)]
 
-    @torch.no_grad()  # not inference_mode: these values are reused inside autograd when training
-    def _compute(self, batch: Batch) -> list[torch.Tensor]:
+    def source_seqs(self, batch: Batch) -> list[torch.Tensor]:
         data = batch.data
-        key = (id(data), *batch.rows.tolist())
-        if key not in self._cache:
-            r, partner = data.rows_per_example, self.partners(data)
-            rows = [partner[int(i) // r] * r + int(i) % r for i in batch.rows]
-            ids, att = pad([data.seqs[i] for i in rows], data.pad_id, batch.input_ids.shape[1])
-            store: list = []
-            with capture_head_outputs(self.model, store):
-                self.model.base_model(input_ids=ids, attention_mask=att)
-            self._cache[key] = [z.clone() for z in store[0]]
-        return self._cache[key]
+        r, partner = data.rows_per_example, self.partners(data)
+        return [data.seqs[partner[int(i) // r] * r + int(i) % r] for i in batch.rows]
 
-    def values(self, batch: Batch, n_masks: int = 1) -> list[torch.Tensor]:
-        vals = self._compute(batch)
-        return vals if n_masks == 1 else [v.repeat(n_masks, 1, 1, 1) for v in vals]
+
+class CounterfactualAblation(PatchAblation):
+    """A head's output on the same example's counterfactual (ACDC / EAP / MIB activation patching).
+
+    Row ``i`` takes its values from ``data.cf_seqs[i]`` (e.g. IOI's ABC prompt with the same
+    continuation), never from another example. Tasks without counterfactuals are refused.
+    """
+
+    name = "counterfactual"
+
+    def source_seqs(self, batch: Batch) -> list[torch.Tensor]:
+        require_counterfactuals(batch.data)
+        return [batch.data.cf_seqs[int(i)] for i in batch.rows]
+
+
+def require_counterfactuals(data: Encoded) -> None:
+    """Raise a :class:`KmshcError` naming the task unless ``data`` carries counterfactuals."""
+    if data.cf_problem:
+        raise KmshcError(f"task {data.name or '?'!r}: the 'counterfactual' ablation cannot be used: {data.cf_problem}")
+    if data.cf_seqs is None:
+        raise KmshcError(f"task {data.name or '?'!r} has no counterfactuals, so the 'counterfactual' ablation "
+                         "cannot be used on it; use zero, mean or resample, or a task that defines them "
+                         "(ioi, greater_than, induction)")
 
 
 def make_ablation(kind: str, model: nn.Module, train: Encoded | None, per_position: bool = False,
                   seed: int = 0) -> Ablation:
-    """Build an ablation by name. ``mean`` averages over ``train``; ``resample`` pairs within each split."""
+    """Build an ablation by name. ``mean`` averages over ``train``; ``resample`` pairs within each split;
+    ``counterfactual`` patches from each example's own counterfactual."""
     if kind == "zero":
         return ZeroAblation()
     if kind == "mean":
@@ -142,4 +187,6 @@ def make_ablation(kind: str, model: nn.Module, train: Encoded | None, per_positi
         return MeanAblation.fit(model, train, per_position=per_position)
     if kind == "resample":
         return ResampleAblation(model, seed=seed)
+    if kind == "counterfactual":
+        return CounterfactualAblation(model)
     raise KmshcError(f"ablation: expected one of {', '.join(ABLATIONS)}, got {kind!r}")

@@ -1,4 +1,4 @@
-"""``python -m kmshc``: ``score`` one head set on a task, ``compare`` circuits.
+"""``python -m kmshc``: ``score`` one head set on a task, survey ``tasks``, ``compare`` circuits.
 
 User errors (:class:`KmshcError`) print one clear line and exit with status 2; ``--debug``
 shows the traceback instead.
@@ -9,11 +9,11 @@ import argparse
 import json
 import sys
 
+from kmshc.survey import add_tasks_parser
 from kmshc.types import KmshcError
 
 
 def _score(args: argparse.Namespace) -> dict:
-    from dataclasses import replace
     from functools import cache
 
     import torch
@@ -22,6 +22,7 @@ def _score(args: argparse.Namespace) -> dict:
     from kmshc.models import load_model
     from kmshc.tasks import make_task, split_task
     from kmshc.tasks.defects import screen, skipped_summary
+    from kmshc.tasks.base import merge_splits
     from kmshc.scoring import Scorer
     from kmshc.types import heads_to_mask, mask_to_heads
     task = make_task(args.task, data=args.data, seed=args.seed, labels=args.labels, on_defect=args.on_defect)
@@ -29,7 +30,7 @@ def _score(args: argparse.Namespace) -> dict:
     task = screen(task, lambda: loaded()[1], args.on_defect)  # before the split: it splits usable items only
     splits = split_task(task, seed=args.seed, limit=args.limit)
     if args.split == "all":  # every item after --limit; mean ablation still averages over train
-        splits["all"] = replace(task, items=sum((splits[k].items for k in ("train", "val", "test")), ()))
+        splits["all"] = merge_splits(task, splits)
     model, tok = loaded()
     n_layers, n_heads = head_shape(model)
     if args.keep == "all":
@@ -49,19 +50,22 @@ def _score(args: argparse.Namespace) -> dict:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from kmshc.ablation import ABLATIONS
+    from kmshc.tasks import TASKS
     p = argparse.ArgumentParser(prog="kmshc", description=__doc__.splitlines()[0])
     p.add_argument("--debug", action="store_true", help="show tracebacks for user errors")
     sub = p.add_subparsers(dest="command", required=True)
     s = sub.add_parser("score", help="accuracy of the model with only some heads kept")
     s.add_argument("--model", default="smollm2-135m")
-    s.add_argument("--task", required=True, choices=["grammar", "arithmetic", "word_problems", "blimp", "labels"])
+    s.add_argument("--task", required=True, choices=TASKS)
     s.add_argument("--data", help="jsonl file for --task blimp / labels")
     s.add_argument("--labels", nargs="+", help="label words for --task labels, e.g. ' True' ' False'")
     s.add_argument("--split", default="all", choices=["train", "val", "test", "all"],
                    help="which seeded 60/20/20 split to score (default: all items)")
     s.add_argument("--limit", type=int, help="use at most N items (taken after a seeded shuffle)")
     s.add_argument("--keep", default="all", help="all, none, or comma-separated heads like L0H1,L3H5")
-    s.add_argument("--ablation", default="zero", choices=["zero", "mean", "resample"])
+    s.add_argument("--ablation", default="zero", choices=ABLATIONS,
+                   help="counterfactual: patch from each item's own counterfactual (ioi, greater_than, induction)")
     s.add_argument("--per-position", action="store_true", help="mean ablation per position")
     s.add_argument("--scorer", default="pair_logprob", choices=["pair_logprob", "label_tokens", "probe"])
     s.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "auto"],
@@ -71,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a defective item of --data (identical sentences or tokens): skip it with a warning "
                         "and record it in the output (default), or stop with an error")
     s.set_defaults(func=_score)
+    add_tasks_parser(sub)
     try:
         from kmshc.compare import add_compare_parser
         add_compare_parser(sub)

@@ -236,6 +236,9 @@ def add_compare_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--rescore", action="store_true",
                    help="rebuild each Experiment from config.experiment and score every circuit on test "
                         "(loads the model) with paired bootstrap intervals")
+    p.add_argument("--curves", action="store_true",
+                   help="MIB-style faithfulness curves with CPR and CMD for each circuit's head ranking, scored on "
+                        "test (loads the model; see kmshc.curve_runs)")
     p.add_argument("--wandb", action="store_true", help="also log tables and images to W&B (offline by default)")
     p.add_argument("--wandb-project", default="kmshc-compare")
     p.add_argument("--shape", help="layers x heads, e.g. 30x9 (default: inferred from gates or head counts)")

@@ -138,6 +138,10 @@ def markdown(result: dict, images: Sequence[Path], out: Path, title: str) -> str
         rows = [{"task": t, **{lvl: len(c[lvl]) for lvl in ("any", "weak", "strong", "super")},
                  "super heads": ", ".join(c["super"]) or "–"} for t, c in info["classes"].items()]
         md += [f"### {m}", "", _table(rows, ["task", "any", "weak", "strong", "super", "super heads"]), ""]
+    if "faithfulness" in result:
+        from kmshc.curve_runs import curve_rows, markdown_section
+        md += markdown_section(curve_rows(result["faithfulness"]["curves"]), result["faithfulness"]["skipped"],
+                               _table)
     md += ["## Plots", ""]
     md += [f"![{p.stem}]({p.relative_to(out).as_posix()})" for p in images]
     return "\n".join(md) + "\n"
@@ -152,9 +156,14 @@ def run_compare(args: argparse.Namespace) -> dict[str, Any]:
         rescored = rescore(entries, n_boot=args.n_boot)
     result = build(entries, shape, args.strong, args.super_, rescored)
     images: list[Path] = []
+    if args.curves:
+        from kmshc.curve_runs import compare_curves
+        curves = compare_curves(entries, Path(args.out) if args.out else None)
+        images += curves.pop("images")
+        result["faithfulness"] = curves
     if args.out:
         out = Path(args.out)
-        images = write_plots(entries, result, out)
+        images = write_plots(entries, result, out) + images
         atomic_write_json(out / "compare.json", result)
         atomic_write_text(out / "circuits.csv", _csv(result["circuits"]))
         atomic_write_text(out / "pairs.csv", _csv(result["pairs"]))

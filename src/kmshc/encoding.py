@@ -36,6 +36,11 @@ class Encoded:
 
     * ``kind == "pairs"``: ``seqs[2i]`` is pair i's good sentence, ``seqs[2i+1]`` its bad one.
     * ``kind == "labels"``: ``seqs[i]`` is prompt i; ``label_ids`` ``[K]`` and ``gold`` ``[n]``.
+    * ``cf_seqs`` (pairs whose items all carry a counterfactual, else ``None``): row for row the
+      counterfactual of ``seqs``, each of the same length. Where a counterfactual tokenises to
+      another length, ``cf_seqs`` is ``None`` and ``cf_problem`` says which item; only the
+      counterfactual ablation needs them, so the task still scores under the others.
+      ``name`` is the task's name.
     """
 
     kind: str
@@ -44,6 +49,9 @@ class Encoded:
     pad_id: int
     label_ids: torch.Tensor | None = None
     gold: torch.Tensor | None = None
+    cf_seqs: list[torch.Tensor] | None = None
+    cf_problem: str = ""
+    name: str = ""
 
     @property
     def rows_per_example(self) -> int:
@@ -98,13 +106,16 @@ def encode(task: Task, tokenizer) -> Encoded:
     if not task.items:
         raise KmshcError(f"task {task.name!r}: no items to score")
     if task.kind == "pairs":
-        seqs = []
+        seqs, cf_seqs, cf_problem = [], [] if task.has_counterfactuals else None, ""
         for i, it in enumerate(task.items):
             g, b = ids(it.good), ids(it.bad)
             if torch.equal(g, b):
                 raise KmshcError(defect_message(it, IDENTICAL_TOKENS, task.name, i))
             seqs += [g, b]
-        return Encoded("pairs", seqs, len(task.items), pad_id)
+            if cf_seqs is not None:
+                cf_problem = _misaligned(it, (g, b), ids, f"{it.where or f'{task.name} item {i}'}")
+                cf_seqs = None if cf_problem else cf_seqs + [ids(text) for text in it.counterfactual]
+        return Encoded("pairs", seqs, len(task.items), pad_id, cf_seqs=cf_seqs, cf_problem=cf_problem, name=task.name)
     label_ids = []
     for w in task.labels:
         t = tokenizer(w, add_special_tokens=False)["input_ids"]
@@ -113,4 +124,14 @@ def encode(task: Task, tokenizer) -> Encoded:
                              "must be exactly one token (try a leading space, e.g. ' True')")
         label_ids.append(t[0])
     return Encoded("labels", [ids(it.prompt) for it in task.items], len(task.items), pad_id,
-                   label_ids=torch.tensor(label_ids), gold=torch.tensor([it.label for it in task.items]))
+                   label_ids=torch.tensor(label_ids), gold=torch.tensor([it.label for it in task.items]), name=task.name)
+
+
+def _misaligned(item, clean: tuple[torch.Tensor, torch.Tensor], ids, where: str) -> str:
+    """Why ``item.counterfactual`` cannot be patched from (a length differs from its clean sentence), or ``""``."""
+    for text, c in zip(item.counterfactual, clean):
+        if len(ids(text)) != len(c):
+            return (f"{where}: the counterfactual {text!r} is {len(ids(text))} tokens but its clean sentence is "
+                    f"{len(c)}; activation patching needs equal lengths (use words that are single tokens for "
+                    "this tokenizer)")
+    return ""

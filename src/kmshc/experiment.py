@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from functools import cached_property
 from typing import Any
 
-from kmshc.ablation import Ablation, make_ablation
+from kmshc.ablation import ABLATIONS, Ablation, make_ablation
 from kmshc.architectures import head_shape
 from kmshc.encoding import encode
 from kmshc.models import load_model
@@ -24,13 +24,15 @@ class Experiment:
 
     Args:
         model: ``smollm2-135m``, ``tiny-<arch>``, a ``.gguf`` path, a folder or a HF name.
-        task: ``grammar``, ``arithmetic``, ``word_problems``, ``blimp`` or ``labels``.
+        task: a generated family (``grammar``, ``arithmetic``, ``word_problems``, ``ioi``,
+            ``greater_than``, ``induction``), ``blimp`` or ``labels``.
         data: jsonl path for ``blimp``/``labels``.
         n: number of generated items (generated tasks only).
         limit: use at most this many items, after the seeded shuffle.
         task_args: extra generator arguments, e.g. ``{"preset": "paper", "ops": "+-"}``.
         seed: seeds the generator, the split and resample pairing.
-        ablation: ``zero``, ``mean`` or ``resample``; ``per_position`` for mean.
+        ablation: ``zero``, ``mean``, ``resample`` or ``counterfactual`` (tasks with
+            counterfactuals only); ``per_position`` for mean.
         on_defect: ``skip`` (default) leaves out defective items of a data file (identical
             sentences or tokens) and records them in :attr:`data_skipped`; ``error`` stops at the first.
     """
@@ -58,8 +60,8 @@ class Experiment:
         self.split_fractions = tuple(self.split_fractions)  # JSON gives a list; keep equality with the original
         if self.scorer not in SCORERS:
             raise KmshcError(f"field 'scorer': expected one of {', '.join(SCORERS)}, got {self.scorer!r}")
-        if self.ablation not in ("zero", "mean", "resample"):
-            raise KmshcError(f"field 'ablation': expected zero, mean or resample, got {self.ablation!r}")
+        if self.ablation not in ABLATIONS:
+            raise KmshcError(f"field 'ablation': expected one of {', '.join(ABLATIONS)}, got {self.ablation!r}")
         check_on_defect(self.on_defect, "field 'on_defect'")
 
     def to_dict(self) -> dict[str, Any]:
@@ -112,6 +114,9 @@ class Experiment:
     def ablation_values(self) -> Ablation:
         """Fitted once on the train split and shared by every scorer of this experiment."""
         model, tok = self.loaded
+        if self.ablation == "counterfactual" and not self.splits["train"].has_counterfactuals:
+            raise KmshcError(f"field 'ablation': task {self.task_name!r} has no counterfactuals, so 'counterfactual' "
+                             "cannot be used on it; use zero, mean or resample")
         train = encode(self.splits["train"], tok) if self.ablation == "mean" else None
         return make_ablation(self.ablation, model, train, per_position=self.per_position, seed=self.seed)
 

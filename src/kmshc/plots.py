@@ -3,10 +3,27 @@ from __future__ import annotations
 
 import io
 import os
+from typing import TYPE_CHECKING, Sequence
 
 import torch
 
 from kmshc.types import atomic_write_bytes
+
+if TYPE_CHECKING:
+    from kmshc.curves import Curve
+
+
+def _png(fig, path: str | os.PathLike | None) -> bytes:
+    """Render ``fig`` to PNG bytes, close it, and write them atomically to ``path`` if given."""
+    import matplotlib.pyplot as plt
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    png = buf.getvalue()
+    if path is not None:
+        atomic_write_bytes(path, png)
+    return png
 
 
 def gate_heatmap(values: torch.Tensor, path: str | os.PathLike | None = None, title: str = "",
@@ -35,11 +52,26 @@ def gate_heatmap(values: torch.Tensor, path: str | os.PathLike | None = None, ti
     ax.set_title(title or (f"{label}s: {kept}/{n_layers * n_heads} > {tau}" if kept is not None else label),
                  fontsize=9)
     fig.colorbar(im, ax=ax, label=label)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    png = buf.getvalue()
-    if path is not None:
-        atomic_write_bytes(path, png)
-    return png
+    return _png(fig, path)
+
+
+def faithfulness_curves(curves: Sequence["Curve"], path: str | os.PathLike | None = None, title: str = "") -> bytes:
+    """One line per :class:`kmshc.curves.Curve`: normalised faithfulness against the fraction of heads.
+
+    The legend gives each curve's CPR and CMD; the dashed line at 1 is the full model. Returns the
+    PNG bytes and, with ``path``, writes them atomically.
+    """
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 3.6), dpi=110)
+    for c in curves:
+        ax.plot([k / c.n_heads for k in c.ks], c.faithfulness, marker="o", ms=3,
+                label=f"{c.label or 'ranking'} (CPR {c.cpr:.2f}, CMD {c.cmd:.2f})")
+    ax.axhline(1.0, ls="--", lw=0.8, c="grey")
+    ax.set_xlabel("fraction of heads kept (top-k of the ranking)")
+    ax.set_ylabel("faithfulness (S(C_k) − S(∅)) / (S(M) − S(∅))")
+    ax.set_title(title or "faithfulness curves", fontsize=9)
+    ax.legend(fontsize=7, loc="lower right")
+    return _png(fig, path)

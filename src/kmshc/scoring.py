@@ -13,7 +13,8 @@ import torch
 from torch import nn
 from torchmetrics.functional.classification import binary_accuracy
 
-from kmshc.ablation import Ablation, MeanAblation, ZeroAblation, make_ablation
+from kmshc.ablation import (Ablation, CounterfactualAblation, MeanAblation, ZeroAblation, make_ablation,
+                            require_counterfactuals)
 from kmshc.architectures import head_shape
 from kmshc.encoding import Batch, Encoded, encode
 from kmshc.hooks import gated
@@ -159,7 +160,8 @@ class Scorer:
       reported, never the absolute log-probabilities.
 
     Args:
-        ablation: ``"zero"``, ``"mean"`` (needs ``train``), ``"resample"``, or an :class:`Ablation`.
+        ablation: ``"zero"``, ``"mean"`` (needs ``train``), ``"resample"``, ``"counterfactual"`` (needs a
+            task with counterfactuals), or an :class:`Ablation`.
         train: the split that mean ablation averages over and that the probe is fitted on.
         probe_fixed: fit the probe once on the full model instead of once per mask.
     """
@@ -183,17 +185,30 @@ class Scorer:
         self.train = encode(train, tokenizer) if train is not None else None
         self.ablation = ablation if isinstance(ablation, Ablation) else make_ablation(
             ablation, model, self.train, per_position=per_position, seed=seed)
+        if isinstance(self.ablation, CounterfactualAblation):
+            require_counterfactuals(self.data)  # fail here, naming the task, not mid-search
         self.probe_dim, self.probe_fixed, self._probe = probe_dim, probe_fixed, None
         if scorer == "probe" and self.train is None:
             raise KmshcError("scorer 'probe' needs a training split to fit the probe on")
         self.evaluations = 0
         self.cache = PrefixCache(cache_bytes) if prefix_cache else None
         self._split_hint = 0  # split layer of the last multi-mask call, reused by single masks
-        # Resample values differ between a pair's two rows, so its shared tokens need not cancel.
-        exact = isinstance(self.ablation, (ZeroAblation, MeanAblation))
-        self._start = (first_differing_tokens(self.data.seqs)
-                       if skip_shared_tokens and exact and self.data.kind == "pairs" else None)
+        self._start = self._shared_token_starts() if skip_shared_tokens and self.data.kind == "pairs" else None
         self._logit_tokens = logits_chunk_tokens(model)
+
+    def _shared_token_starts(self) -> torch.Tensor | None:
+        """Per row, the first token whose log-probability can differ between a pair's two rows.
+
+        Zero and mean ablation act per position alike on both rows, so the pair's shared prefix
+        cancels. Counterfactual values come from the pair's two counterfactual rows, which share
+        their own prefix: the prefix cancels up to where either the clean or the counterfactual
+        rows first differ. Resample values come from different examples: nothing cancels.
+        """
+        if isinstance(self.ablation, (ZeroAblation, MeanAblation)):
+            return first_differing_tokens(self.data.seqs)
+        if isinstance(self.ablation, CounterfactualAblation):
+            return torch.minimum(first_differing_tokens(self.data.seqs), first_differing_tokens(self.data.cf_seqs))
+        return None
 
     # -- per-batch work
     def _batch_scores(self, data: Encoded, batch: Batch, masks: torch.Tensor, kind: str,

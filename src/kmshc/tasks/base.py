@@ -10,12 +10,18 @@ from kmshc.types import KmshcError
 
 @dataclass(frozen=True)
 class PairItem:
-    """A minimal pair: the model should give ``good`` a higher log-probability than ``bad``."""
+    """A minimal pair: the model should give ``good`` a higher log-probability than ``bad``.
+
+    ``counterfactual`` (optional): ``(cf_good, cf_bad)``, the corrupted input that activation
+    patching takes head outputs from, row for row. Each must tokenise to the same length as
+    ``good`` and ``bad`` respectively, so that positions align.
+    """
 
     good: str
     bad: str
     where: str = field(default="", compare=False)  # "file:line", for error messages
     line: int = field(default=0, compare=False)  # the line of its data file; 0 for generated items
+    counterfactual: tuple[str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -45,6 +51,11 @@ class Task:
 
     def __len__(self) -> int:
         return len(self.items)
+
+    @property
+    def has_counterfactuals(self) -> bool:
+        """Whether every item carries a counterfactual (what the ``counterfactual`` ablation needs)."""
+        return bool(self.items) and all(getattr(it, "counterfactual", None) is not None for it in self.items)
 
     def subset(self, n: int | None) -> "Task":
         return self if n is None else replace(self, items=self.items[:n])
@@ -77,3 +88,8 @@ def split_task(task: Task, seed: int = 0, fractions: tuple[float, float, float] 
             raise KmshcError(f"task {task.name!r}: {n} items are too few for a 60/20/20 split "
                              f"(the {name} split is empty); use more data or a larger --limit")
     return {k: replace(task, items=tuple(v)) for k, v in parts.items()}
+
+
+def merge_splits(task: Task, splits: dict[str, Task]) -> Task:
+    """``task`` holding every item of ``splits`` (train, val, test in order): all items left after ``limit``."""
+    return replace(task, items=sum((splits[k].items for k in SPLITS), ()))

@@ -1,0 +1,126 @@
+"""Faithfulness curves for saved circuits: rankings from run files, scored on each circuit's test split.
+
+``kmshc compare --curves`` calls :func:`compare_curves`. Each circuit gives one ranking:
+
+* a learned circuit: every head by ``log_alpha`` from the run's ``gates.json`` (highest first);
+* any other circuit (searched, peer): its own heads first, then the remaining heads; both parts
+  by the same run's ``log_alpha`` where there is one, else in the file's (layer) order.
+
+Circuits that share an experiment are scored on its test split together with one scorer, all
+grid masks of one ranking in one batched call. The curve is computed on the mean log-prob
+margin (MIB normalises a logit difference the same way) and on accuracy.
+"""
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Sequence
+
+from kmshc.compare import Entry
+from kmshc.curves import Curve, complete_ranking, curve_from_scores, grid, ranking_from_gates, topk_masks
+from kmshc.types import KmshcError
+
+METRICS = ("margin", "accuracy")
+
+
+def read_log_alpha(run_dir: Path) -> dict[str, float] | None:
+    """``{head: log_alpha}`` from ``run_dir/gates.json``, or ``None`` when the run has none."""
+    path = run_dir / "gates.json"
+    if not path.is_file():
+        return None
+    try:
+        return {h: float(v["log_alpha"]) for h, v in json.loads(path.read_text(encoding="utf-8"))["heads"].items()}
+    except (ValueError, KeyError, TypeError) as e:
+        raise KmshcError(f"{path}: expected {{'heads': {{'L0H0': {{'log_alpha': float}}, ...}}}} ({e!r})") from None
+
+
+def entry_ranking(entry: Entry, n_layers: int, n_heads: int) -> list[str]:
+    """All heads of the model, most important first, for ``entry`` (module doc)."""
+    order = read_log_alpha(entry.path.parent) or entry.gates
+    if entry.method == "learned" and order:
+        return ranking_from_gates(order, n_layers, n_heads)
+    first = list(entry.circuit.heads)
+    if order:  # within the circuit too, the run's log_alpha breaks the file's (layer) order
+        first.sort(key=lambda h: -order.get(h, float("-inf")))
+    return complete_ranking(first, n_layers, n_heads, rest_order=order)
+
+
+def compare_curves(entries: Sequence[Entry], out: Path | None = None) -> dict[str, Any]:
+    """Score every entry's top-k circuits on its test split; one plot per task and metric under ``out``.
+
+    Returns ``{"curves": {metric: [Curve.to_dict(), ...]}, "skipped": [...], "images": [paths]}``;
+    a metric on which the full and the empty model score the same is skipped (nothing to normalise).
+    """
+    from kmshc.compare_tables import _experiment_key
+    groups: dict[str, list[Entry]] = defaultdict(list)
+    for e in entries:
+        key = _experiment_key(e)
+        if key is None:
+            raise KmshcError(f"{e.path}: --curves needs 'config.experiment' in the circuit file")
+        groups[key].append(e)
+    curves, tasks, skipped = _score(groups)
+    images = _plot(curves, tasks, out) if out is not None else []
+    return {"curves": {m: [c.to_dict() for c in cs] for m, cs in curves.items()}, "skipped": skipped,
+            "images": images}
+
+
+def _score(groups: dict[str, list[Entry]]) -> tuple[dict[str, list[Curve]], dict[str, str], list[str]]:
+    """Curves per metric, each label's task, and the (label, metric)s skipped for having no gap."""
+    from kmshc.experiment import Experiment
+    curves: dict[str, list[Curve]] = {m: [] for m in METRICS}
+    skipped: list[str] = []
+    tasks: dict[str, str] = {}
+    for key, es in groups.items():
+        exp = Experiment.from_dict(json.loads(key), where=f"{es[0].path}: config.experiment")
+        scorer, (n_layers, n_heads) = exp.scorer_for("test"), exp.shape
+        ks = grid(n_layers * n_heads)
+        for e in es:
+            tasks[e.label] = e.task
+            o = scorer.outcomes(topk_masks(entry_ranking(e, n_layers, n_heads), ks, n_layers, n_heads))
+            for m, values in (("margin", o.margin.mean(1)), ("accuracy", o.accuracy)):
+                v = [float(x) for x in values]
+                if v[-1] == v[0]:  # S(M) = S(∅): nothing to normalise by on this metric
+                    skipped.append(f"{e.label} ({m}): S(M) = S(∅) = {v[0]:.4f}")
+                    continue
+                curves[m].append(curve_from_scores(e.label, n_layers * n_heads, ks, v, full=v[-1], empty=v[0]))
+    return curves, tasks, skipped
+
+
+def _plot(curves: dict[str, list[Curve]], tasks: dict[str, str], out: Path) -> list[Path]:
+    from kmshc.plots import faithfulness_curves
+    out.mkdir(parents=True, exist_ok=True)
+    images = []
+    for m in METRICS:
+        for task in sorted(set(tasks.values())):
+            cs = [c for c in curves[m] if tasks[c.label] == task]
+            if not cs:
+                continue
+            path = out / f"faithfulness_{task}_{m}.png"
+            faithfulness_curves(cs, path, title=f"{task}: top-k circuits of each ranking ({m})")
+            images.append(path)
+    return images
+
+
+def curve_rows(curves: dict[str, list[dict]]) -> list[dict[str, Any]]:
+    """One row per ranking: CPR and CMD on each metric (for the report table)."""
+    rows: dict[str, dict[str, Any]] = {}
+    for m, cs in curves.items():
+        for c in cs:
+            rows.setdefault(c["label"], {"label": c["label"]}).update({f"cpr_{m}": c["cpr"], f"cmd_{m}": c["cmd"]})
+    return list(rows.values())
+
+
+def markdown_section(rows: list[dict[str, Any]], skipped: list[str], table) -> list[str]:
+    """Report lines: what CPR and CMD mean, then one row per ranking (``table(rows, cols)`` renders it)."""
+    md = ["## Faithfulness curves (MIB-style)", "",
+          "Each circuit's ranking of all heads (learned: by `log_alpha`; searched: its heads first) is cut to "
+          "its top k heads on a grid of k; each point is normalised as (S(top-k) − S(∅)) / (S(M) − S(∅)) on "
+          "the test split. **CPR** = area under that curve over the fraction of heads (higher is better); "
+          "**CMD** = area between the curve and 1 (lower is better); MIB (Mueller et al. 2025). Computed on the "
+          "mean log-prob margin and on accuracy.", "",
+          table(rows, ["label", "cpr_margin", "cmd_margin", "cpr_accuracy", "cmd_accuracy"]) if rows
+          else "No curve: no ranking had a gap between the full and the empty model.", ""]
+    if skipped:
+        md += ["Skipped (no gap to normalise by): " + "; ".join(skipped), ""]
+    return md

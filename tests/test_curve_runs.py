@@ -1,0 +1,55 @@
+"""``kmshc compare --curves``: rankings from run files, scored on a tiny model, in the report."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from kmshc.cli import main
+from kmshc.compare import load_entries
+from kmshc.curve_runs import entry_ranking
+from kmshc.curves import faithfulness_curve
+from kmshc.experiment import Experiment
+from kmshc.types import Circuit
+
+EXP = {"model": "tiny-gpt2", "task": "grammar", "n": 40, "seed": 0, "ablation": "mean"}
+LOG_ALPHA = {"L0H0": 0.5, "L0H1": -2.0, "L0H2": 3.0, "L0H3": -1.0, "L1H0": 1.0, "L1H1": 2.0, "L1H2": -3.0, "L1H3": 0.0}
+
+
+@pytest.fixture()
+def run(tmp_path):
+    r = tmp_path / "r"
+    r.mkdir()
+    (r / "gates.json").write_text(json.dumps({"heads": {h: {"log_alpha": a, "gate": 0.5} for h, a in LOG_ALPHA.items()}}))
+    for method, heads in (("learned", ("L0H2", "L1H1")), ("searched", ("L1H3", "L0H1"))):
+        Circuit(model="tiny-gpt2", task="grammar", heads=heads, n_heads_total=8, seed=0,
+                config={"experiment": EXP}, extra={"method": method}).save(r / f"circuit_{method}.json")
+    return r
+
+
+def test_rankings_follow_log_alpha_and_put_a_searched_circuit_first(run):
+    entries = {e.method: e for e in load_entries([run])}
+    assert entry_ranking(entries["learned"], 2, 4) == ["L0H2", "L1H1", "L1H0", "L0H0", "L1H3", "L0H3", "L0H1", "L1H2"]
+    # The searched heads first (by log_alpha: L1H3 = 0.0 before L0H1 = -2.0), then the rest by log_alpha.
+    assert entry_ranking(entries["searched"], 2, 4) == ["L1H3", "L0H1", "L0H2", "L1H1", "L1H0", "L0H0", "L0H3", "L1H2"]
+
+
+def test_compare_curves_match_a_direct_computation_and_reach_the_report(run, tmp_path, capsys):
+    out = tmp_path / "cmp"
+    assert main(["compare", str(run), "--curves", "--out", str(out)]) == 0
+    result = json.loads((out / "compare.json").read_text())
+    got = {c["label"]: c for c in result["faithfulness"]["curves"]["margin"]}
+    scorer = Experiment(**EXP).scorer_for("test")
+    want = faithfulness_curve(entry_ranking(load_entries([run])[0], 2, 4),
+                              lambda m: scorer.outcomes(m).margin.mean(1), 2, 4)
+    c = got["r:learned"]
+    assert c["ks"] == list(want.ks) and c["ks"][0] == 0 and c["ks"][-1] == 8
+    assert c["cpr"] == pytest.approx(want.cpr, abs=1e-5) and c["cmd"] == pytest.approx(want.cmd, abs=1e-5)
+    assert c["faithfulness"][0] == 0.0 and c["faithfulness"][-1] == pytest.approx(1.0)
+    assert got["r:searched"]["cpr"] != pytest.approx(c["cpr"])  # a different ranking, a different curve
+    report = (out / "report.md").read_text()
+    assert "## Faithfulness curves (MIB-style)" in report and "| r:learned |" in report
+    assert (out / "faithfulness_grammar_margin.png").read_bytes()[:4] == b"\x89PNG"
+    assert "faithfulness_grammar_margin.png" in report
+    assert torch.is_tensor(scorer.full_mask())
