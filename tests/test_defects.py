@@ -166,7 +166,7 @@ def test_searched_circuit_records_the_skipped_items(tmp_path):
     entry = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(entry)
     entry.main(["--config", str(FIXTURES.parents[1] / "configs/search/tiny.yaml"), "--progress", "false",
-                "--n_boot", "50", "--threshold", "0.0", "--experiment.task", "blimp", "--experiment.data", str(PASSIVE),
+                "--threshold", "0.0", "--experiment.task", "blimp", "--experiment.data", str(PASSIVE),
                 "--experiment.n", "null", "--runs_dir", str(tmp_path), "--name", "d"])
     circ = json.loads((tmp_path / "d" / "circuit_searched.json").read_text())
     assert circ["data_skipped"] == skipped_summary(load_blimp_jsonl(PASSIVE))

@@ -9,6 +9,7 @@ import argparse
 import json
 import sys
 
+from kmshc.show import add_show_parser
 from kmshc.survey import add_tasks_parser
 from kmshc.types import KmshcError
 
@@ -76,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "and record it in the output (default), or stop with an error")
     s.set_defaults(func=_score)
     add_tasks_parser(sub)
+    add_show_parser(sub)
     try:
         from kmshc.compare import add_compare_parser
         add_compare_parser(sub)
