@@ -13,6 +13,7 @@ from torch import nn
 from kmshc.architectures import head_shape
 from kmshc.encoding import Batch, Encoded, pad
 from kmshc.hooks import capture_head_outputs
+from kmshc.memory import TensorLRU
 from kmshc.types import KmshcError
 
 ABLATIONS = ("zero", "mean", "resample")
@@ -91,40 +92,45 @@ class ResampleAblation(Ablation):
 
     The pairing is a seeded derangement of each split's examples; corrupted sequences are padded
     or cut to the batch's length so positions line up. Values are computed once per batch on
-    the unhooked model and cached (they do not depend on the mask).
+    the unhooked model and cached (they do not depend on the mask), in an LRU of at most
+    ``cache_bytes``: training reshuffles batches every epoch, so most keys are never seen again.
+    Caches are keyed by the split's :attr:`~kmshc.encoding.Encoded.uid`, never by ``id()``.
     """
 
     name = "resample"
 
-    def __init__(self, model: nn.Module, seed: int = 0) -> None:
+    def __init__(self, model: nn.Module, seed: int = 0, cache_bytes: int = 256 << 20) -> None:
         self.model, self.seed = model, seed
-        self._partners: dict[int, list[int]] = {}
-        self._cache: dict[tuple, list[torch.Tensor]] = {}
+        self._partners: dict[int, list[int]] = {}  # one small list per split
+        self.cache = TensorLRU(cache_bytes)  # (split uid, *rows) -> [L, R, T, H, d]
 
     def partners(self, data: Encoded) -> list[int]:
         """A derangement of ``range(data.n)``: no example is paired with itself."""
-        if id(data) not in self._partners:
+        if data.uid not in self._partners:
             if data.n < 2:
                 raise KmshcError("resample ablation needs at least two examples to pair")
             perm, rng = list(range(data.n)), random.Random(self.seed)
             while any(i == p for i, p in enumerate(perm)):
                 rng.shuffle(perm)
-            self._partners[id(data)] = perm
-        return self._partners[id(data)]
+            self._partners[data.uid] = perm
+        return self._partners[data.uid]
 
     @torch.no_grad()  # not inference_mode: these values are reused inside autograd when training
     def _compute(self, batch: Batch) -> list[torch.Tensor]:
+        """Per-layer partner outputs ``[R, T, H, d]`` for ``batch``'s rows."""
         data = batch.data
-        key = (id(data), *batch.rows.tolist())
-        if key not in self._cache:
+        key = (data.uid, *batch.rows.tolist())
+        stacked = self.cache.get(key)
+        if stacked is None:
             r, partner = data.rows_per_example, self.partners(data)
             rows = [partner[int(i) // r] * r + int(i) % r for i in batch.rows]
             ids, att = pad([data.seqs[i] for i in rows], data.pad_id, batch.input_ids.shape[1])
             store: list = []
             with capture_head_outputs(self.model, store):
                 self.model.base_model(input_ids=ids, attention_mask=att)
-            self._cache[key] = [z.clone() for z in store[0]]
-        return self._cache[key]
+            stacked = torch.stack(store[0])  # one tensor, so the LRU can count its bytes
+            self.cache.put(key, stacked)
+        return list(stacked.unbind(0))
 
     def values(self, batch: Batch, n_masks: int = 1) -> list[torch.Tensor]:
         vals = self._compute(batch)

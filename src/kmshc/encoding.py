@@ -5,13 +5,16 @@ per-position mean ablation and batched masks simple.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import itertools
+from dataclasses import dataclass, field
 from typing import Iterator
 
 import torch
 
 from kmshc.tasks.base import Task
 from kmshc.types import KmshcError
+
+_SERIALS = itertools.count()
 
 
 def start_token_id(tokenizer) -> int:
@@ -43,6 +46,9 @@ class Encoded:
     pad_id: int
     label_ids: torch.Tensor | None = None
     gold: torch.Tensor | None = None
+    # A process-unique serial for cache keys: ``id()`` is reused once an object is garbage
+    # collected, so a cache keyed by it could hand one split's values to another.
+    uid: int = field(default_factory=lambda: next(_SERIALS), init=False, compare=False, repr=False)
 
     @property
     def rows_per_example(self) -> int:
