@@ -6,9 +6,13 @@ replace a finished run with --overwrite. W&B runs offline unless WANDB_MODE=onli
 """
 from __future__ import annotations
 
+import logging
 import os
 import sys
+import warnings
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 from jsonargparse import ActionYesNo
 from lightning.pytorch.callbacks import ModelCheckpoint
@@ -29,6 +33,40 @@ class SaveConfigToRun(SaveConfigCallback):
         atomic_write_text(Path(trainer.default_root_dir) / "config.yaml", self.parser.dump(self.config, skip_none=False))
 
 
+class OfflineWandbLogger(WandbLogger):
+    """Lightning's WandbLogger always hands ``anonymous=None`` to ``wandb.init``, and wandb ≥ 0.19
+    warns that the setting has no effect on every run; we never set it, so it is not passed."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self._wandb_init.pop("anonymous", None)
+
+
+class _DropLitLoggerTip(logging.Filter):
+    """The trainer advertises LitLogger whenever another logger is used; the user cannot act on it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "litlogger" not in record.getMessage()
+
+
+@contextmanager
+def quiet_lightning() -> Iterator[None]:
+    """Silence, for one run, the two Lightning messages that come from Lightning itself, not from
+    anything the user set: the LitLogger tip, and the FutureWarning that Lightning ≤ 2.6's
+    ``CombinedLoader`` raises by building torch's deprecated ``LeafSpec`` for every dataloader.
+    Both are matched by message and origin, so every other warning still shows."""
+    tip = _DropLitLoggerTip()
+    log = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    log.addFilter(tip)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+                                    category=FutureWarning, module=r"lightning\.pytorch\.utilities\._pytree")
+            yield
+    finally:
+        log.removeFilter(tip)
+
+
 class TrainCLI(LightningCLI):
     def add_arguments_to_parser(self, parser) -> None:
         parser.add_argument("--name", default="default", help="run name: outputs go to <runs_dir>/<name>/")
@@ -39,8 +77,11 @@ class TrainCLI(LightningCLI):
         parser.link_arguments("data", "model.experiment", compute_fn=lambda dm: dm.experiment, apply_on="instantiate")
 
     def parse_arguments(self, parser, args) -> None:
+        # Our entry points always pass ``args`` (the command line minus ``--debug``, or minus the
+        # ``kmshc train`` verb), so LightningCLI's warning about ``args`` beside ``sys.argv`` never
+        # applies; parse as LightningCLI does, without it.
         with config_errors("train config", "UTF-8 YAML with the sections of configs/train/tiny.yaml"):
-            super().parse_arguments(parser, args)
+            self.config = parser.parse_object(args) if isinstance(args, dict) else parser.parse_args(args)
 
     def instantiate_classes(self) -> None:
         with config_errors("train config", "UTF-8 YAML with the sections of configs/train/tiny.yaml"):
@@ -52,7 +93,7 @@ class TrainCLI(LightningCLI):
         if os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("NODE_RANK", "0") == "0":
             prepare_run_dir(run_dir, overwrite=cfg.overwrite, resuming=bool(cfg.get("ckpt_path")))
         if cfg.log_to == "wandb":
-            logger = WandbLogger(save_dir=str(run_dir), name=cfg.name, project="kmshc",
+            logger = OfflineWandbLogger(save_dir=str(run_dir), name=cfg.name, project="kmshc",
                                  offline=os.environ.get("WANDB_MODE", "offline") != "online")
         elif cfg.log_to == "csv":
             logger = CSVLogger(save_dir=str(run_dir), name="csv", version="")
@@ -66,8 +107,9 @@ class TrainCLI(LightningCLI):
 
 
 def main(args: list[str] | None = None) -> TrainCLI:
-    return TrainCLI(GateModule, GateDataModule, save_config_callback=SaveConfigToRun,
-                    save_config_kwargs={"save_to_log_dir": False}, args=args)
+    with quiet_lightning():
+        return TrainCLI(GateModule, GateDataModule, save_config_callback=SaveConfigToRun,
+                        save_config_kwargs={"save_to_log_dir": False}, args=args)
 
 
 if __name__ == "__main__":

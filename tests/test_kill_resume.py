@@ -97,6 +97,7 @@ def comparable(circuit: dict) -> dict:
     return c
 
 
+@pytest.mark.slow
 def test_search_killed_resumes_to_the_uninterrupted_circuit(tmp_path, llama_dir):
     from kmshc.types import read_circuit
     cfg = search_yaml(tmp_path, llama_dir)
@@ -133,6 +134,7 @@ def test_search_killed_resumes_to_the_uninterrupted_circuit(tmp_path, llama_dir)
     assert final["done"] and final["log"][: saved["evaluations"]] == saved["log"]  # replayed, not recomputed
 
 
+@pytest.mark.slow
 def test_training_killed_resumes_from_its_last_checkpoint(tmp_path):
     """train.py killed with SIGKILL once last.ckpt exists; --ckpt_path continues from that step to the end."""
     sys.path.insert(0, str(REPO))

@@ -184,6 +184,7 @@ def test_debug_flag_raises_instead(files):
 
 
 # ----------------------------------------------------------------------------- real subprocesses
+@pytest.mark.slow
 @pytest.mark.parametrize("case", ["malformed_line", "unknown_architecture", "identical_tokens"])
 def test_real_cli_exit_code_and_no_traceback(files, case):
     argv, expect = next(([*c[1]], c[2]) for c in DATA_CASES if c[0] == case) if case != "unknown_architecture" \
@@ -196,6 +197,7 @@ def test_real_cli_exit_code_and_no_traceback(files, case):
         assert frag in p.stderr
 
 
+@pytest.mark.slow
 def test_real_cli_debug_shows_traceback(files):
     p = run_cli(["--debug", *_fill(DATA_CASES[0][1], files)], cwd=files)
     assert p.returncode != 0

@@ -126,6 +126,7 @@ def test_search_yaml_errors(tmp_path, capsys, cfg_text, expect):
     assert expect in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_real_search_script_errors(tmp_path, search_cfg):
     """Through the real script: exit 2, one message, no traceback; --debug shows it."""
     r = script("search.py", *search_cfg, "--epsilon", "1.5")
@@ -167,6 +168,7 @@ def test_train_config_errors(tmp_path, capsys, extra, expect):
     assert not (tmp_path / "t" / "checkpoints").exists()  # nothing was trained
 
 
+@pytest.mark.slow
 def test_nan_stops_training_and_keeps_the_last_good_checkpoint(tmp_path):
     """Real script: NaN at step 15 -> exit 2 with a message; last.ckpt (step 10) is finite and resumable."""
     r = script("train.py", "fit", "--config", TINY_TRAIN, "--runs_dir", str(tmp_path), "--name", "nan",

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 
 from kmshc.experiment import Experiment
 from kmshc.search.run import SearchConfig
@@ -45,7 +46,13 @@ def test_config_loads_and_starts_with_its_command(path):
     assert first.startswith("# python search.py --config configs/search/" + path.name)
     cfg = ENTRY.parse(["--config", str(path)])
     assert isinstance(cfg, SearchConfig) and isinstance(cfg.experiment, Experiment)
-    assert 0 < cfg.epsilon <= 1 and cfg.N >= 1 and cfg.K >= 1
+    raw = yaml.safe_load(path.read_text())  # every value the file sets reaches the parsed config
+    for key, value in raw.items():
+        if key != "experiment":
+            assert getattr(cfg, key) == value, key
+    for key, value in raw.get("experiment", {}).items():
+        got = getattr(cfg.experiment, key)
+        assert (list(got) if isinstance(got, tuple) else got) == value, f"experiment.{key}"
 
 
 def test_paper_presets_are_as_designed():

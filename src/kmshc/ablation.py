@@ -13,7 +13,7 @@ from torch import nn
 from kmshc.architectures import head_shape
 from kmshc.encoding import Batch, Encoded, pad
 from kmshc.hooks import capture_head_outputs
-from kmshc.prefix import PrefixCache
+from kmshc.memory import TensorLRU
 from kmshc.types import KmshcError
 
 ABLATIONS = ("zero", "mean", "resample", "counterfactual")
@@ -98,14 +98,15 @@ class PatchAblation(Ablation):
 
     def __init__(self, model: nn.Module, cache_bytes: int = 256 << 20) -> None:
         self.model = model
-        self._cache = PrefixCache(cache_bytes)  # the same byte-bounded LRU as the prefix cache
+        self._cache = TensorLRU(cache_bytes)  # (split uid, T, *rows) -> [L, R, T, H, d]
 
     def source_seqs(self, batch: Batch) -> list[torch.Tensor]:
         raise NotImplementedError
 
     @torch.no_grad()  # not inference_mode: these values are reused inside autograd when training
     def _compute(self, batch: Batch) -> list[torch.Tensor]:
-        key = (id(batch.data), batch.input_ids.shape[1], *batch.rows.tolist())
+        # keyed by the split's uid, never id(): a freed split's address can be reused by a new one
+        key = (batch.data.uid, batch.input_ids.shape[1], *batch.rows.tolist())
         stacked = self._cache.get(key)
         if stacked is None:
             ids, att = pad(self.source_seqs(batch), batch.data.pad_id, batch.input_ids.shape[1])
@@ -132,18 +133,18 @@ class ResampleAblation(PatchAblation):
     def __init__(self, model: nn.Module, seed: int = 0) -> None:
         super().__init__(model)
         self.seed = seed
-        self._partners: dict[int, list[int]] = {}
+        self._partners: dict[int, list[int]] = {}  # one small list per split
 
     def partners(self, data: Encoded) -> list[int]:
         """A derangement of ``range(data.n)``: no example is paired with itself."""
-        if id(data) not in self._partners:
+        if data.uid not in self._partners:
             if data.n < 2:
                 raise KmshcError("resample ablation needs at least two examples to pair")
             perm, rng = list(range(data.n)), random.Random(self.seed)
             while any(i == p for i, p in enumerate(perm)):
                 rng.shuffle(perm)
-            self._partners[id(data)] = perm
-        return self._partners[id(data)]
+            self._partners[data.uid] = perm
+        return self._partners[data.uid]
 
     def source_seqs(self, batch: Batch) -> list[torch.Tensor]:
         data = batch.data

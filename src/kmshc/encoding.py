@@ -5,7 +5,8 @@ per-position mean ablation and batched masks simple.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import itertools
+from dataclasses import dataclass, field
 from typing import Iterator
 
 import torch
@@ -13,6 +14,8 @@ import torch
 from kmshc.tasks.base import Task
 from kmshc.tasks.defects import IDENTICAL_TOKENS, defect_message, text_tokens
 from kmshc.types import KmshcError
+
+_SERIALS = itertools.count()
 
 
 def start_token_id(tokenizer) -> int:
@@ -52,6 +55,9 @@ class Encoded:
     cf_seqs: list[torch.Tensor] | None = None
     cf_problem: str = ""
     name: str = ""
+    # A process-unique serial for cache keys: ``id()`` is reused once an object is garbage
+    # collected, so a cache keyed by it could hand one split's values to another.
+    uid: int = field(default_factory=lambda: next(_SERIALS), init=False, compare=False, repr=False)
 
     @property
     def rows_per_example(self) -> int:

@@ -11,7 +11,9 @@ import os
 import shutil
 import struct
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import torch
 from torch import nn
@@ -153,6 +155,43 @@ def _load_dir(spec: str | Path, dtype: torch.dtype, attn: str, trust_remote_code
     return model, tok
 
 
+def _load_any(spec: str, dt: torch.dtype, attn: str, trust_remote_code: bool):
+    """``(model, tokenizer)`` for any ``spec`` that :func:`load_model` accepts."""
+    if spec == DEFAULT_MODEL:
+        return _load_gguf(smollm2_gguf(), dt, attn, cache_key="smollm2-135m-instruct")
+    if spec.startswith("tiny-"):
+        from kmshc.tiny import tiny_model
+        model, tok = tiny_model(spec[len("tiny-"):])
+        return model.to(dt), tok
+    if spec.endswith(".gguf"):
+        return _load_gguf(Path(spec), dt, attn, cache_key=None)
+    local = Path(spec).expanduser()
+    if not local.exists() and (spec.startswith((".", "/", "~")) or spec.count("/") > 1):
+        raise KmshcError(f"{spec}: model folder not found")
+    try:
+        return _load_dir(str(local) if local.exists() else spec, dt, attn, trust_remote_code)
+    except (ValueError, KeyError) as e:  # transformers' way of saying "unknown model_type/tokenizer"
+        raise KmshcError(f"cannot load model {spec!r}: {str(e).splitlines()[0]}") from None
+    except OSError as e:
+        raise KmshcError(f"cannot load model {spec!r}: not a local folder, and not reachable as a Hugging "
+                         f"Face name ({str(e).splitlines()[0]}). Offline, use a local folder, a .gguf file, "
+                         f"or '{DEFAULT_MODEL}'.") from None
+
+
+@contextmanager
+def _no_loading_bars() -> Iterator[None]:
+    """transformers ≥ 5 draws a "Loading weights" bar (and "Writing model shards" when the GGUF
+    cache is written) on every load; a load takes seconds, so the bar is noise. Restored after."""
+    from transformers.utils import logging as hf_logging
+    was_on = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_on:
+            hf_logging.enable_progress_bar()
+
+
 def load_model(spec: str = DEFAULT_MODEL, dtype: str | torch.dtype = "float32", attn: str = "sdpa",
                trust_remote_code: bool = False) -> tuple[nn.Module, object]:
     """Return ``(model, tokenizer)`` with the model in eval mode and all weights frozen.
@@ -162,26 +201,8 @@ def load_model(spec: str = DEFAULT_MODEL, dtype: str | torch.dtype = "float32", 
     model, see :mod:`kmshc.tiny`), a ``.gguf`` path, a local folder, or a Hugging Face name.
     """
     dt = _resolve_dtype(dtype)
-    if spec == DEFAULT_MODEL:
-        model, tok = _load_gguf(smollm2_gguf(), dt, attn, cache_key="smollm2-135m-instruct")
-    elif spec.startswith("tiny-"):
-        from kmshc.tiny import tiny_model
-        model, tok = tiny_model(spec[len("tiny-"):])
-        model = model.to(dt)
-    elif spec.endswith(".gguf"):
-        model, tok = _load_gguf(Path(spec), dt, attn, cache_key=None)
-    else:
-        local = Path(spec).expanduser()
-        if not local.exists() and (spec.startswith((".", "/", "~")) or spec.count("/") > 1):
-            raise KmshcError(f"{spec}: model folder not found")
-        try:
-            model, tok = _load_dir(str(local) if local.exists() else spec, dt, attn, trust_remote_code)
-        except (ValueError, KeyError) as e:  # transformers' way of saying "unknown model_type/tokenizer"
-            raise KmshcError(f"cannot load model {spec!r}: {str(e).splitlines()[0]}") from None
-        except OSError as e:
-            raise KmshcError(f"cannot load model {spec!r}: not a local folder, and not reachable as a Hugging "
-                             f"Face name ({str(e).splitlines()[0]}). Offline, use a local folder, a .gguf file, "
-                             f"or '{DEFAULT_MODEL}'.") from None
+    with _no_loading_bars():
+        model, tok = _load_any(spec, dt, attn, trust_remote_code)
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)

@@ -237,7 +237,7 @@ class Scorer:
         return layer
 
     def _prefix(self, data: Encoded, batch: Batch, mask: torch.Tensor, layer: int) -> torch.Tensor:
-        key = PrefixCache.key((id(data), *batch.rows.tolist()), layer, mask)
+        key = PrefixCache.key((data.uid, *batch.rows.tolist()), layer, mask)
         hidden = self.cache.get(key)
         if hidden is None:
             hidden = prefix_hidden(self.model, batch, mask, self.ablation, layer)

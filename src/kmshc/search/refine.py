@@ -84,6 +84,9 @@ def refine(rec: Recorder, shape: tuple[int, int], gates: Mapping[int, float], ep
     rng = random.Random(seed)
     importance = gates if importance is None else importance
     C: set[int] = {h for h, g in gates.items() if g > tau}
+    # a cap of 0-2 evaluations stops inside the threshold batch, before U or any score exists
+    score: float | None = None
+    U = float("nan")
     try:
         full, base, U = _threshold(rec, shape, set(), epsilon, threshold, margin)
         rec.decision(rng, size=len(C), event="threshold", full=full, baseline=base, U=U, start=len(C))
