@@ -98,7 +98,7 @@ class PatchAblation(Ablation):
 
     def __init__(self, model: nn.Module, cache_bytes: int = 256 << 20) -> None:
         self.model = model
-        self._cache = TensorLRU(cache_bytes)  # (split uid, T, *rows) -> [L, R, T, H, d]
+        self.cache = TensorLRU(cache_bytes)  # (split uid, T, *rows) -> [L, R, T, H, d]
 
     def source_seqs(self, batch: Batch) -> list[torch.Tensor]:
         raise NotImplementedError
@@ -107,14 +107,14 @@ class PatchAblation(Ablation):
     def _compute(self, batch: Batch) -> list[torch.Tensor]:
         # keyed by the split's uid, never id(): a freed split's address can be reused by a new one
         key = (batch.data.uid, batch.input_ids.shape[1], *batch.rows.tolist())
-        stacked = self._cache.get(key)
+        stacked = self.cache.get(key)
         if stacked is None:
             ids, att = pad(self.source_seqs(batch), batch.data.pad_id, batch.input_ids.shape[1])
             store: list = []
             with capture_head_outputs(self.model, store):
                 self.model.base_model(input_ids=ids, attention_mask=att)
             stacked = torch.stack(store[0])  # [L, R, T, H, d]
-            self._cache.put(key, stacked)
+            self.cache.put(key, stacked)
         return list(stacked.unbind(0))
 
     def values(self, batch: Batch, n_masks: int = 1) -> list[torch.Tensor]:
@@ -130,8 +130,8 @@ class ResampleAblation(PatchAblation):
 
     name = "resample"
 
-    def __init__(self, model: nn.Module, seed: int = 0) -> None:
-        super().__init__(model)
+    def __init__(self, model: nn.Module, seed: int = 0, cache_bytes: int = 256 << 20) -> None:
+        super().__init__(model, cache_bytes)
         self.seed = seed
         self._partners: dict[int, list[int]] = {}  # one small list per split
 
