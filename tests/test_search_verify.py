@@ -11,7 +11,7 @@ import torch
 from kmshc.scoring import Outcome
 from kmshc import stats
 from kmshc.search import Certificate, CertificateConfig, certify
-from kmshc.stats import bootstrap_indices, bootstrap_means, percentile_interval, zero_failure_bound
+from kmshc.stats import bootstrap_means, percentile_interval, zero_failure_bound
 
 SHAPE = (2, 4)  # flat heads 0..7 are L0H0..L1H3
 
@@ -154,10 +154,9 @@ def test_fieller_bounds_contain_the_ratio_and_shrink_with_n():
 
 
 def test_bootstrap_pieces():
-    idx = bootstrap_indices(50, 400, seed=1)
-    assert idx.shape == (400, 50) and torch.equal(idx, bootstrap_indices(50, 400, seed=1))
     values = torch.tensor([[1.0] * 40 + [0.0] * 10, [1.0] * 50])
-    boot = bootstrap_means(values, idx)
+    boot = bootstrap_means(values, 400, seed=1)
+    assert boot.shape == (2, 400) and torch.equal(boot, bootstrap_means(values, 400, seed=1))
     lo, hi = percentile_interval(boot[0])
     assert lo < 0.8 < hi and percentile_interval(boot[1]) == (1.0, 1.0)
 

@@ -131,16 +131,12 @@ def n_needed(d, alpha: float, power: float = 0.8) -> int | None:
 
 
 # ---------------------------------------------------------------- bootstrap (compare reports)
-def bootstrap_indices(n: int, n_boot: int, seed: int = 0) -> torch.Tensor:
-    """``[n_boot, n]`` example indices drawn with replacement, reproducible from ``seed``."""
+def bootstrap_means(x: torch.Tensor, n_boot: int = 1000, seed: int = 0) -> torch.Tensor:
+    """Bootstrap means ``[M, n_boot]`` of ``x`` ``[M, n]``, resampling the same examples for every
+    row (paired: rows can be subtracted resample by resample); reproducible from ``seed``."""
     g = torch.Generator().manual_seed(seed)
-    return torch.randint(0, n, (n_boot, n), generator=g)
-
-
-def bootstrap_means(values: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-    """Resampled means ``[M, n_boot]`` of ``values`` ``[M, n]`` under shared indices ``idx`` ``[n_boot, n]``."""
-    values = values.double()
-    return torch.stack([values[:, row].mean(-1) for row in idx], dim=1)
+    idx = torch.randint(0, x.shape[1], (n_boot, x.shape[1]), generator=g)
+    return x.double()[:, idx].mean(-1)
 
 
 def percentile_interval(samples: torch.Tensor, confidence: float = 0.95) -> tuple[float, float]:

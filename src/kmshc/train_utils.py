@@ -15,6 +15,8 @@ from typing import Any
 import lightning as L
 import torch
 
+from kmshc.stats import bootstrap_means, percentile_interval
+
 from kmshc.memory import peak_rss_mb
 from kmshc.plots import gate_heatmap
 from kmshc.types import Circuit, KmshcError, atomic_write_json, ensure_writable_dir, head_name, mask_to_heads
@@ -47,10 +49,7 @@ def gates_record(module, tau: float) -> dict[str, Any]:
 
 def bootstrap_ci(correct: torch.Tensor, n_boot: int = 1000, seed: int = 0) -> list[float]:
     """95% percentile bootstrap interval of the mean of per-example ``correct`` ``[n]``."""
-    g = torch.Generator().manual_seed(seed)
-    idx = torch.randint(0, correct.numel(), (n_boot, correct.numel()), generator=g)
-    means = correct.float()[idx].mean(1)
-    return [float(means.quantile(0.025)), float(means.quantile(0.975))]
+    return list(percentile_interval(bootstrap_means(correct[None], n_boot, seed)[0]))
 
 
 def split_scores(module, split: str, mask: torch.Tensor) -> tuple[dict[str, Any], int]:
