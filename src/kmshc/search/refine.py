@@ -67,7 +67,7 @@ def importance_weights(importance: Mapping[int, float], heads: set[int]) -> dict
     return {h: (len(order) - i) / len(order) for i, h in enumerate(order)}
 
 
-def refine(rec: Recorder, shape: tuple[int, int], gates: Mapping[int, float], epsilon: float = 0.9,
+def refine(rec: Recorder, shape: tuple[int, int], gates: Mapping[int, float], *, epsilon: float = 0.9,
            threshold: float | None = None, tau: float = 0.5, N: int = 10, weighted: bool = True,
            seed: int = 0, strategy: str = "bundles", importance: Mapping[int, float] | None = None,
            margin: float = 0.0) -> SearchResult:
@@ -108,7 +108,7 @@ def refine(rec: Recorder, shape: tuple[int, int], gates: Mapping[int, float], ep
                    removals={names([h], shape)[0]: s for h, s in last.items()})
 
 
-def cold_search(rec: Recorder, shape: tuple[int, int], semantics: str = "keep", epsilon: float = 0.9,
+def cold_search(rec: Recorder, shape: tuple[int, int], *, semantics: str = "keep", epsilon: float = 0.9,
                 threshold: float | None = None, N: int = 10, K: int = 1, seed: int = 0, macro: bool | None = None,
                 window: int | None = None, window_fraction: float = 0.2, percentile: float = 75.0,
                 edge_correction: bool = False, baseline: str = "empty", ceil: bool = False,
