@@ -18,6 +18,7 @@ def _score(args: argparse.Namespace) -> dict:
     import torch
 
     from kmshc.architectures import head_shape
+    from kmshc.device import input_device
     from kmshc.models import load_model
     from kmshc.tasks import make_task, split_task
     from kmshc.scoring import Scorer
@@ -26,7 +27,7 @@ def _score(args: argparse.Namespace) -> dict:
     splits = split_task(task, seed=args.seed, limit=args.limit)
     if args.split == "all":  # every item after --limit; mean ablation still averages over train
         splits["all"] = replace(task, items=sum((splits[k].items for k in ("train", "val", "test")), ()))
-    model, tok = load_model(args.model, dtype=args.dtype)
+    model, tok = load_model(args.model, dtype=args.dtype, device=args.device, device_map=args.device_map)
     n_layers, n_heads = head_shape(model)
     if args.keep == "all":
         mask = torch.ones(n_layers, n_heads)
@@ -39,9 +40,19 @@ def _score(args: argparse.Namespace) -> dict:
     out = scorer.outcomes(mask)
     return {"accuracy": round(float(out.accuracy[0]), 4), "mean_margin": round(float(out.margin.mean()), 4),
             "n": scorer.n, "model": args.model, "task": task.name, "split": args.split,
-            "scorer": args.scorer, "ablation": args.ablation,
+            "scorer": args.scorer, "ablation": args.ablation, "device": str(input_device(model)),
             "kept_heads": [h.name for h in mask_to_heads(mask)] if args.keep not in ("all", "none") else args.keep,
             "n_heads_total": n_layers * n_heads}
+
+
+def _device_map(text: str) -> str | dict:
+    """``--device_map``: a strategy name such as ``auto``, or a JSON object."""
+    if text.lstrip().startswith("{"):
+        try:
+            return json.loads(text)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(f"not a JSON object ({e})") from None
+    return text
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -61,7 +72,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--per-position", action="store_true", help="mean ablation per position")
     s.add_argument("--scorer", default="pair_logprob", choices=["pair_logprob", "label_tokens", "probe"])
     s.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "auto"],
-                   help="auto: bf16 on CUDA or a CPU with native bf16 (avx512_bf16/amx_bf16), else float32")
+                   help="auto: bf16 where the model computes natively in it (CUDA, or a CPU with avx512_bf16/"
+                        "amx_bf16), else float32")
+    s.add_argument("--device", default="auto", help="auto|cpu|cuda|cuda:N where the model runs (auto: CUDA when "
+                                                    "present)")
+    s.add_argument("--device_map", default=None, type=_device_map,
+                   help="spread a model too large for one device: auto (accelerate), or a JSON object of "
+                        "module name -> device; overrides --device")
     s.add_argument("--seed", type=int, default=0)
     s.set_defaults(func=_score)
     try:

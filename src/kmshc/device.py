@@ -99,3 +99,13 @@ def dispatch(model: nn.Module, device_map: str | Mapping[str, Any]) -> nn.Module
     main = gpu[0] if gpu else "cpu"
     offload = tempfile.mkdtemp(prefix="kmshc-offload-") if "disk" in map(str, dm.values()) else None
     return dispatch_model(model, device_map=dm, main_device=main, offload_dir=offload)
+
+
+def lightning_accelerator(spec: str) -> tuple[str, list[int] | None]:
+    """``--device`` as Lightning Trainer arguments: ``(accelerator, devices or None to keep)``.
+
+    ``cuda:N`` pins GPU N; ``cuda`` and ``cpu`` keep the trainer's ``devices`` (a DDP run's count).
+    """
+    kind, index = parse_device_spec(spec)
+    accelerator = {"auto": "auto", "cpu": "cpu", "cuda": "gpu"}[kind]
+    return accelerator, [index] if index is not None else None

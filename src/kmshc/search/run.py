@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from kmshc.distributed import barrier, is_main, main_then_all, world_size
 from kmshc.experiment import Experiment
 from kmshc.memory import peak_rss_mb
 from kmshc.scoring import Scorer
@@ -60,6 +61,7 @@ class SearchConfig:
     restore_samples: int = 100
     verify_split: Literal["val", "test"] = "test"
     dtype: Literal["float32", "bfloat16", "auto"] | None = None  # override the experiment's (also a warm run's) dtype
+    device: str | None = None  # auto|cpu|cuda|cuda:N: override the experiment's device (also a warm run's)
     resume: bool = False
     overwrite: bool = False
     progress: bool = True
@@ -182,6 +184,15 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _overridden(exp: Experiment, cfg: SearchConfig) -> Experiment:
+    """``exp`` with the config's ``dtype``/``device`` overrides (they also apply to a warm run's experiment).
+
+    e.g. float32 on a CPU without native bf16 matmuls, where bf16 is ~50x slower.
+    """
+    changes = {k: getattr(cfg, k) for k in ("dtype", "device") if getattr(cfg, k) not in (None, getattr(exp, k))}
+    return Experiment.from_dict({**exp.to_dict(), **changes}) if changes else exp
+
+
 def _accuracies(scorer: Scorer):
     return lambda masks: scorer.outcomes(masks).accuracy.tolist()
 
@@ -189,7 +200,7 @@ def _accuracies(scorer: Scorer):
 def run(cfg: SearchConfig, on_progress=None) -> tuple[Circuit, Path]:
     """Run one mode and write its circuit; returns ``(circuit, path)``."""
     out = output_dir(cfg)
-    prepare(out, cfg)
+    main_then_all(lambda: prepare(out, cfg))  # under torchrun: rank 0 takes the lock, all ranks see its verdict
     try:
         return _verify_only(cfg, out) if cfg.mode == "verify" else _search(cfg, out, on_progress)
     finally:
@@ -201,22 +212,23 @@ def _search(cfg: SearchConfig, out: Path, on_progress) -> tuple[Circuit, Path]:
     if cfg.mode == "warm":
         exp, gates, ranks = read_gates(Path(cfg.from_run))
         source = str(Path(cfg.from_run) / "gates.json")
-    if cfg.dtype is not None and cfg.dtype != exp.dtype:
-        # e.g. float32 on a CPU without native bf16 matmuls, where bf16 is ~50x slower
-        exp = Experiment.from_dict({**exp.to_dict(), "dtype": cfg.dtype})
+    exp = _overridden(exp, cfg)
     shape, seed = exp.shape, cfg.seed if cfg.seed is not None else exp.seed
-    val = exp.scorer_for("val")
+    val = exp.scorer_for("val", distributed=True)
     others = {}
     if cfg.macro_probe_dim is not None:
         model, tok = exp.loaded
         others["macro"] = _accuracies(Scorer(model, tok, exp.splits["val"], scorer="probe", ablation=exp.ablation_values,
-                                             train=exp.splits["train"], probe_dim=cfg.macro_probe_dim, seed=exp.seed))
+                                             train=exp.splits["train"], probe_dim=cfg.macro_probe_dim, seed=exp.seed,
+                                             distributed=True))
     search_cfg = {k: v for k, v in asdict(cfg).items() if k not in ("resume", "overwrite", "progress", "experiment")}
     # the cap only decides where a run stops, not its path: a capped run may resume with a larger one
-    fingerprint = {**{k: v for k, v in search_cfg.items() if k != "max_evaluations"},
-                   "experiment": exp.to_dict(), "n_val": val.n}
+    # nor does the device: a run may resume elsewhere (it must then replay to the same decisions)
+    fingerprint = {**{k: v for k, v in search_cfg.items() if k not in ("max_evaluations", "device")},
+                   "experiment": exp.result_dict(), "n_val": val.n}
     rec = Recorder(_accuracies(val), out / STATE, resume=cfg.resume, fingerprint=fingerprint,
-                   max_evaluations=cfg.max_evaluations, on_progress=on_progress, others=others)
+                   max_evaluations=cfg.max_evaluations, on_progress=on_progress, others=others, save_state=is_main())
+    barrier()  # every rank has read the state before rank 0 rewrites it
     if cfg.mode == "warm":
         flat = {n: indices([n], shape, where=f"{source}: heads")[0] for n in gates}
         res = refine(rec, shape, {flat[n]: g for n, g in gates.items()}, cfg.epsilon, cfg.threshold, cfg.tau,
@@ -230,7 +242,7 @@ def _search(cfg: SearchConfig, out: Path, on_progress) -> tuple[Circuit, Path]:
     if cfg.baseline == "complement" and "macro" in res.info:
         used = res.info["macro"]["layers_corrected" if cfg.edge_correction else "layers_paper"]
         base_on = [f"L{l}H{h}" for l in range(shape[0]) if l not in used for h in range(shape[1])]
-    cert = certify(exp.scorer_for(cfg.verify_split).outcomes, shape, res.heads, res.semantics, cfg.epsilon,
+    cert = certify(exp.scorer_for(cfg.verify_split, distributed=True).outcomes, shape, res.heads, res.semantics, cfg.epsilon,
                    cfg.threshold, cfg.K, base_on, cfg.confidence, cfg.n_boot, cfg.restore_samples, seed,
                    cfg.verify_split)
     method = "warm" if cfg.mode == "warm" else ("cold" if res.semantics == "keep" else "cold-paper")
@@ -243,9 +255,10 @@ def _search(cfg: SearchConfig, out: Path, on_progress) -> tuple[Circuit, Path]:
                    config={"experiment": exp.to_dict(), "search": search_cfg, "threshold": cfg.threshold,
                            "baseline_heads": base_on},
                    extra={"method": method, "wall_time_s": res.wall_time_s, "peak_rss_mb": round(peak_rss_mb()),
-                          "source": source, "capped": res.capped,
+                          "source": source, "capped": res.capped, "device": str(val.device), "processes": world_size(),
                           "search_info": dict(res.info)})
-    circ.save(out / SEARCHED)
+    if is_main():
+        circ.save(out / SEARCHED)
     return circ, out / SEARCHED
 
 
@@ -253,10 +266,9 @@ def _verify_only(cfg: SearchConfig, out: Path) -> tuple[Circuit, Path]:
     c = read_circuit(cfg.circuit)
     exp_d = c.config.get("experiment")
     exp = _experiment(exp_d, f"{cfg.circuit}: field 'config.experiment'") if isinstance(exp_d, dict) else cfg.experiment
-    if cfg.dtype is not None and cfg.dtype != exp.dtype:
-        exp = Experiment.from_dict({**exp.to_dict(), "dtype": cfg.dtype})
+    exp = _overridden(exp, cfg)
     threshold = c.config.get("threshold", cfg.threshold)
-    cert = certify(exp.scorer_for(cfg.verify_split).outcomes, exp.shape, c.heads, c.semantics, c.epsilon, threshold,
+    cert = certify(exp.scorer_for(cfg.verify_split, distributed=True).outcomes, exp.shape, c.heads, c.semantics, c.epsilon, threshold,
                    c.K, c.config.get("baseline_heads", ()), cfg.confidence, cfg.n_boot, cfg.restore_samples,
                    c.seed, cfg.verify_split)
     d = c.to_dict()
@@ -265,5 +277,6 @@ def _verify_only(cfg: SearchConfig, out: Path) -> tuple[Circuit, Path]:
     d["verified_from"] = str(cfg.circuit)
     from kmshc.types import circuit_from_dict
     circ = circuit_from_dict(d, where=str(cfg.circuit))
-    circ.save(out / VERIFIED)
+    if is_main():
+        circ.save(out / VERIFIED)
     return circ, out / VERIFIED
