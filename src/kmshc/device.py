@@ -40,8 +40,9 @@ def resolve_device(spec: str | torch.device | None = "auto") -> torch.device:
     if not torch.cuda.is_available():
         raise KmshcError(f"device {spec!r}: CUDA is not available on this machine (torch {torch.__version__}); "
                          "use --device cpu or auto")
-    if index is None:
-        index = int(os.environ.get("LOCAL_RANK", torch.cuda.current_device()))
+    if index is None:  # this process's GPU: the launcher's local rank, else torch's current device
+        local = os.environ.get("LOCAL_RANK")
+        index = int(local) if local is not None else torch.cuda.current_device()
     if index >= torch.cuda.device_count():
         raise KmshcError(f"device {spec!r}: this machine has {torch.cuda.device_count()} CUDA device(s) "
                          f"(0..{torch.cuda.device_count() - 1})")
