@@ -86,7 +86,7 @@ def model_devices(model: nn.Module) -> list[torch.device]:
 
 
 def dispatch(model: nn.Module, device_map: str | Mapping[str, Any]) -> nn.Module:
-    """Spread an already-built model over devices with accelerate (``"auto"`` infers the map).
+    """Spread an already-built model over devices with accelerate (a strategy name infers the map).
 
     Used for models that transformers did not load itself (tiny test models, GGUF files read
     without a cache). Layers mapped to ``disk`` are offloaded to a temporary folder.
@@ -95,7 +95,7 @@ def dispatch(model: nn.Module, device_map: str | Mapping[str, Any]) -> nn.Module
         from accelerate import dispatch_model, infer_auto_device_map
     except ImportError:
         raise KmshcError("device_map needs 'accelerate': pip install accelerate") from None
-    dm = infer_auto_device_map(model) if device_map == "auto" else dict(device_map)
+    dm = infer_auto_device_map(model) if isinstance(device_map, str) else dict(device_map)
     gpu = [v for v in dm.values() if str(v) not in _OFFLOAD]
     main = gpu[0] if gpu else "cpu"
     offload = tempfile.mkdtemp(prefix="kmshc-offload-") if "disk" in map(str, dm.values()) else None
