@@ -7,6 +7,8 @@ can be overridden on the command line, e.g. ``--epsilon 0.8 --experiment.limit 3
 Outputs: ``runs/<name>/circuit_searched.json`` (certificate embedded) and ``search_state.json``
 (``--resume true`` continues an interrupted run to the same result; ``--overwrite true``
 replaces one). Verify mode writes ``circuit_verified.json`` next to the circuit.
+Several processes: ``torchrun --nproc_per_node P search.py ...`` shards every evaluation's
+examples over the ranks; the result equals the one-process run (docs/scaling.md).
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from jsonargparse import ActionConfigFile, ArgumentParser
 from tqdm import tqdm
 
 from kmshc.search.certificate import Certificate
+from kmshc.distributed import is_main, process_group
 from kmshc.search.run import SearchConfig, run
 from kmshc.cli import run_entry
 from kmshc.types import config_errors
@@ -46,13 +49,16 @@ def summary(circ) -> dict:
 
 def main(args: list[str] | None = None) -> dict:
     cfg = parse(args)
-    with tqdm(desc=f"search ({cfg.mode})", unit="eval", disable=not cfg.progress, file=sys.stderr) as bar:
-        def progress(evaluations: int, size: int | None) -> None:
-            bar.update(evaluations - bar.n)
-            bar.set_postfix_str(f"|C|={size}" if size is not None else "")
-        circ, path = run(cfg, on_progress=progress)
-    result = {"circuit": str(path), **summary(circ)}
-    print(json.dumps(result, indent=1))
+    with process_group():  # under torchrun: every rank runs the search, each scoring a share of the examples
+        quiet = not (cfg.progress and is_main())
+        with tqdm(desc=f"search ({cfg.mode})", unit="eval", disable=quiet, file=sys.stderr) as bar:
+            def progress(evaluations: int, size: int | None) -> None:
+                bar.update(evaluations - bar.n)
+                bar.set_postfix_str(f"|C|={size}" if size is not None else "")
+            circ, path = run(cfg, on_progress=progress)
+        result = {"circuit": str(path), **summary(circ)}
+        if is_main():
+            print(json.dumps(result, indent=1))
     return result
 
 

@@ -20,6 +20,7 @@ from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import CSVLogger, WandbLogger
 
 from kmshc.datamodule import GateDataModule
+from kmshc.device import lightning_accelerator
 from kmshc.module import GateModule
 from kmshc.train_utils import RunOutputs, prepare_run_dir
 from kmshc.cli import run_entry
@@ -73,6 +74,9 @@ class TrainCLI(LightningCLI):
         parser.add_argument("--runs_dir", default="runs", help="parent folder of run directories")
         parser.add_argument("--overwrite", action=ActionYesNo, default=False, help="replace an existing run directory")
         parser.add_argument("--log_to", choices=["wandb", "csv", "none"], default="wandb", help="logger")
+        parser.add_argument("--device", default=None,
+                            help="auto|cpu|cuda|cuda:N: sets trainer.accelerator/devices and the experiment's device "
+                                 "(default: the trainer's settings decide; the frozen model follows them)")
         # One Experiment object (model, splits, ablation) is shared by the data and the module.
         parser.link_arguments("data", "model.experiment", compute_fn=lambda dm: dm.experiment, apply_on="instantiate")
 
@@ -86,6 +90,16 @@ class TrainCLI(LightningCLI):
     def instantiate_classes(self) -> None:
         with config_errors("train config", "UTF-8 YAML with the sections of configs/train/tiny.yaml"):
             super().instantiate_classes()
+
+    def before_instantiate_classes(self) -> None:
+        cfg = self.config[self.subcommand] if self.subcommand else self.config
+        if cfg.get("device") is None:
+            return
+        accelerator, devices = lightning_accelerator(cfg.device)  # a bad spelling is a KmshcError
+        cfg.trainer.accelerator = accelerator
+        if devices is not None:
+            cfg.trainer.devices = devices
+        cfg.data.experiment.device = cfg.device
 
     def instantiate_trainer(self, **kwargs):
         cfg = self.config[self.subcommand] if self.subcommand else self.config

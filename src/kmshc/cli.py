@@ -20,6 +20,7 @@ def _score(args: argparse.Namespace) -> dict:
     import torch
 
     from kmshc.architectures import head_shape
+    from kmshc.device import input_device
     from kmshc.models import load_model
     from kmshc.tasks import make_task, split_task
     from kmshc.tasks.defects import screen, skipped_summary
@@ -27,7 +28,8 @@ def _score(args: argparse.Namespace) -> dict:
     from kmshc.scoring import Scorer
     from kmshc.types import heads_to_mask, mask_to_heads
     task = make_task(args.task, data=args.data, seed=args.seed, labels=args.labels, on_defect=args.on_defect)
-    loaded = cache(lambda: load_model(args.model, dtype=args.dtype))  # loaded once, after the cheap checks
+    loaded = cache(lambda: load_model(args.model, dtype=args.dtype, device=args.device,  # once, after the cheap checks
+                                      device_map=args.device_map))
     task = screen(task, lambda: loaded()[1], args.on_defect)  # before the split: it splits usable items only
     splits = split_task(task, seed=args.seed, limit=args.limit)
     if args.split == "all":  # every item after --limit; mean ablation still averages over train
@@ -45,9 +47,19 @@ def _score(args: argparse.Namespace) -> dict:
     out = scorer.outcomes(mask)
     return {"accuracy": round(float(out.accuracy[0]), 4), "mean_margin": round(float(out.margin.mean()), 4),
             "n": scorer.n, "skipped": skipped_summary(task), "model": args.model, "task": task.name, "split": args.split,
-            "scorer": args.scorer, "ablation": args.ablation,
+            "scorer": args.scorer, "ablation": args.ablation, "device": str(input_device(model)),
             "kept_heads": [h.name for h in mask_to_heads(mask)] if args.keep not in ("all", "none") else args.keep,
             "n_heads_total": n_layers * n_heads}
+
+
+def _device_map(text: str) -> str | dict:
+    """``--device_map``: a strategy name such as ``auto``, or a JSON object."""
+    if text.lstrip().startswith("{"):
+        try:
+            return json.loads(text)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(f"not a JSON object ({e})") from None
+    return text
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -70,7 +82,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--per-position", action="store_true", help="mean ablation per position")
     s.add_argument("--scorer", default="pair_logprob", choices=["pair_logprob", "label_tokens", "probe"])
     s.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "auto"],
-                   help="auto: bf16 on CUDA or a CPU with native bf16 (avx512_bf16/amx_bf16), else float32")
+                   help="auto: bf16 where the model computes natively in it (CUDA, or a CPU with avx512_bf16/"
+                        "amx_bf16), else float32")
+    s.add_argument("--device", default="auto", help="auto|cpu|cuda|cuda:N where the model runs (auto: CUDA when "
+                                                    "present)")
+    s.add_argument("--device_map", default=None, type=_device_map,
+                   help="spread a model too large for one device: auto (accelerate), or a JSON object of "
+                        "module name -> device; overrides --device")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--on_defect", default="skip", choices=["skip", "error"],
                    help="a defective item of --data (identical sentences or tokens): skip it with a warning "

@@ -43,6 +43,8 @@ def gated(model: nn.Module, gates: torch.Tensor, ablation: LayerValues | None = 
     Args:
         gates: ``[L, H]`` (one mask for the whole batch) or ``[B, L, H]`` (one mask per batch
             row; ``B`` must equal the model's batch size). 1 keeps a head, 0 ablates it.
+            Gates and ablation values may sit on any device: each layer's hook moves them to
+            that layer's activations (a ``device_map`` model computes layers on several devices).
         ablation: per-layer ablation values ``a``, each broadcastable to ``[B, T, H, d]``
             (``[H, d]``, ``[T, H, d]`` or ``[B, T, H, d]``), or ``None`` for zero ablation.
     """
@@ -76,7 +78,8 @@ def gated(model: nn.Module, gates: torch.Tensor, ablation: LayerValues | None = 
             else:
                 a = a[..., :t, :, :] if a.dim() >= 3 else a
                 # lerp is exact at g = 1 and g = 0, so all-ones gates reproduce the model bitwise.
-                out = torch.lerp(a.to(x.dtype).expand_as(z), z, g.expand_as(z))
+                # to(): a model spread over devices computes each layer on its own device
+                out = torch.lerp(a.to(device=x.device, dtype=x.dtype).expand_as(z), z, g.expand_as(z))
             return (out.reshape(b, t, width), *args[1:])
         return hook
 

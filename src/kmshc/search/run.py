@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from kmshc.distributed import barrier, is_main, main_then_all, world_size
 from kmshc.experiment import Experiment
 from kmshc.memory import peak_rss_mb
 from kmshc.scoring import Scorer
@@ -68,6 +69,7 @@ class SearchConfig:
     certificate: CertificateConfig = field(default_factory=CertificateConfig)
     verify_split: Literal["val", "test"] = "test"
     dtype: Literal["float32", "bfloat16", "auto"] | None = None  # override the experiment's (also a warm run's) dtype
+    device: str | None = None  # auto|cpu|cuda|cuda:N: override the experiment's device (also a warm run's)
     resume: bool = False
     overwrite: bool = False
     progress: bool = True
@@ -190,24 +192,32 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _overridden(exp: Experiment, cfg: SearchConfig) -> Experiment:
+    """``exp`` with the config's ``dtype``/``device`` overrides (they also apply to a warm run's experiment).
+
+    e.g. float32 on a CPU without native bf16 matmuls, where bf16 is ~50x slower.
+    """
+    changes = {k: getattr(cfg, k) for k in ("dtype", "device") if getattr(cfg, k) not in (None, getattr(exp, k))}
+    return Experiment.from_dict({**exp.to_dict(), **changes}) if changes else exp
+
+
 def _accuracies(scorer: Scorer):
     return lambda masks: scorer.outcomes(masks).accuracy.tolist()
 
 
-def search_scores(cfg: SearchConfig, exp: Experiment, shape: tuple[int, int]):
-    """``evaluate_many`` of the search on the val split: point means of the metric, or recovery
-    lower bounds (:class:`~kmshc.search.decide.RecoveryScores`) for confident decisions."""
-    val = exp.scorer_for("val")
+def search_scores(cfg: SearchConfig, exp: Experiment, shape: tuple[int, int], val: Scorer):
+    """``(evaluate_many, decider)`` of the search on the val split ``val``: point means of the
+    metric, or recovery lower bounds (:class:`~kmshc.search.decide.RecoveryScores`)."""
     if not confident(cfg):
-        return point_scores(val.outcomes, cfg.metric), val.n, None
+        return point_scores(val.outcomes, cfg.metric), None
     task = exp.splits["val"]
     parts = split_chunks(len(task), cfg.looks) if cfg.adaptive else [slice(0, len(task))]
     chunks = [val.outcomes] if len(parts) == 1 else [
-        exp.scorer_for("val", items=task.items[p]).outcomes for p in parts]
+        exp.scorer_for("val", items=task.items[p], distributed=True).outcomes for p in parts]
     rs = RecoveryScores(chunks, full_mask=mask_of(range(shape[0] * shape[1]), shape), base_mask=mask_of((), shape),
                         metric=cfg.metric, epsilon=cfg.epsilon, confidence=cfg.decision_confidence,
                         adaptive=cfg.adaptive)
-    return rs, val.n, rs
+    return rs, rs
 
 
 def confident(cfg: SearchConfig) -> bool:
@@ -219,7 +229,7 @@ def confident(cfg: SearchConfig) -> bool:
 def run(cfg: SearchConfig, on_progress=None) -> tuple[Circuit, Path]:
     """Run one mode and write its circuit; returns ``(circuit, path)``."""
     out = output_dir(cfg)
-    prepare(out, cfg)
+    main_then_all(lambda: prepare(out, cfg))  # under torchrun: rank 0 takes the lock, all ranks see its verdict
     try:
         return _verify_only(cfg, out) if cfg.mode == "verify" else _search(cfg, out, on_progress)
     finally:
@@ -231,23 +241,25 @@ def _search(cfg: SearchConfig, out: Path, on_progress) -> tuple[Circuit, Path]:
     if cfg.mode == "warm":
         exp, gates, ranks = read_gates(Path(cfg.from_run))
         source = str(Path(cfg.from_run) / "gates.json")
-    if cfg.dtype is not None and cfg.dtype != exp.dtype:
-        # e.g. float32 on a CPU without native bf16 matmuls, where bf16 is ~50x slower
-        exp = Experiment.from_dict({**exp.to_dict(), "dtype": cfg.dtype})
+    exp = _overridden(exp, cfg)
     shape, seed = exp.shape, cfg.seed if cfg.seed is not None else exp.seed
-    evaluate, n_val, decider = search_scores(cfg, exp, shape)
+    val = exp.scorer_for("val", distributed=True)
+    evaluate, decider = search_scores(cfg, exp, shape, val)
     others = {}
     if cfg.macro_probe_dim is not None:
         model, tok = exp.loaded
         others["macro"] = _accuracies(Scorer(model, tok, exp.splits["val"], scorer="probe", ablation=exp.ablation_values,
-                                             train=exp.splits["train"], probe_dim=cfg.macro_probe_dim, seed=exp.seed))
+                                             train=exp.splits["train"], probe_dim=cfg.macro_probe_dim, seed=exp.seed,
+                                             distributed=True))
     search_cfg = {k: v for k, v in asdict(cfg).items() if k not in ("resume", "overwrite", "progress", "experiment")}
     # the cap only decides where a run stops, not its path: a capped run may resume with a larger one;
-    # the certificate's settings do not change the search either
-    fingerprint = {**{k: v for k, v in search_cfg.items() if k not in ("max_evaluations", "certificate")},
-                   "experiment": exp.to_dict(), "n_val": n_val}
+    # the certificate's settings do not change the search either, nor does the device: a run may
+    # resume elsewhere (it must then replay to the same decisions)
+    fingerprint = {**{k: v for k, v in search_cfg.items() if k not in ("max_evaluations", "certificate", "device")},
+                   "experiment": exp.result_dict(), "n_val": val.n}
     rec = Recorder(evaluate, out / STATE, resume=cfg.resume, fingerprint=fingerprint,
-                   max_evaluations=cfg.max_evaluations, on_progress=on_progress, others=others)
+                   max_evaluations=cfg.max_evaluations, on_progress=on_progress, others=others, save_state=is_main())
+    barrier()  # every rank has read the state before rank 0 rewrites it
     res = _run_search(cfg, rec, shape, seed, gates, ranks, source, macro_using="macro" if others else "")
     base_on = []
     if cfg.baseline == "complement" and "macro" in res.info:
@@ -259,15 +271,16 @@ def _search(cfg: SearchConfig, out: Path, on_progress) -> tuple[Circuit, Path]:
     units = "recovery lower bound" if decider is not None else cfg.metric
     circ = Circuit(model=exp.model, task=exp.task_name, heads=res.heads, n_heads_total=shape[0] * shape[1],
                    scorer=exp.scorer, ablation=exp.ablation, semantics=res.semantics, epsilon=cfg.epsilon, K=cfg.K,
-                   scores={"val": {"score": res.score, "threshold": res.threshold, "n": n_val, "units": units},
+                   scores={"val": {"score": res.score, "threshold": res.threshold, "n": val.n, "units": units},
                            cfg.verify_split: _split_scores(cert)},
                    certificate=cert.to_dict(), evaluations=res.evaluations, seed=seed,
                    config={"experiment": exp.to_dict(), "search": search_cfg, "threshold": cfg.threshold,
                            "baseline_heads": base_on},
                    extra={"method": method, "wall_time_s": res.wall_time_s, "peak_rss_mb": round(peak_rss_mb()),
-                          "source": source, "capped": res.capped,
+                          "source": source, "capped": res.capped, "device": str(val.device), "processes": world_size(),
                           "search_info": dict(res.info), "data_skipped": exp.data_skipped})
-    circ.save(out / SEARCHED)
+    if is_main():
+        circ.save(out / SEARCHED)
     return circ, out / SEARCHED
 
 
@@ -287,7 +300,7 @@ def _run_search(cfg: SearchConfig, rec: Recorder, shape, seed: int, gates, ranks
 
 
 def _certify(cfg: SearchConfig, exp: Experiment, heads, **kw) -> Certificate:
-    return certify(exp.scorer_for(cfg.verify_split).outcomes, exp.shape, heads, config=cfg.certificate,
+    return certify(exp.scorer_for(cfg.verify_split, distributed=True).outcomes, exp.shape, heads, config=cfg.certificate,
                    metric=cfg.metric, skipped=exp.data_skipped,
                    split=cfg.verify_split, **{k: v for k, v in kw.items() if k != "seed"})
 
@@ -302,8 +315,7 @@ def _verify_only(cfg: SearchConfig, out: Path) -> tuple[Circuit, Path]:
     c = read_circuit(cfg.circuit)
     exp_d = c.config.get("experiment")
     exp = _experiment(exp_d, f"{cfg.circuit}: field 'config.experiment'") if isinstance(exp_d, dict) else cfg.experiment
-    if cfg.dtype is not None and cfg.dtype != exp.dtype:
-        exp = Experiment.from_dict({**exp.to_dict(), "dtype": cfg.dtype})
+    exp = _overridden(exp, cfg)
     threshold = c.config.get("threshold", cfg.threshold)
     cert = _certify(cfg, exp, c.heads, semantics=c.semantics, epsilon=c.epsilon, threshold=threshold, K=c.K,
                     baseline_heads=c.config.get("baseline_heads", ()))
@@ -313,5 +325,6 @@ def _verify_only(cfg: SearchConfig, out: Path) -> tuple[Circuit, Path]:
     d["verified_from"] = str(cfg.circuit)
     from kmshc.types import circuit_from_dict
     circ = circuit_from_dict(d, where=str(cfg.circuit))
-    circ.save(out / VERIFIED)
+    if is_main():
+        circ.save(out / VERIFIED)
     return circ, out / VERIFIED

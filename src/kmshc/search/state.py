@@ -78,14 +78,17 @@ class Recorder:
         others: further named scorers, e.g. ``{"macro": f}`` for a stage that scores differently;
             ``many(masks, using="macro")`` calls them, and their evaluations count too.
         on_progress: called as ``on_progress(evaluations, size)`` after each batch/decision.
+        save_state: write ``path`` (False on the ranks other than 0 of a distributed search,
+            which read it to resume but leave the writing to rank 0).
     """
 
     def __init__(self, evaluate_many: EvaluateMany, path: str | Path | None = None, resume: bool = False,
                  fingerprint: dict[str, Any] | None = None, max_evaluations: int | None = None,
                  on_progress: Callable[[int, int | None], None] | None = None,
-                 others: dict[str, EvaluateMany] | None = None) -> None:
+                 others: dict[str, EvaluateMany] | None = None, save_state: bool = True) -> None:
         self._scorers = {"": evaluate_many, **(others or {})}
         self.path = Path(path) if path else None
+        self.save_state = save_state
         self.fingerprint = json.loads(json.dumps(fingerprint or {}, default=str))
         self.max_evaluations, self.on_progress = max_evaluations, on_progress
         self.log: list[list] = []        # [mask_key, score] in evaluation order
@@ -201,7 +204,7 @@ class Recorder:
         self._progress()
 
     def save(self, done: bool = False) -> None:
-        if self.path is None or self.replaying:
+        if self.path is None or self.replaying or not self.save_state:
             return
         atomic_write_json(self.path, {"fingerprint": self.fingerprint, "evaluations": self.evaluations,
                                       "wall_time_s": round(self.wall_time_s, 3), "done": done,
