@@ -33,7 +33,8 @@ def parse(args: list[str] | None = None) -> SearchConfig:
 def summary(circ) -> dict:
     cert = circ.certificate or {}
     return {"heads": list(circ.heads), "size": len(circ.heads), "method": circ.extra.get("method"),
-            "evaluations": circ.evaluations, "wall_time_s": circ.extra.get("wall_time_s"),
+            "evaluations": circ.evaluations, "example_forwards": circ.example_forwards,
+            "wall_time_s": circ.extra.get("wall_time_s"),
             "test_accuracy": cert.get("circuit", {}).get("accuracy"), "test_ci": cert.get("circuit", {}).get("ci"),
             "threshold": cert.get("threshold", {}).get("value"), "verified": cert.get("verified"),
             "failing_heads": cert.get("failing_heads"),

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from kmshc.cost import total_example_forwards
 from kmshc.experiment import Experiment
 from kmshc.memory import peak_rss_mb
 from kmshc.scoring import Scorer
@@ -206,17 +207,19 @@ def _search(cfg: SearchConfig, out: Path, on_progress) -> tuple[Circuit, Path]:
         exp = Experiment.from_dict({**exp.to_dict(), "dtype": cfg.dtype})
     shape, seed = exp.shape, cfg.seed if cfg.seed is not None else exp.seed
     val = exp.scorer_for("val")
-    others = {}
+    others, scorers = {}, [val]
     if cfg.macro_probe_dim is not None:
         model, tok = exp.loaded
-        others["macro"] = _accuracies(Scorer(model, tok, exp.splits["val"], scorer="probe", ablation=exp.ablation_values,
-                                             train=exp.splits["train"], probe_dim=cfg.macro_probe_dim, seed=exp.seed))
+        scorers.append(Scorer(model, tok, exp.splits["val"], scorer="probe", ablation=exp.ablation_values,
+                              train=exp.splits["train"], probe_dim=cfg.macro_probe_dim, seed=exp.seed))
+        others["macro"] = _accuracies(scorers[-1])
     search_cfg = {k: v for k, v in asdict(cfg).items() if k not in ("resume", "overwrite", "progress", "experiment")}
     # the cap only decides where a run stops, not its path: a capped run may resume with a larger one
     fingerprint = {**{k: v for k, v in search_cfg.items() if k != "max_evaluations"},
                    "experiment": exp.to_dict(), "n_val": val.n}
     rec = Recorder(_accuracies(val), out / STATE, resume=cfg.resume, fingerprint=fingerprint,
-                   max_evaluations=cfg.max_evaluations, on_progress=on_progress, others=others)
+                   max_evaluations=cfg.max_evaluations, on_progress=on_progress, others=others,
+                   forwards=lambda: total_example_forwards(*(s.cost for s in scorers)))
     if cfg.mode == "warm":
         flat = {n: indices([n], shape, where=f"{source}: heads")[0] for n in gates}
         res = refine(rec, shape, {flat[n]: g for n, g in gates.items()}, cfg.epsilon, cfg.threshold, cfg.tau,
@@ -230,7 +233,8 @@ def _search(cfg: SearchConfig, out: Path, on_progress) -> tuple[Circuit, Path]:
     if cfg.baseline == "complement" and "macro" in res.info:
         used = res.info["macro"]["layers_corrected" if cfg.edge_correction else "layers_paper"]
         base_on = [f"L{l}H{h}" for l in range(shape[0]) if l not in used for h in range(shape[1])]
-    cert = certify(exp.scorer_for(cfg.verify_split).outcomes, shape, res.heads, res.semantics, cfg.epsilon,
+    verifier = exp.scorer_for(cfg.verify_split)
+    cert = certify(verifier.outcomes, shape, res.heads, res.semantics, cfg.epsilon,
                    cfg.threshold, cfg.K, base_on, cfg.confidence, cfg.n_boot, cfg.restore_samples, seed,
                    cfg.verify_split)
     method = "warm" if cfg.mode == "warm" else ("cold" if res.semantics == "keep" else "cold-paper")
@@ -239,11 +243,12 @@ def _search(cfg: SearchConfig, out: Path, on_progress) -> tuple[Circuit, Path]:
                    scores={"val": {"accuracy": res.score, "threshold": res.threshold, "n": val.n},
                            cfg.verify_split: {"accuracy": cert["circuit"]["accuracy"],
                                               "margin": cert["circuit"]["margin"], "ci": cert["circuit"]["ci"]}},
-                   certificate=cert, evaluations=res.evaluations, seed=seed,
+                   certificate=cert, evaluations=res.evaluations, example_forwards=round(rec.example_forwards, 3),
+                   seed=seed,
                    config={"experiment": exp.to_dict(), "search": search_cfg, "threshold": cfg.threshold,
                            "baseline_heads": base_on},
                    extra={"method": method, "wall_time_s": res.wall_time_s, "peak_rss_mb": round(peak_rss_mb()),
-                          "source": source, "capped": res.capped,
+                          "source": source, "capped": res.capped, "verify_cost": verifier.cost.to_dict(),
                           "search_info": dict(res.info)})
     circ.save(out / SEARCHED)
     return circ, out / SEARCHED
