@@ -64,6 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="auto: bf16 on CUDA or a CPU with native bf16 (avx512_bf16/amx_bf16), else float32")
     s.add_argument("--seed", type=int, default=0)
     s.set_defaults(func=_score)
+    from kmshc.attribution import add_rank_parser; add_rank_parser(sub)  # noqa: E702
     try:
         from kmshc.compare import add_compare_parser
         add_compare_parser(sub)
