@@ -58,6 +58,14 @@ def test_rows_that_start_at_a_cached_layer_count_the_layers_they_run(llama, task
     assert plain.cost.example_forwards == 2 * N
 
 
+def test_resample_values_are_forwards_too(llama, task):
+    s = Scorer(*llama, task, ablation="resample", batch_size=4)
+    s.outcomes(masks_differing_at(0))
+    assert s.cost.example_forwards == 2 * N + N  # the corrupted inputs run once per batch, then are cached
+    s.outcomes(1 - masks_differing_at(0))  # new masks, same batches: the cached values are reused
+    assert s.cost.example_forwards == 4 * N + N
+
+
 def test_shared_tokens_save_logit_positions_not_rows(llama, task):
     fast = Scorer(*llama, task, ablation="zero", prefix_cache=False)
     slow = Scorer(*llama, task, ablation="zero", prefix_cache=False, skip_shared_tokens=False)
