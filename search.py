@@ -37,7 +37,8 @@ def parse(args: list[str] | None = None) -> SearchConfig:
 def summary(circ) -> dict:
     cert = Certificate.from_dict(circ.certificate) if circ.certificate else None
     return {"heads": list(circ.heads), "size": len(circ.heads), "method": circ.extra.get("method"),
-            "evaluations": circ.evaluations, "wall_time_s": circ.extra.get("wall_time_s"),
+            "evaluations": circ.evaluations, "example_forwards": circ.example_forwards,
+            "wall_time_s": circ.extra.get("wall_time_s"),
             "verified": cert.verified if cert else None,
             "recovery": cert.circuit.recovery if cert else None,
             "recovery_lower": cert.circuit.lower if cert else None,

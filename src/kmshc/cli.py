@@ -96,6 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=_score)
     add_tasks_parser(sub)
     add_show_parser(sub)
+    from kmshc.attribution import add_rank_parser  # imports torch: only when the parser is built
+    add_rank_parser(sub)
     try:
         from kmshc.compare import add_compare_parser
         add_compare_parser(sub)

@@ -17,12 +17,13 @@ import torch
 from torchmetrics.classification import BinaryAccuracy
 
 from kmshc import objectives as obj
+from kmshc.cost import RowCount
 from kmshc.datamodule import batch_of
 from kmshc.device import input_device
 from kmshc.encoding import Batch, Encoded, encode
 from kmshc.experiment import Experiment
 from kmshc.gates import HardConcreteGates
-from kmshc.hooks import gated
+from kmshc.hooks import count_rows, gated
 from kmshc.probe import Probe, fit_probe
 from kmshc.scoring import (Scorer, class_margin, final_hidden, label_logits, last_positions,
                            logits_from_hidden, sequence_logprobs)
@@ -80,6 +81,27 @@ class GateModule(L.LightningModule):
     @cached_property
     def val_scorer(self) -> Scorer:
         return self.experiment.scorer_for("val")
+
+    @cached_property
+    def cost(self) -> RowCount:
+        """Rows the training steps ran, forward and backward (:mod:`kmshc.cost`); validation is
+        counted by :attr:`val_scorer`. Both are kept in checkpoints, so a resumed run adds up."""
+        return RowCount(self.experiment.shape[0], self.train_data.rows_per_example)
+
+    def cost_record(self, scale: int = 1) -> dict:
+        """``{"example_forwards": total, "train": ..., "validation": ...}`` (each a :meth:`RowCount.to_dict`);
+        ``scale``: the number of DDP ranks, which all run the same number of rows."""
+        train, val = self.cost.to_dict(scale), self.val_scorer.cost.to_dict(scale)
+        return {"example_forwards": round(train["example_forwards"] + val["example_forwards"], 3),
+                "train": train, "validation": val}
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["kmshc_cost"] = {"train": self.cost.state(), "validation": self.val_scorer.cost.state()}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        saved = checkpoint.get("kmshc_cost", {})  # absent in checkpoints written before costs were counted
+        self.cost.restore(saved.get("train", {}))
+        self.val_scorer.cost.restore(saved.get("validation", {}))
 
     @cached_property
     def probe(self) -> Probe:
@@ -149,7 +171,9 @@ class GateModule(L.LightningModule):
         # One gate draw per example; both sentences of a pair share it, so their margin
         # compares the same circuit.
         gates = self.gates.sample(examples.numel()).repeat_interleave(r, dim=0)
-        faith = self.faithfulness(batch, gates)
+        _ = self.experiment.ablation_values  # fitted outside the count: every route pays it once (kmshc.cost)
+        with count_rows(self.lm, self.cost):  # the backward pass is counted when it runs, after this block
+            faith = self.faithfulness(batch, gates)
         el0 = self.gates.expected_l0()
         if self.controller is None:
             penalty = obj.l0_penalty(el0, self.hparams.lam)

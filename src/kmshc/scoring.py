@@ -16,10 +16,11 @@ from torchmetrics.functional.classification import binary_accuracy
 from kmshc.ablation import (Ablation, CounterfactualAblation, MeanAblation, ZeroAblation, make_ablation,
                             require_counterfactuals)
 from kmshc.architectures import head_shape
+from kmshc.cost import RowCount
 from kmshc.device import input_device
 from kmshc.distributed import gather_owned, owner_of, rank
 from kmshc.encoding import Batch, Encoded, encode
-from kmshc.hooks import gated
+from kmshc.hooks import count_rows, gated
 from kmshc.memory import logits_chunk_tokens, rows_per_forward
 from kmshc.prefix import PrefixCache, first_differing_layer, hidden_entering, start_at_layer
 from kmshc.probe import Probe, fit_probe
@@ -151,7 +152,8 @@ class Scorer:
     """``S(·)`` on one task split; call it with a mask ``[L, H]`` to get an accuracy.
 
     ``outcomes(masks)`` evaluates ``[M, L, H]`` masks and returns per-example results; every
-    mask counts as one evaluation in :attr:`evaluations`.
+    mask counts as one evaluation in :attr:`evaluations`, and every row it really runs through
+    the model (after the speed levers below) in :attr:`cost` (:class:`kmshc.cost.RowCount`).
 
     Speed levers (none changes a result beyond float rounding):
 
@@ -201,6 +203,7 @@ class Scorer:
         if scorer == "probe" and self.train is None:
             raise KmshcError("scorer 'probe' needs a training split to fit the probe on")
         self.evaluations = 0
+        self.cost = RowCount(self.shape[0], self.data.rows_per_example)
         self.cache = PrefixCache(cache_bytes) if prefix_cache else None
         self._split_hint = 0  # split layer of the last multi-mask call, reused by single masks
         self._start = self._shared_token_starts() if skip_shared_tokens and self.data.kind == "pairs" else None
@@ -278,16 +281,29 @@ class Scorer:
                                                     for s in range(0, masks.shape[0], per)])
         return gather_owned(out, owner) if self.distributed else out
 
-    @torch.inference_mode()
     def outcomes(self, masks: torch.Tensor) -> Outcome:
-        """Per-example outcomes ``[M, n]`` (on the CPU) of ``masks`` ``[M, L, H]`` or ``[L, H]``."""
+        """Per-example outcomes ``[M, n]`` (on the CPU) of ``masks`` ``[M, L, H]`` or ``[L, H]``;
+        the rows run are counted in :attr:`cost`."""
         masks = masks[None] if masks.dim() == 2 else masks
         if tuple(masks.shape[1:]) != self.shape:
             raise ValueError(f"masks must be [M, {self.shape[0]}, {self.shape[1]}], got {tuple(masks.shape)}")
         self.evaluations += masks.shape[0]
-        out = self._outcomes(masks)
+        with count_rows(self.model, self.cost):
+            out = self._outcomes(masks)
         return Outcome(out.correct.cpu(), out.margin.cpu())
 
+    def batch_margins(self, batch: Batch, masks: torch.Tensor) -> torch.Tensor:
+        """``[M, b]`` margins (as in :class:`Outcome`) of one ``batch`` of :attr:`data` under ``masks``
+        ``[M, L, H]``. No prefix cache and no counting; differentiable in ``masks`` outside inference mode."""
+        if self.scorer == "probe":
+            raise KmshcError("batch margins need the pair_logprob or label_tokens scorer, not the probe")
+        if self.data.kind == "labels":
+            gold = self.data.gold[batch.examples]
+            return torch.stack([class_margin(l, gold) for l in self._batch_scores(self.data, batch, masks, "labels")])
+        lp = self._batch_scores(self.data, batch, masks, "logprobs")
+        return lp[:, 0::2] - lp[:, 1::2]
+
+    @torch.inference_mode()
     def _outcomes(self, masks: torch.Tensor) -> Outcome:
         if self.scorer == "pair_logprob":
             lp = self._collect(self.data, masks, "logprobs")

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from kmshc.distributed import barrier, is_main, main_then_all, world_size
+from kmshc.cost import total_example_forwards
 from kmshc.experiment import Experiment
 from kmshc.memory import peak_rss_mb
 from kmshc.scoring import Scorer
@@ -209,15 +210,15 @@ def search_scores(cfg: SearchConfig, exp: Experiment, shape: tuple[int, int], va
     """``(evaluate_many, decider)`` of the search on the val split ``val``: point means of the
     metric, or recovery lower bounds (:class:`~kmshc.search.decide.RecoveryScores`)."""
     if not confident(cfg):
-        return point_scores(val.outcomes, cfg.metric), None
+        return point_scores(val.outcomes, cfg.metric), None, [val]
     task = exp.splits["val"]
     parts = split_chunks(len(task), cfg.looks) if cfg.adaptive else [slice(0, len(task))]
-    chunks = [val.outcomes] if len(parts) == 1 else [
-        exp.scorer_for("val", items=task.items[p], distributed=True).outcomes for p in parts]
-    rs = RecoveryScores(chunks, full_mask=mask_of(range(shape[0] * shape[1]), shape), base_mask=mask_of((), shape),
+    scorers = [val] if len(parts) == 1 else [exp.scorer_for("val", items=task.items[p], distributed=True)
+                                             for p in parts]
+    rs = RecoveryScores([sc.outcomes for sc in scorers], full_mask=mask_of(range(shape[0] * shape[1]), shape), base_mask=mask_of((), shape),
                         metric=cfg.metric, epsilon=cfg.epsilon, confidence=cfg.decision_confidence,
                         adaptive=cfg.adaptive)
-    return rs, rs
+    return rs, rs, scorers
 
 
 def confident(cfg: SearchConfig) -> bool:
@@ -244,13 +245,14 @@ def _search(cfg: SearchConfig, out: Path, on_progress) -> tuple[Circuit, Path]:
     exp = _overridden(exp, cfg)
     shape, seed = exp.shape, cfg.seed if cfg.seed is not None else exp.seed
     val = exp.scorer_for("val", distributed=True)
-    evaluate, decider = search_scores(cfg, exp, shape, val)
+    evaluate, decider, scorers = search_scores(cfg, exp, shape, val)
     others = {}
     if cfg.macro_probe_dim is not None:
         model, tok = exp.loaded
-        others["macro"] = _accuracies(Scorer(model, tok, exp.splits["val"], scorer="probe", ablation=exp.ablation_values,
-                                             train=exp.splits["train"], probe_dim=cfg.macro_probe_dim, seed=exp.seed,
-                                             distributed=True))
+        scorers.append(Scorer(model, tok, exp.splits["val"], scorer="probe", ablation=exp.ablation_values,
+                              train=exp.splits["train"], probe_dim=cfg.macro_probe_dim, seed=exp.seed,
+                              distributed=True))
+        others["macro"] = _accuracies(scorers[-1])
     search_cfg = {k: v for k, v in asdict(cfg).items() if k not in ("resume", "overwrite", "progress", "experiment")}
     # the cap only decides where a run stops, not its path: a capped run may resume with a larger one;
     # the certificate's settings do not change the search either, nor does the device: a run may
@@ -258,26 +260,30 @@ def _search(cfg: SearchConfig, out: Path, on_progress) -> tuple[Circuit, Path]:
     fingerprint = {**{k: v for k, v in search_cfg.items() if k not in ("max_evaluations", "certificate", "device")},
                    "experiment": exp.result_dict(), "n_val": val.n}
     rec = Recorder(evaluate, out / STATE, resume=cfg.resume, fingerprint=fingerprint,
-                   max_evaluations=cfg.max_evaluations, on_progress=on_progress, others=others, save_state=is_main())
+                   max_evaluations=cfg.max_evaluations, on_progress=on_progress, others=others, save_state=is_main(),
+                   forwards=lambda: total_example_forwards(*(s.cost for s in scorers)))
     barrier()  # every rank has read the state before rank 0 rewrites it
     res = _run_search(cfg, rec, shape, seed, gates, ranks, source, macro_using="macro" if others else "")
     base_on = []
     if cfg.baseline == "complement" and "macro" in res.info:
         used = res.info["macro"]["layers_corrected" if cfg.edge_correction else "layers_paper"]
         base_on = [f"L{l}H{h}" for l in range(shape[0]) if l not in used for h in range(shape[1])]
+    verifier = exp.scorer_for(cfg.verify_split, distributed=True)
     cert = _certify(cfg, exp, res.heads, semantics=res.semantics, epsilon=cfg.epsilon, threshold=cfg.threshold,
-                    K=cfg.K, baseline_heads=base_on, seed=seed)
+                    K=cfg.K, baseline_heads=base_on, scorer=verifier)
     method = "warm" if cfg.mode == "warm" else ("cold" if res.semantics == "keep" else "cold-paper")
     units = "recovery lower bound" if decider is not None else cfg.metric
     circ = Circuit(model=exp.model, task=exp.task_name, heads=res.heads, n_heads_total=shape[0] * shape[1],
                    scorer=exp.scorer, ablation=exp.ablation, semantics=res.semantics, epsilon=cfg.epsilon, K=cfg.K,
                    scores={"val": {"score": res.score, "threshold": res.threshold, "n": val.n, "units": units},
                            cfg.verify_split: _split_scores(cert)},
-                   certificate=cert.to_dict(), evaluations=res.evaluations, seed=seed,
+                   certificate=cert.to_dict(), evaluations=res.evaluations,
+                   example_forwards=round(rec.example_forwards, 3), seed=seed,
                    config={"experiment": exp.to_dict(), "search": search_cfg, "threshold": cfg.threshold,
                            "baseline_heads": base_on},
                    extra={"method": method, "wall_time_s": res.wall_time_s, "peak_rss_mb": round(peak_rss_mb()),
                           "source": source, "capped": res.capped, "device": str(val.device), "processes": world_size(),
+                          "verify_cost": verifier.cost.to_dict(),
                           "search_info": dict(res.info), "data_skipped": exp.data_skipped})
     if is_main():
         circ.save(out / SEARCHED)
@@ -299,8 +305,9 @@ def _run_search(cfg: SearchConfig, rec: Recorder, shape, seed: int, gates, ranks
                        margin=cfg.search_margin)
 
 
-def _certify(cfg: SearchConfig, exp: Experiment, heads, **kw) -> Certificate:
-    return certify(exp.scorer_for(cfg.verify_split, distributed=True).outcomes, exp.shape, heads, config=cfg.certificate,
+def _certify(cfg: SearchConfig, exp: Experiment, heads, scorer: Scorer | None = None, **kw) -> Certificate:
+    scorer = scorer or exp.scorer_for(cfg.verify_split, distributed=True)
+    return certify(scorer.outcomes, exp.shape, heads, config=cfg.certificate,
                    metric=cfg.metric, skipped=exp.data_skipped,
                    split=cfg.verify_split, **{k: v for k, v in kw.items() if k != "seed"})
 
