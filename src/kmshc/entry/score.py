@@ -1,0 +1,56 @@
+"""``kmshc score``: the accuracy of the model with only some heads kept, as one JSON object."""
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+
+def _score(args: argparse.Namespace) -> dict[str, Any]:
+    from dataclasses import replace
+
+    import torch
+
+    from kmshc.architectures import head_shape
+    from kmshc.models import load_model
+    from kmshc.scoring import Scorer
+    from kmshc.tasks import make_task, split_task
+    from kmshc.types import heads_to_mask, mask_to_heads
+    task = make_task(args.task, data=args.data, seed=args.seed, labels=args.labels)
+    splits = split_task(task, seed=args.seed, limit=args.limit)
+    if args.split == "all":  # every item after --limit; mean ablation still averages over train
+        splits["all"] = replace(task, items=sum((splits[k].items for k in ("train", "val", "test")), ()))
+    model, tok = load_model(args.model, dtype=args.dtype)
+    n_layers, n_heads = head_shape(model)
+    if args.keep == "all":
+        mask = torch.ones(n_layers, n_heads)
+    elif args.keep == "none":
+        mask = torch.zeros(n_layers, n_heads)
+    else:
+        mask = heads_to_mask([h for h in args.keep.split(",") if h], n_layers, n_heads)
+    scorer = Scorer(model, tok, splits[args.split], scorer=args.scorer, ablation=args.ablation,
+                    train=splits["train"], per_position=args.per_position, seed=args.seed)
+    out = scorer.outcomes(mask)
+    return {"accuracy": round(float(out.accuracy[0]), 4), "mean_margin": round(float(out.margin.mean()), 4),
+            "n": scorer.n, "model": args.model, "task": task.name, "split": args.split,
+            "scorer": args.scorer, "ablation": args.ablation,
+            "kept_heads": [h.name for h in mask_to_heads(mask)] if args.keep not in ("all", "none") else args.keep,
+            "n_heads_total": n_layers * n_heads}
+
+
+def add_score_parser(sub) -> None:
+    s = sub.add_parser("score", help="accuracy of the model with only some heads kept")
+    s.add_argument("--model", default="smollm2-135m")
+    s.add_argument("--task", required=True, choices=["grammar", "arithmetic", "word_problems", "blimp", "labels"])
+    s.add_argument("--data", help="jsonl file for --task blimp / labels")
+    s.add_argument("--labels", nargs="+", help="label words for --task labels, e.g. ' True' ' False'")
+    s.add_argument("--split", default="all", choices=["train", "val", "test", "all"],
+                   help="which seeded 60/20/20 split to score (default: all items)")
+    s.add_argument("--limit", type=int, help="use at most N items (taken after a seeded shuffle)")
+    s.add_argument("--keep", default="all", help="all, none, or comma-separated heads like L0H1,L3H5")
+    s.add_argument("--ablation", default="zero", choices=["zero", "mean", "resample"])
+    s.add_argument("--per_position", action="store_true", help="mean ablation per position")
+    s.add_argument("--scorer", default="pair_logprob", choices=["pair_logprob", "label_tokens", "probe"])
+    s.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "auto"],
+                   help="auto: bf16 on CUDA or a CPU with native bf16 (avx512_bf16/amx_bf16), else float32")
+    s.add_argument("--seed", type=int, default=0)
+    s.set_defaults(func=_score)
