@@ -11,13 +11,12 @@ import os
 import shutil
 import struct
 import tempfile
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 import torch
 from torch import nn
 
+from kmshc.quiet import no_loading_bars
 from kmshc.types import KmshcError
 
 DEFAULT_MODEL = "smollm2-135m"
@@ -178,20 +177,6 @@ def _load_any(spec: str, dt: torch.dtype, attn: str, trust_remote_code: bool):
                          f"or '{DEFAULT_MODEL}'.") from None
 
 
-@contextmanager
-def _no_loading_bars() -> Iterator[None]:
-    """transformers ≥ 5 draws a "Loading weights" bar (and "Writing model shards" when the GGUF
-    cache is written) on every load; a load takes seconds, so the bar is noise. Restored after."""
-    from transformers.utils import logging as hf_logging
-    was_on = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if was_on:
-            hf_logging.enable_progress_bar()
-
-
 def load_model(spec: str = DEFAULT_MODEL, dtype: str | torch.dtype = "float32", attn: str = "sdpa",
                trust_remote_code: bool = False) -> tuple[nn.Module, object]:
     """Return ``(model, tokenizer)`` with the model in eval mode and all weights frozen.
@@ -201,7 +186,7 @@ def load_model(spec: str = DEFAULT_MODEL, dtype: str | torch.dtype = "float32", 
     model, see :mod:`kmshc.tiny`), a ``.gguf`` path, a local folder, or a Hugging Face name.
     """
     dt = _resolve_dtype(dtype)
-    with _no_loading_bars():
+    with no_loading_bars():
         model, tok = _load_any(spec, dt, attn, trust_remote_code)
     model.eval()
     for p in model.parameters():

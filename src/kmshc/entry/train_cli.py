@@ -7,13 +7,9 @@ replace a finished run with ``--overwrite``. W&B runs offline unless ``WANDB_MOD
 """
 from __future__ import annotations
 
-import logging
 import os
 import sys
-import warnings
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 from jsonargparse import ActionYesNo
 from lightning.pytorch.callbacks import ModelCheckpoint
@@ -23,6 +19,7 @@ from lightning.pytorch.loggers import CSVLogger, WandbLogger
 from kmshc.datamodule import GateDataModule
 from kmshc.entry.configs import resolve_config_args
 from kmshc.module import GateModule
+from kmshc.quiet import quiet_lightning
 from kmshc.train_utils import RunOutputs, prepare_run_dir
 from kmshc.types import atomic_write_text, config_errors
 
@@ -43,31 +40,6 @@ class OfflineWandbLogger(WandbLogger):
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
         self._wandb_init.pop("anonymous", None)
-
-
-class _DropLitLoggerTip(logging.Filter):
-    """The trainer advertises LitLogger whenever another logger is used; the user cannot act on it."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "litlogger" not in record.getMessage()
-
-
-@contextmanager
-def quiet_lightning() -> Iterator[None]:
-    """Silence, for one run, the two Lightning messages that come from Lightning itself, not from
-    anything the user set: the LitLogger tip, and the FutureWarning that Lightning ≤ 2.6's
-    ``CombinedLoader`` raises by building torch's deprecated ``LeafSpec`` for every dataloader.
-    Both are matched by message and origin, so every other warning still shows."""
-    tip = _DropLitLoggerTip()
-    log = logging.getLogger("lightning.pytorch.utilities.rank_zero")
-    log.addFilter(tip)
-    try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
-                                    category=FutureWarning, module=r"lightning\.pytorch\.utilities\._pytree")
-            yield
-    finally:
-        log.removeFilter(tip)
 
 
 class TrainCLI(LightningCLI):
