@@ -8,7 +8,7 @@ import torch
 
 from kmshc.cli import main
 from kmshc.compare import load_entries
-from kmshc.compare_tables import bootstrap_means, percentile_ci
+from kmshc.compare.tables import bootstrap_means, percentile_ci
 from kmshc.types import Circuit
 
 from test_compare import runs  # noqa: F401  (the hand-made run folder fixture)

@@ -15,7 +15,7 @@ import argparse
 import json
 import sys
 
-from kmshc.compare import add_compare_parser
+from kmshc.entry.compare import add_compare_parser
 from kmshc.entry.score import add_score_parser
 from kmshc.entry.search import add_search_parser, add_verify_parser
 from kmshc.entry.train import add_train_parser
