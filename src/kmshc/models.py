@@ -11,14 +11,13 @@ import os
 import shutil
 import struct
 import tempfile
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 import torch
 from torch import nn
 
 from kmshc.device import dispatch, map_computes_on_gpu, resolve_device
+from kmshc.quiet import no_loading_bars
 from kmshc.types import KmshcError
 
 DEFAULT_MODEL = "smollm2-135m"
@@ -202,20 +201,6 @@ def _load_any(spec: str, dt: torch.dtype, attn: str, trust_remote_code: bool, pl
                          f"or '{DEFAULT_MODEL}'.") from None
 
 
-@contextmanager
-def _no_loading_bars() -> Iterator[None]:
-    """transformers ≥ 5 draws a "Loading weights" bar (and "Writing model shards" when the GGUF
-    cache is written) on every load; a load takes seconds, so the bar is noise. Restored after."""
-    from transformers.utils import logging as hf_logging
-    was_on = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if was_on:
-            hf_logging.enable_progress_bar()
-
-
 def load_model(spec: str = DEFAULT_MODEL, dtype: str | torch.dtype = "float32", attn: str = "sdpa",
                trust_remote_code: bool = False, *, device: str | torch.device = "cpu",
                device_map: str | dict | None = None) -> tuple[nn.Module, object]:
@@ -232,7 +217,7 @@ def load_model(spec: str = DEFAULT_MODEL, dtype: str | torch.dtype = "float32", 
     dev = torch.device("cpu") if device_map is not None else resolve_device(device)
     dt = _resolve_dtype(dtype, dev, device_map)
     placement = device_map if device_map is not None else (None if dev.type == "cpu" else {"": str(dev)})
-    with _no_loading_bars():
+    with no_loading_bars():
         model, tok = _load_any(spec, dt, attn, trust_remote_code, placement)
     if placement is not None and getattr(model, "hf_device_map", None) is None:  # built here, not by transformers
         model = dispatch(model, device_map) if device_map is not None else model.to(dev)

@@ -211,6 +211,11 @@ class Circuit:
     def save(self, path: str | os.PathLike) -> None:
         atomic_write_json(path, self.to_dict())
 
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "Circuit":
+        """Read a circuit JSON file written by :meth:`save` (checked field by field, see :func:`read_circuit`)."""
+        return read_circuit(path)
+
 
 def read_circuit(path: str | os.PathLike) -> Circuit:
     """Read and check a circuit JSON file; every problem is a :class:`KmshcError` naming the field."""
