@@ -185,10 +185,8 @@ def _alive(pid: int) -> bool:
 
 
 def _overridden(exp: Experiment, cfg: SearchConfig) -> Experiment:
-    """``exp`` with the config's ``dtype``/``device`` overrides (they also apply to a warm run's experiment).
-
-    e.g. float32 on a CPU without native bf16 matmuls, where bf16 is ~50x slower.
-    """
+    """``exp`` with the config's ``dtype``/``device`` overrides, which also apply to a warm run's experiment
+    (e.g. float32 on a CPU without native bf16 matmuls, where bf16 is ~50x slower)."""
     changes = {k: getattr(cfg, k) for k in ("dtype", "device") if getattr(cfg, k) not in (None, getattr(exp, k))}
     return Experiment.from_dict({**exp.to_dict(), **changes}) if changes else exp
 
@@ -242,9 +240,9 @@ def _search(cfg: SearchConfig, out: Path, on_progress) -> tuple[Circuit, Path]:
     if cfg.baseline == "complement" and "macro" in res.info:
         used = res.info["macro"]["layers_corrected" if cfg.edge_correction else "layers_paper"]
         base_on = [f"L{l}H{h}" for l in range(shape[0]) if l not in used for h in range(shape[1])]
-    cert = certify(exp.scorer_for(cfg.verify_split, distributed=True).outcomes, shape, res.heads, res.semantics, cfg.epsilon,
-                   cfg.threshold, cfg.K, base_on, cfg.confidence, cfg.n_boot, cfg.restore_samples, seed,
-                   cfg.verify_split)
+    test = exp.scorer_for(cfg.verify_split, distributed=True)
+    cert = certify(test.outcomes, shape, res.heads, res.semantics, cfg.epsilon, cfg.threshold, cfg.K, base_on,
+                   cfg.confidence, cfg.n_boot, cfg.restore_samples, seed, cfg.verify_split)
     method = "warm" if cfg.mode == "warm" else ("cold" if res.semantics == "keep" else "cold-paper")
     circ = Circuit(model=exp.model, task=exp.task_name, heads=res.heads, n_heads_total=shape[0] * shape[1],
                    scorer=exp.scorer, ablation=exp.ablation, semantics=res.semantics, epsilon=cfg.epsilon, K=cfg.K,
@@ -255,7 +253,8 @@ def _search(cfg: SearchConfig, out: Path, on_progress) -> tuple[Circuit, Path]:
                    config={"experiment": exp.to_dict(), "search": search_cfg, "threshold": cfg.threshold,
                            "baseline_heads": base_on},
                    extra={"method": method, "wall_time_s": res.wall_time_s, "peak_rss_mb": round(peak_rss_mb()),
-                          "source": source, "capped": res.capped, "device": str(val.device), "processes": world_size(),
+                          "source": source, "capped": res.capped, "device": str(val.device),
+                          "processes": world_size(),
                           "search_info": dict(res.info)})
     if is_main():
         circ.save(out / SEARCHED)
@@ -268,8 +267,9 @@ def _verify_only(cfg: SearchConfig, out: Path) -> tuple[Circuit, Path]:
     exp = _experiment(exp_d, f"{cfg.circuit}: field 'config.experiment'") if isinstance(exp_d, dict) else cfg.experiment
     exp = _overridden(exp, cfg)
     threshold = c.config.get("threshold", cfg.threshold)
-    cert = certify(exp.scorer_for(cfg.verify_split, distributed=True).outcomes, exp.shape, c.heads, c.semantics, c.epsilon, threshold,
-                   c.K, c.config.get("baseline_heads", ()), cfg.confidence, cfg.n_boot, cfg.restore_samples,
+    test = exp.scorer_for(cfg.verify_split, distributed=True)
+    cert = certify(test.outcomes, exp.shape, c.heads, c.semantics, c.epsilon, threshold, c.K,
+                   c.config.get("baseline_heads", ()), cfg.confidence, cfg.n_boot, cfg.restore_samples,
                    c.seed, cfg.verify_split)
     d = c.to_dict()
     d["certificate"] = cert
