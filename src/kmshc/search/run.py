@@ -112,7 +112,7 @@ def output_dir(cfg: SearchConfig) -> Path:
         raise KmshcError("warm mode needs --from_run runs/<name> (a train.py run directory)")
     if cfg.mode == "verify" and not cfg.circuit:
         raise KmshcError("verify mode needs --circuit PATH (a circuit JSON file)")
-    if cfg.mode == "warm":  # FORMATS.md: the searched circuit goes next to the gates it refines
+    if cfg.mode == "warm":  # the searched circuit goes next to the gates it refines (docs/search.md)
         return Path(cfg.from_run)
     if cfg.mode == "verify":  # the certificate goes next to the circuit it checks
         return Path(cfg.circuit).parent
