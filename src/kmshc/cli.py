@@ -50,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     s = sub.add_parser("score", help="accuracy of the model with only some heads kept")
     s.add_argument("--model", default="smollm2-135m")
-    s.add_argument("--task", required=True, choices=["grammar", "arithmetic", "word_problems", "blimp", "labels"])
+    s.add_argument("--task", required=True, choices=["grammar", "arithmetic", "word_problems", "toy_induction", "blimp", "labels"])
     s.add_argument("--data", help="jsonl file for --task blimp / labels")
     s.add_argument("--labels", nargs="+", help="label words for --task labels, e.g. ' True' ' False'")
     s.add_argument("--split", default="all", choices=["train", "val", "test", "all"],
@@ -64,6 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="auto: bf16 on CUDA or a CPU with native bf16 (avx512_bf16/amx_bf16), else float32")
     s.add_argument("--seed", type=int, default=0)
     s.set_defaults(func=_score)
+    from kmshc.toy import add_toy_parser; add_toy_parser(sub)  # noqa: E702
     try:
         from kmshc.compare import add_compare_parser
         add_compare_parser(sub)
