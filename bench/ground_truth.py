@@ -84,7 +84,7 @@ def circuits(seed_dir: Path, model: Path) -> dict[str, Path]:
     search = ["search.py", "--config", "configs/search/toy.yaml", "--progress", "false"]
     if not (learned / "circuit_learned.json").exists():
         _run(["train.py", "fit", "--config", "configs/train/toy.yaml", "--data.experiment.model", str(model),
-              "--runs_dir", str(runs), "--name", "learned", "--overwrite", "true"], seed_dir / "train.log")
+              "--runs_dir", str(runs), "--name", "learned", "--overwrite"], seed_dir / "train.log")
     if not paths["learned"].exists():
         _run(search + ["--mode", "verify", "--circuit", str(learned / "circuit_learned.json")], seed_dir / "verify.log")
     if not paths["warm"].exists():

@@ -32,6 +32,12 @@ class InductionBatch:
         return (rel >= 1) & (rel < self.length[:, None])
 
 
+# The toy's layout: 64 token words, 32 random tokens per sequence, a segment of 4 to 16 tokens
+# copied once. Long segments give many predictable tokens per sequence, which shortens the loss
+# plateau before the induction circuit forms (~450 steps against ~1300 with 4 to 10, seed 0).
+VOCAB, SEQ_LEN, MIN_SEGMENT, MAX_SEGMENT = 64, 32, 4, 16
+
+
 def check_layout(*, seq_len: int, vocab: int, min_segment: int, max_segment: int) -> None:
     """Two copies of the longest segment must fit; bad values -> KmshcError naming them."""
     if vocab < 2 or not 2 <= min_segment <= max_segment or 2 * max_segment > seq_len:
@@ -60,8 +66,8 @@ def token_text(indices: list[int]) -> str:
     return " ".join(f"t{i}" for i in indices)
 
 
-def toy_induction_task(seed: int = 0, n: int = 1000, vocab: int = 64, seq_len: int = 32, min_segment: int = 4,
-                       max_segment: int = 10) -> Task:
+def toy_induction_task(seed: int = 0, n: int = 1000, vocab: int = VOCAB, seq_len: int = SEQ_LEN,
+                       min_segment: int = MIN_SEGMENT, max_segment: int = MAX_SEGMENT) -> Task:
     """Minimal pairs from the toy's training distribution, cut inside the copy.
 
     Each sequence ends at a random predictable copied token: the good sentence ends with the
