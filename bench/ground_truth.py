@@ -30,7 +30,7 @@ from common import parse, table  # noqa: E402
 from kmshc.diagnostics import HeadDiagnostics, head_diagnostics  # noqa: E402
 from kmshc.experiment import Experiment  # noqa: E402
 from kmshc.ground_truth import (INDUCTION_THRESHOLD, PREV_THRESHOLD, SingleAblation, agreement,  # noqa: E402
-                                reference_circuit, single_ablation)
+                                chance, reference_circuit, single_ablation)
 from kmshc.models import load_model  # noqa: E402
 from kmshc.toy import ToyConfig, save_toy, train_toy  # noqa: E402
 from kmshc.types import atomic_write_json, atomic_write_text, read_circuit  # noqa: E402
@@ -58,7 +58,7 @@ def toy(seed_dir: Path, seed: int) -> Path:
 
 def diagnostics(seed_dir: Path, model: Path) -> HeadDiagnostics:
     path = seed_dir / "diagnostics.json"
-    if not path.exists():
+    if not path.exists() or set(json.loads(path.read_text())) != set(HeadDiagnostics.__dataclass_fields__):
         m, tok = load_model(str(model))
         atomic_write_json(path, head_diagnostics(m, tok, n_seq=64, period=10, token_ids=TOY_TOKENS).to_dict())
     d = json.loads(path.read_text())
@@ -95,14 +95,25 @@ def circuits(seed_dir: Path, model: Path) -> dict[str, Path]:
     return paths
 
 
-def rows_for(seed: int, ref, paths: dict[str, Path], tab: SingleAblation) -> list[list]:
+def strongest_role(head: str, diag: HeadDiagnostics) -> str:
+    """The largest of a head's attention scores, e.g. ``current 0.99``: what a head outside the reference does."""
+    layer, h = (int(x) for x in head[1:].split("H"))
+    scores = {f.split("_")[0]: float(getattr(diag, f)[layer, h]) for f in HeadDiagnostics.__dataclass_fields__}
+    best = max(scores, key=scores.get)
+    return f"{head} ({best} {scores[best]:.2f})"
+
+
+def rows_for(seed: int, ref, diag: HeadDiagnostics, paths: dict[str, Path]) -> list[list]:
     rows = []
     for method, path in paths.items():
         circ = read_circuit(path)
         cert = circ.certificate or {}
         a = agreement(circ.heads, ref)
-        rows.append([seed, method, " ".join(circ.heads), len(circ.heads), round(a.precision, 2), round(a.recall, 2),
-                     "yes" if a.has_mechanism else "**no**", f"{a.previous_token_heads} / {a.induction_heads}",
+        p0, m0 = chance(ref, circ.n_heads_total, len(circ.heads))
+        outside = [strongest_role(h, diag) for h in circ.heads if h not in ref.heads]
+        rows.append([seed, method, " ".join(circ.heads), len(circ.heads), round(a.precision, 2), round(p0, 2),
+                     round(a.recall, 2), "yes" if a.has_mechanism else "**no**", round(m0, 2),
+                     f"{a.previous_token_heads} / {a.induction_heads}", ", ".join(outside) or "-",
                      cert.get("circuit", {}).get("accuracy"), cert.get("threshold", {}).get("value"),
                      cert.get("verified")])
     return rows
@@ -112,7 +123,8 @@ def seed_summary(seed: int, diag: HeadDiagnostics, ref, tab: SingleAblation, mod
     toy_info = json.loads((model / "toy.json").read_text())
     drop = {h: round(tab.full - a, 3) for h, a in tab.without.items()}
     fmt = lambda t: " ".join(f"{float(x):.2f}" for x in t)  # noqa: E731
-    return [seed, toy_info["steps"], toy_info["copy_accuracy"], fmt(diag.previous_token[0]), fmt(diag.induction[1]),
+    return [seed, toy_info["steps"], toy_info["copy_accuracy"], fmt(diag.previous_token[0]),
+            fmt(diag.current_token[0]), fmt(diag.induction[1]),
             " ".join(ref.heads), " ".join(tab.redundant(ref.heads, REDUNDANT_TOLERANCE)) or "none",
             f"{tab.full:.3f} / {tab.empty:.3f}", " ".join(f"{h}:{d:+.3f}" for h, d in drop.items() if abs(d) >= 0.01)]
 
@@ -139,7 +151,7 @@ def main(argv: list[str] | None = None) -> dict:
         ref = reference_circuit(diag)
         paths = circuits(seed_dir, model)
         summaries.append(seed_summary(seed, diag, ref, tab, model))
-        rows += rows_for(seed, ref, paths, tab)
+        rows += rows_for(seed, ref, diag, paths)
         results[seed] = {"reference": ref.heads, "single_ablation": tab.without, "full": tab.full, "empty": tab.empty,
                          "circuits": {m: list(read_circuit(pth).heads) for m, pth in paths.items()}}
     md = report_md(args.command, summaries, rows)
@@ -152,18 +164,24 @@ def main(argv: list[str] | None = None) -> dict:
 def report_md(command: str, summaries: list, rows: list) -> str:
     from datetime import datetime, timezone
     when = datetime.now(timezone.utc).strftime("%Y-%m-%d")
-    precision = [r[4] for r in rows if r[1] != "learned"]
-    mech = sum(r[6] == "yes" for r in rows if r[1] != "learned")
+    def mean_precision(methods: tuple[str, ...]) -> str:
+        vals = [r[4] for r in rows if r[1] in methods]
+        return f"{sum(vals) / max(1, len(vals)):.3f}"
+    searched = [r for r in rows if r[1] != "learned"]
+    mech = sum(r[7] == "yes" for r in searched)
     lines = [f"`{command}` ({when})", "",
              f"Reference: previous-token heads of layer 0 with score >= {PREV_THRESHOLD}, induction heads of layer 1 "
              f"with score >= {INDUCTION_THRESHOLD}. Redundant: reference heads whose single removal costs < "
              f"{REDUNDANT_TOLERANCE} test accuracy.", "",
-             table(["seed", "toy steps", "copy acc", "prev-token score L0H0..3", "induction score L1H0..3",
+             table(["seed", "toy steps", "copy acc", "prev-token score L0H0..3", "current-token score L0H0..3",
+                    "induction score L1H0..3",
                     "reference", "redundant", "test acc full / none", "single-removal drops >= 0.01"], summaries),
-             "", table(["seed", "method", "heads", "size", "precision", "recall", "mechanism", "prev / ind heads",
+             "", table(["seed", "method", "heads", "size", "precision", "chance precision", "recall", "mechanism",
+                        "chance of mechanism", "prev / ind heads", "outside the reference (strongest score)",
                         "test acc", "U", "verified"], rows), "",
-             f"Searched circuits (warm and cold) holding the mechanism: {mech} of {len(precision)}; "
-             f"mean precision {sum(precision) / max(1, len(precision)):.3f}."]
+             f"Searched circuits (warm and cold) holding the mechanism: {mech} of {len(searched)}. Mean precision: "
+             f"searched {mean_precision(('warm', 'cold'))}, warm {mean_precision(('warm',))}, "
+             f"cold {mean_precision(('cold',))}, learned {mean_precision(('learned',))}."]
     return "\n".join(lines) + "\n"
 
 

@@ -6,8 +6,8 @@ import sys
 import pytest
 import torch
 
-from kmshc.diagnostics import (attention_at, attention_patterns, duplicate_token_scores, eager_attention,
-                               final_position_scores, head_diagnostics, induction_scores,
+from kmshc.diagnostics import (attention_at, attention_patterns, current_token_scores, duplicate_token_scores,
+                               eager_attention, final_position_scores, head_diagnostics, induction_scores,
                                previous_token_scores, repeated_random_tokens)
 from kmshc.tiny import tiny_model
 
@@ -43,6 +43,8 @@ def test_forced_heads_score_one_and_others_their_uniform_share():
     torch.testing.assert_close(ind[0, 0], uni_rep)
     # Each forced head scores 0 on the diagnostics it does not implement.
     assert ind[0, 1] == 0 and dup[0, 1] == 0 and prev[1, 2] == 0 and prev[1, 3] == 0 and ind[1, 3] == 0
+    cur = current_token_scores(p, period=PERIOD)
+    assert cur[1, 2] == 1 and cur[1, 3] == 1 and cur[0, 1] == 0  # the two forced heads attend to self in r
 
 
 def test_attention_at_averages_only_valid_observations():

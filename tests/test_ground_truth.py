@@ -69,7 +69,8 @@ def test_warm_search_finds_a_previous_token_and_an_induction_head(toy):
 
 def _swap_layers(diag: HeadDiagnostics) -> HeadDiagnostics:
     flip = lambda t: torch.flip(t, dims=[0])  # noqa: E731
-    return HeadDiagnostics(flip(diag.previous_token), flip(diag.duplicate_token), flip(diag.induction))
+    return HeadDiagnostics(flip(diag.previous_token), flip(diag.duplicate_token), flip(diag.induction),
+                           flip(diag.current_token))
 
 
 def test_the_check_fails_on_shuffled_diagnostics(toy):

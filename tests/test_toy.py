@@ -8,7 +8,7 @@ import torch
 
 from kmshc.cli import main as cli_main
 from kmshc.diagnostics import HeadDiagnostics
-from kmshc.ground_truth import agreement, check_circuit, reference_circuit, single_ablation
+from kmshc.ground_truth import agreement, chance, check_circuit, reference_circuit, single_ablation
 from kmshc.models import load_model
 from kmshc.tasks import make_task
 from kmshc.tasks.toy_induction import sample_induction, toy_induction_task
@@ -68,7 +68,8 @@ def test_training_is_deterministic_and_the_cli_writes_a_loadable_folder(tmp_path
 def _diag(prev_l0, ind_l1) -> HeadDiagnostics:
     prev = torch.tensor([prev_l0, [0.1] * 4])
     ind = torch.tensor([[0.0] * 4, ind_l1])
-    return HeadDiagnostics(previous_token=prev, duplicate_token=torch.zeros(2, 4), induction=ind)
+    return HeadDiagnostics(previous_token=prev, duplicate_token=torch.zeros(2, 4), induction=ind,
+                           current_token=torch.zeros(2, 4))
 
 
 def test_reference_and_agreement_by_hand():
@@ -80,6 +81,14 @@ def test_reference_and_agreement_by_hand():
     assert any("previous-token" in f for f in check_circuit(["L1H0", "L1H2"], ref, 0.5))
     assert any("induction" in f for f in check_circuit(["L0H0", "L0H2"], ref, 0.5))
     assert any("precision" in f for f in check_circuit(["L0H0", "L1H0", "L0H1", "L1H1"], ref, 0.8))
+
+
+def test_chance_baseline_counts_pairs_by_hand():
+    ref = reference_circuit(_diag([0.8, 0.2, 0.35, 0.1], [0.9, 0.1, 0.5, 0.29]))  # 2 + 2 of 8 heads
+    precision, mechanism = chance(ref, 8, 2)
+    assert precision == 0.5
+    assert mechanism == pytest.approx(4 / 28)  # one of 2 previous-token heads and one of 2 induction heads
+    assert chance(ref, 8, 8)[1] == 1.0
 
 
 def test_single_ablation_table_masks():

@@ -1,6 +1,7 @@
 """Head diagnostics from attention patterns alone (no ablation), each an ``[L, H]`` tensor.
 
 * previous-token score: mean attention from position ``t`` to ``t − 1`` on random tokens;
+* current-token score: the same, to ``t`` itself (heads that re-write the current token);
 * duplicate-token score: on a random sequence repeated once (``r r``), attention from a token
   of the second copy to the same token in the first copy;
 * induction score: on ``r r``, attention from a token of the second copy to the token *after*
@@ -16,7 +17,7 @@ restores it in ``finally``. With grouped-query attention the patterns are per qu
 from __future__ import annotations
 
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Iterator, Sequence
 
 import torch
@@ -65,6 +66,12 @@ def previous_token_scores(patterns: torch.Tensor, *, first: int = 1, period: int
     """
     q = torch.arange(first + 1, first + period).expand(patterns.shape[1], -1)
     return attention_at(patterns, q, q - 1)
+
+
+def current_token_scores(patterns: torch.Tensor, *, first: int = 1, period: int) -> torch.Tensor:
+    """``[L, H]``: attention from each position of the first copy to itself (see :func:`previous_token_scores`)."""
+    q = torch.arange(first + 1, first + period).expand(patterns.shape[1], -1)
+    return attention_at(patterns, q, q)
 
 
 def duplicate_token_scores(patterns: torch.Tensor, *, first: int = 1, period: int) -> torch.Tensor:
@@ -147,15 +154,15 @@ class HeadDiagnostics:
     previous_token: torch.Tensor
     duplicate_token: torch.Tensor
     induction: torch.Tensor
+    current_token: torch.Tensor
 
     def to_dict(self) -> dict[str, list[list[float]]]:
-        return {k: [[round(float(x), 4) for x in row] for row in getattr(self, k)]
-                for k in ("previous_token", "duplicate_token", "induction")}
+        return {f.name: [[round(float(x), 4) for x in row] for row in getattr(self, f.name)] for f in fields(self)}
 
 
 def head_diagnostics(model: nn.Module, tokenizer, *, n_seq: int = 32, period: int = 10, seed: int = 0,
                      token_ids: Sequence[int] | None = None) -> HeadDiagnostics:
-    """Previous-token, duplicate-token and induction scores on ``n_seq`` repeated random sequences.
+    """Previous-token, duplicate-token, induction and current-token scores on ``n_seq`` repeated random sequences.
 
     ``token_ids``: the pool random tokens are drawn from (default: every non-special id).
     """
@@ -167,4 +174,5 @@ def head_diagnostics(model: nn.Module, tokenizer, *, n_seq: int = 32, period: in
     patterns = attention_patterns(model, ids)
     return HeadDiagnostics(previous_token=previous_token_scores(patterns, period=period),
                            duplicate_token=duplicate_token_scores(patterns, period=period),
-                           induction=induction_scores(patterns, period=period))
+                           induction=induction_scores(patterns, period=period),
+                           current_token=current_token_scores(patterns, period=period))

@@ -70,6 +70,19 @@ def agreement(heads: Iterable[str], ref: Reference) -> Agreement:
                      induction_heads=len(found & set(ref.induction)))
 
 
+def chance(ref: Reference, n_heads: int, size: int) -> tuple[float, float]:
+    """``(expected precision, P(mechanism))`` of ``size`` heads drawn uniformly from ``n_heads``.
+
+    The baseline a method must beat: when the reference holds most heads, a random circuit
+    already has high precision, and only the mechanism check tells methods apart.
+    """
+    from math import comb
+    p, i, total = len(ref.previous_token), len(ref.induction), comb(n_heads, size)
+    miss_p, miss_i = comb(n_heads - p, size) / total, comb(n_heads - i, size) / total
+    miss_both = comb(n_heads - p - i, size) / total
+    return len(ref.heads) / n_heads, 1 - miss_p - miss_i + miss_both
+
+
 def check_circuit(heads: Iterable[str], ref: Reference, min_precision: float) -> list[str]:
     """The ground-truth check as a list of failures (empty: passed)."""
     a, heads = agreement(heads, ref), sorted(heads)
