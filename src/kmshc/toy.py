@@ -1,4 +1,4 @@
-"""A toy model whose circuit is known: a 2-layer GPT-2 trained in about a minute to copy.
+"""A toy model whose circuit is known: a 2-layer transformer trained in about a minute to copy.
 
 The training data are random tokens ``t0 … t{V-1}`` in which a segment of random length is
 repeated at a random later offset; the loss is on the repeated tokens that can be predicted
@@ -7,10 +7,10 @@ induction circuit: a layer-0 *previous-token head* writes "the token before me w
 each position, and a layer-1 *induction head* at a position holding A attends to the
 position whose previous token was A and copies its token.
 
-Why random offsets: with the segment always at the same positions, a model with learned
-position embeddings solves the task positionally (attend to position p − offset) and no
-induction circuit forms. Drawing both the segment's start and the gap between the copies at
-random leaves content-based induction as the only solution.
+Why random offsets: with the segment always at the same positions, a model solves the task
+positionally (one head attending a fixed distance back) and no induction circuit forms.
+Drawing both the segment's start and the gap between the copies at random leaves
+content-based induction as the only general solution.
 
 ``kmshc toy --seed S --out DIR`` writes a ``save_pretrained`` folder (model, word-level
 tokenizer and ``toy.json``) that every ``--model DIR`` / ``experiment.model: DIR`` loads.
@@ -19,8 +19,8 @@ The matching task is ``toy_induction`` (:func:`toy_induction_task`).
 from __future__ import annotations
 
 import argparse
-import sys
 import shutil
+import sys
 import tempfile
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -49,8 +49,8 @@ class ToyConfig:
     n_layers: int = 2
     n_heads: int = 4
     width: int = 64
-    mlp: int = 64        # a small MLP: the task needs none, and it is half the compute at 4x width
-    steps: int = 3000       # at most; training stops once the check batch reaches ``target``
+    mlp: int = 64       # a small MLP: the task needs none, and a 4x-width one doubles the compute
+    steps: int = 3000   # at most; training stops once the check batch reaches ``target``
     target: float = 0.95
     check_every: int = 50
     warmup: int = 100
