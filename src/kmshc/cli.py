@@ -8,6 +8,7 @@
     kmshc tasks    survey which tasks the model can do (full vs ablated, per task)
     kmshc show     print a circuit file and its certificate
     kmshc rank     rank heads without training (attribution patching)
+    kmshc toy      train a tiny model whose induction circuit is known
 
 User errors (:class:`KmshcError`) print one clear line and exit with status 2; ``--debug``
 (before the verb, or anywhere among a verb's arguments) shows the traceback instead.
@@ -25,6 +26,7 @@ from kmshc.entry.train import add_train_parser
 from kmshc.attribution import add_rank_parser
 from kmshc.show import add_show_parser
 from kmshc.survey import add_tasks_parser
+from kmshc.toy import add_toy_parser
 from kmshc.types import KmshcError
 
 
@@ -41,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_tasks_parser(sub)
     add_show_parser(sub)
     add_rank_parser(sub)
+    add_toy_parser(sub)
     return p
 
 
