@@ -17,7 +17,7 @@ from kmshc.experiment import Experiment
 from kmshc.memory import peak_rss_mb
 from kmshc.scoring import Scorer
 from kmshc.search.certificate import Certificate, CertificateConfig
-from kmshc.search.common import indices, mask_of
+from kmshc.search.common import indices, mask_of, names
 from kmshc.search.decide import RecoveryScores, point_scores, split_chunks
 from kmshc.search.refine import cold_search, refine
 from kmshc.search.state import Recorder
@@ -71,6 +71,10 @@ class SearchConfig:
     resume: bool = False
     overwrite: bool = False
     progress: bool = True
+    # circuit JSON files whose heads the search may not use: they stay ablated, so the search finds a
+    # backup circuit among the other heads; U still comes from the true S(M) and S(B) (docs/redundancy.md)
+    exclude: list[str] = field(default_factory=list)
+    out: str | None = None  # write here instead of the mode's folder (one folder per circuit in a redundancy run)
     experiment: Experiment = field(default_factory=Experiment)
 
 
@@ -109,6 +113,8 @@ def output_dir(cfg: SearchConfig) -> Path:
         raise KmshcError("warm mode needs --from_run runs/<name> (a train.py run directory)")
     if cfg.mode == "verify" and not cfg.circuit:
         raise KmshcError("verify mode needs --circuit PATH (a circuit JSON file)")
+    if cfg.out:
+        return Path(cfg.out)
     if cfg.mode == "warm":  # FORMATS.md: the searched circuit goes next to the gates it refines
         return Path(cfg.from_run)
     if cfg.mode == "verify":  # the certificate goes next to the circuit it checks
@@ -128,6 +134,9 @@ def prepare(out: Path, cfg: SearchConfig) -> None:
     for key in ("K", "N"):
         if getattr(cfg, key) < 1:
             raise KmshcError(f"{key}: expected a positive integer, got {getattr(cfg, key)}")
+    if cfg.exclude and (cfg.semantics == "paper" or cfg.mode == "verify"):
+        raise KmshcError("exclude: only for searches with keep semantics (paper semantics keeps the heads outside C "
+                         "active, so excluded heads could not stay ablated)")
     if cfg.resume and cfg.overwrite:
         raise KmshcError("--resume and --overwrite exclude each other")
     fresh_cold = cfg.mode == "cold" and not (out.exists() and any(out.iterdir()))
@@ -235,6 +244,8 @@ def _search(cfg: SearchConfig, out: Path, on_progress) -> tuple[Circuit, Path]:
         # e.g. float32 on a CPU without native bf16 matmuls, where bf16 is ~50x slower
         exp = Experiment.from_dict({**exp.to_dict(), "dtype": cfg.dtype})
     shape, seed = exp.shape, cfg.seed if cfg.seed is not None else exp.seed
+    excluded = excluded_heads(cfg.exclude, exp, shape)
+    universe = set(range(shape[0] * shape[1])) - set(indices(excluded, shape)) if excluded else None
     evaluate, n_val, decider = search_scores(cfg, exp, shape)
     others = {}
     if cfg.macro_probe_dim is not None:
@@ -243,18 +254,22 @@ def _search(cfg: SearchConfig, out: Path, on_progress) -> tuple[Circuit, Path]:
                                              train=exp.splits["train"], probe_dim=cfg.macro_probe_dim, seed=exp.seed))
     search_cfg = {k: v for k, v in asdict(cfg).items() if k not in ("resume", "overwrite", "progress", "experiment")}
     # the cap only decides where a run stops, not its path: a capped run may resume with a larger one;
-    # the certificate's settings do not change the search either
-    fingerprint = {**{k: v for k, v in search_cfg.items() if k not in ("max_evaluations", "certificate")},
+    # the certificate's settings do not change the search either; exclusions count by their heads
+    fingerprint = {**{k: v for k, v in search_cfg.items() if k not in ("max_evaluations", "certificate", "exclude", "out")},
                    "experiment": exp.to_dict(), "n_val": n_val}
+    if excluded:
+        fingerprint["excluded_heads"] = excluded
     rec = Recorder(evaluate, out / STATE, resume=cfg.resume, fingerprint=fingerprint,
                    max_evaluations=cfg.max_evaluations, on_progress=on_progress, others=others)
-    res = _run_search(cfg, rec, shape, seed, gates, ranks, source, macro_using="macro" if others else "")
+    res = _run_search(cfg, rec, shape, seed, gates, ranks, source, macro_using="macro" if others else "",
+                      universe=universe)
     base_on = []
     if cfg.baseline == "complement" and "macro" in res.info:
         used = res.info["macro"]["layers_corrected" if cfg.edge_correction else "layers_paper"]
         base_on = [f"L{l}H{h}" for l in range(shape[0]) if l not in used for h in range(shape[1])]
     cert = _certify(cfg, exp, res.heads, semantics=res.semantics, epsilon=cfg.epsilon, threshold=cfg.threshold,
-                    K=cfg.K, baseline_heads=base_on, seed=seed)
+                    K=cfg.K, baseline_heads=base_on, seed=seed,
+                    pool=names(universe, shape) if universe is not None else None)
     method = "warm" if cfg.mode == "warm" else ("cold" if res.semantics == "keep" else "cold-paper")
     units = "recovery lower bound" if decider is not None else cfg.metric
     circ = Circuit(model=exp.model, task=exp.task_name, heads=res.heads, n_heads_total=shape[0] * shape[1],
@@ -263,7 +278,7 @@ def _search(cfg: SearchConfig, out: Path, on_progress) -> tuple[Circuit, Path]:
                            cfg.verify_split: _split_scores(cert)},
                    certificate=cert.to_dict(), evaluations=res.evaluations, seed=seed,
                    config={"experiment": exp.to_dict(), "search": search_cfg, "threshold": cfg.threshold,
-                           "baseline_heads": base_on},
+                           "baseline_heads": base_on, "excluded_heads": excluded},
                    extra={"method": method, "wall_time_s": res.wall_time_s, "peak_rss_mb": round(peak_rss_mb()),
                           "source": source, "capped": res.capped,
                           "search_info": dict(res.info), "data_skipped": exp.data_skipped})
@@ -271,19 +286,33 @@ def _search(cfg: SearchConfig, out: Path, on_progress) -> tuple[Circuit, Path]:
     return circ, out / SEARCHED
 
 
-def _run_search(cfg: SearchConfig, rec: Recorder, shape, seed: int, gates, ranks, source, macro_using: str):
+def _run_search(cfg: SearchConfig, rec: Recorder, shape, seed: int, gates, ranks, source, macro_using: str,
+                universe: set[int] | None = None):
     # confident decisions score sets in recovery units, where S(M) = 1, S(B) = 0 and U = epsilon
     threshold = None if confident(cfg) else cfg.threshold
     if cfg.mode == "warm":
         flat = {n: indices([n], shape, where=f"{source}: heads")[0] for n in gates}
         return refine(rec, shape, {flat[n]: g for n, g in gates.items()}, epsilon=cfg.epsilon, threshold=threshold,
                       tau=cfg.tau, N=cfg.N, weighted=cfg.weighted, seed=seed, strategy=cfg.strategy,
-                      importance={flat[n]: a for n, a in ranks.items()} if ranks else None, margin=cfg.search_margin)
+                      importance={flat[n]: a for n, a in ranks.items()} if ranks else None, margin=cfg.search_margin,
+                      universe=universe)
     return cold_search(rec, shape, semantics=cfg.semantics, epsilon=cfg.epsilon, threshold=threshold, N=cfg.N, K=cfg.K,
                        seed=seed, macro=cfg.macro, window=cfg.window, window_fraction=cfg.window_fraction,
                        percentile=cfg.percentile, edge_correction=cfg.edge_correction, baseline=cfg.baseline,
                        ceil=cfg.ceil, halve_when_large=cfg.halve_when_large, macro_using=macro_using,
-                       margin=cfg.search_margin)
+                       margin=cfg.search_margin, universe=universe)
+
+
+def excluded_heads(paths: list[str], exp: Experiment, shape: tuple[int, int]) -> list[str]:
+    """Sorted head names of the circuits in ``paths``, checked against this search's model and shape."""
+    heads: set[str] = set()
+    for path in paths:
+        c = read_circuit(path)
+        if c.model != exp.model or c.n_heads_total != shape[0] * shape[1]:
+            raise KmshcError(f"{path}: exclude: a circuit of {c.model} ({c.n_heads_total} heads), but this search "
+                             f"runs on {exp.model} ({shape[0] * shape[1]} heads)")
+        heads |= set(c.heads)
+    return list(names(indices(heads, shape, where=f"exclude {paths}"), shape))
 
 
 def _certify(cfg: SearchConfig, exp: Experiment, heads, **kw) -> Certificate:
