@@ -9,6 +9,7 @@ import argparse
 import json
 import sys
 
+from kmshc.redundancy_cli import add_redundancy_parser
 from kmshc.show import add_show_parser
 from kmshc.survey import add_tasks_parser
 from kmshc.types import KmshcError
@@ -78,6 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=_score)
     add_tasks_parser(sub)
     add_show_parser(sub)
+    add_redundancy_parser(sub)
     try:
         from kmshc.compare import add_compare_parser
         add_compare_parser(sub)
