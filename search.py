@@ -4,6 +4,7 @@ Modes (``--mode``): ``cold`` searches from all heads (``--semantics keep|paper``
 refines a train.py run (``--from_run runs/<name>``, reads its gates.json and experiment);
 ``verify`` writes a certificate for any circuit JSON (``--circuit PATH``). Every config field
 can be overridden on the command line, e.g. ``--epsilon 0.8 --experiment.limit 300``.
+``--exclude CIRCUIT.json`` (repeatable) searches outside the given circuits (docs/redundancy.md).
 Outputs: ``runs/<name>/circuit_searched.json`` (certificate embedded) and ``search_state.json``
 (``--resume true`` continues an interrupted run to the same result; ``--overwrite true``
 replaces one). Verify mode writes ``circuit_verified.json`` next to the circuit.
@@ -17,7 +18,7 @@ from jsonargparse import ActionConfigFile, ArgumentParser
 from tqdm import tqdm
 
 from kmshc.search.certificate import Certificate
-from kmshc.search.run import SearchConfig, run
+from kmshc.search.run import SearchConfig, repeatable, run
 from kmshc.cli import run_entry
 from kmshc.types import config_errors
 
@@ -27,7 +28,7 @@ def parse(args: list[str] | None = None) -> SearchConfig:
     parser.add_argument("--config", action=ActionConfigFile, help="a YAML file from configs/search/")
     parser.add_class_arguments(SearchConfig, nested_key=None, fail_untyped=True)
     with config_errors("search config", "a UTF-8 YAML mapping of search fields (see configs/search/)"):
-        ns = parser.instantiate(parser.parse_args(args))
+        ns = parser.instantiate(parser.parse_args(repeatable(sys.argv[1:] if args is None else args)))
     return SearchConfig(**{k: v for k, v in vars(ns).items() if k != "config"})
 
 

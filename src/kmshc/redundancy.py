@@ -104,7 +104,8 @@ def find_circuits(find: Callable[[list[Found], Optional[int]], Found], *, max_ci
                   max_evaluations: int | None = None) -> tuple[list[Found], str, str]:
     """``(circuits, stop, why)``: call ``find(circuits so far, evaluations left)`` until it raises
     :class:`NoSufficientSet` (``stop = "no_sufficient_set"``), returns a capped search
-    (``"max_evaluations"``, not kept) or ``max_circuits`` are found (``"max_circuits"``)."""
+    (``"max_evaluations"``, not kept) or an empty set (``"empty_circuit"``), or ``max_circuits``
+    are found (``"max_circuits"``)."""
     found: list[Found] = []
     while True:
         spent = sum(f.evaluations for f in found)
@@ -116,6 +117,9 @@ def find_circuits(find: Callable[[list[Found], Optional[int]], Found], *, max_ci
             f = find(found, None if max_evaluations is None else max_evaluations - spent)
         except NoSufficientSet as e:
             return found, "no_sufficient_set", str(e)
+        if not f.heads:  # with S(∅) >= U nothing needs excluding, and excluding nothing would loop
+            return found, "empty_circuit", (f"the search for C{len(found) + 1} found the empty set sufficient: "
+                                            "the threshold is at or below the baseline's score")
         if f.capped:
             return found, "max_evaluations", (f"the search for C{len(found) + 1} stopped at the evaluation cap "
                                               f"({f.evaluations} evaluations; unfinished set of {len(f.heads)} heads)")

@@ -78,6 +78,23 @@ class SearchConfig:
     experiment: Experiment = field(default_factory=Experiment)
 
 
+def repeatable(args: list[str], flag: str = "--exclude") -> list[str]:
+    """``--exclude A --exclude B`` (or ``--exclude=A``) as jsonargparse's append form ``--exclude+ A``,
+    so that a list flag repeats like any command-line flag; a JSON list (``--exclude [A, B]``) is kept."""
+    out, i = [], 0
+    while i < len(args):
+        a = args[i]
+        if a == flag and i + 1 < len(args) and not args[i + 1].lstrip().startswith("["):
+            out += [flag + "+", args[i + 1]]
+            i += 2
+            continue
+        if a.startswith(flag + "=") and not a[len(flag) + 1:].lstrip().startswith("["):
+            a = flag + "+=" + a[len(flag) + 1:]
+        out.append(a)
+        i += 1
+    return out
+
+
 def _experiment(d: Any, where: str) -> Experiment:
     return Experiment.from_dict(d, where=where)
 
