@@ -15,7 +15,7 @@ on a model and :mod:`kmshc.redundancy_report` writes the report.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
@@ -162,54 +162,65 @@ def analyze(outcomes: Callable[[torch.Tensor], Any], shape: tuple[int, int], cir
     """Score the chain's sets in one ``outcomes(masks [M, L, H])`` call (see the module docstring)."""
     everything = set(range(shape[0] * shape[1]))
     sets = [set(indices(c.heads, shape)) for c in circuits]
+    first = [set().union(*sets[:k]) for k in range(len(sets) + 1)]  # C1 ∪ … ∪ Ck, k = 0..n
     plan = _Masks(shape)
     full, base = plan.add(everything), plan.add(set())
     alone = [plan.add(S) for S in sets]
-    unions = [plan.add(set().union(*sets[:k])) for k in range(1, len(sets) + 1)]
-    knock = [plan.add(everything - set().union(*sets[:k])) for k in range(len(sets) + 1)]
+    unions = [plan.add(U) for U in first[1:]]
+    knock = [plan.add(everything - U) for U in first]
     mixes = _mix_rows(plan, circuits, sets, mix_points) if len(sets) >= 2 else None
     out = outcomes(torch.stack(plan.masks))
     x, acc = metric_values(out, metric), metric_values(out, "accuracy")
     chk = Checks(x[full], x[base], epsilon, config, metric)
     est = [chk.estimate(x[i], acc[i]) for i in range(len(plan.masks))]
     names = [f"C{k + 1}" for k in range(len(sets))]
-    kos = [Point("M" if k == 0 else "M \\ (" + " ∪ ".join(names[:k]) + ")", len(everything) - len(set().union(*sets[:k])),
-                 est[i], knockout_verdict(chk, est[i])) for k, i in enumerate(knock)]
+    union_names = [" ∪ ".join(names[:k]) for k in range(len(sets) + 1)]
+    kos = [Point(f"M \\ ({union_names[k]})" if k else "M", len(everything) - len(first[k]), est[i],
+                 knockout_verdict(chk, est[i])) for k, i in enumerate(knock)]
     lose = next((k for k, p in enumerate(kos) if p.verdict != "backup"), None)
     fail = next((k for k, p in enumerate(kos) if p.verdict == "collapse"), None)
     return Analysis(
         split=split, n=int(x.shape[1]), metric=metric, epsilon=epsilon, tau=config.tau, confidence=config.confidence,
         full=est[full], baseline=est[base],
         alone=[Point(nm, len(S), est[i]) for nm, S, i in zip(names, sets, alone)],
-        unions=[Point(" ∪ ".join(names[:k + 1]), len(set().union(*sets[:k + 1])), est[i]) for k, i in enumerate(unions)],
+        unions=[Point(union_names[k], len(first[k]), est[i]) for k, i in enumerate(unions, start=1)],
         knockouts=kos, circuits_to_lose=lose, circuits_to_fail=fail,
         overlaps=[[len(a & b) for b in sets] for a in sets],
         dynamics=None if mixes is None else _dynamics(mixes, est, x, chk))
 
 
-def _mix_rows(plan: _Masks, circuits: Sequence[Found], sets: list[set[int]], points: int) -> list[dict]:
+@dataclass(frozen=True)
+class _MixRows:
+    """Where one mix direction's masks are in the batch: ``Mix`` with row numbers for estimates."""
+
+    mix: Mix  # with_base/alone hold row numbers here
+    union: int
+    a: int
+    b: int
+
+
+def _mix_rows(plan: _Masks, circuits: Sequence[Found], sets: list[set[int]], points: int) -> list[_MixRows]:
     """Rows of both mix directions between ``C1`` and ``C2`` (added to ``plan``)."""
     rows = []
     for (a, b) in ((0, 1), (1, 0)):
         order = importance_order(circuits[b])
         flat = [indices([h], plan.shape)[0] for h in order]
         sizes = grid(len(order), points)
-        rows.append(dict(base=f"C{a + 1}", added=f"C{b + 1}", order=order, sizes=sizes,
-                         with_base=[plan.add(sets[a] | set(flat[:j])) for j in sizes],
-                         alone=[plan.add(set(flat[:j])) for j in sizes],
-                         union=plan.add(sets[a] | sets[b]), a=plan.add(sets[a]), b=plan.add(sets[b])))
+        mix = Mix(f"C{a + 1}", f"C{b + 1}", order, sizes, [plan.add(sets[a] | set(flat[:j])) for j in sizes],
+                  [plan.add(set(flat[:j])) for j in sizes])
+        rows.append(_MixRows(mix, plan.add(sets[a] | sets[b]), plan.add(sets[a]), plan.add(sets[b])))
     return rows
 
 
-def _dynamics(rows: list[dict], est: list[Estimate], x: np.ndarray, chk: Checks) -> Dynamics:
+def _dynamics(rows: list[_MixRows], est: list[Estimate], x: np.ndarray, chk: Checks) -> Dynamics:
     """Both mixes and the verdict: the union against the better circuit alone, paired."""
     r = rows[0]
-    better = r["a"] if x[r["a"]].mean() >= x[r["b"]].mean() else r["b"]
+    better = r.a if x[r.a].mean() >= x[r.b].mean() else r.b
     # the certificate's paired drop test (exact McNemar on 0/1 outcomes), one side each at α/2
-    up, down = stats.drop_p_value(x[r["union"]], x[better]), stats.drop_p_value(x[better], x[r["union"]])
+    up, down = stats.drop_p_value(x[r.union], x[better]), stats.drop_p_value(x[better], x[r.union])
     half = chk.cfg.alpha / 2
     kind = "additive" if up < half else "interfering" if down < half else "substitutive"
-    mixes = [Mix(m["base"], m["added"], m["order"], m["sizes"], [est[i] for i in m["with_base"]],
-                 [est[i] for i in m["alone"]]) for m in rows]
-    return Dynamics(mixes[0], mixes[1], kind, round(float((x[r["union"]] - x[better]).mean()), 4),
+    mixes = [replace(m.mix, with_base=[est[i] for i in m.mix.with_base], alone=[est[i] for i in m.mix.alone])
+             for m in rows]
+    return Dynamics(mixes[0], mixes[1], kind, round(float((x[r.union] - x[better]).mean()), 4),
                     round(up, 6), round(down, 6))

@@ -109,8 +109,9 @@ def report_text(res) -> str:
               "![knock-out curve](knockout.png)", ""]
     if a.dynamics:
         d = a.dynamics
-        lines += ["## Mixing C1 and C2", "", f"Verdict: **{d.kind}**: the union C1 ∪ C2 minus the better circuit alone "
-                  f"= {d.diff:+.4f} ({a.metric}); one-sided p = {d.p_additive} (above), {d.p_interfering} (below).", ""]
+        lines += ["## Mixing C1 and C2", "", f"Verdict: **{d.kind}**: the union C1 ∪ C2 minus the better circuit "
+                  f"alone = {d.diff:+.4f} ({a.metric}); one-sided p = {d.p_additive} (above), "
+                  f"{d.p_interfering} (below).", ""]
         lines += _mix_table(d.forward) + _mix_table(d.reverse) + ["![mix plot](mix.png)", ""]
     return "\n".join(lines) + "\n"
 

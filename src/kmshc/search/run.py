@@ -272,7 +272,8 @@ def _search(cfg: SearchConfig, out: Path, on_progress) -> tuple[Circuit, Path]:
     search_cfg = {k: v for k, v in asdict(cfg).items() if k not in ("resume", "overwrite", "progress", "experiment")}
     # the cap only decides where a run stops, not its path: a capped run may resume with a larger one;
     # the certificate's settings do not change the search either; exclusions count by their heads
-    fingerprint = {**{k: v for k, v in search_cfg.items() if k not in ("max_evaluations", "certificate", "exclude", "out")},
+    ignored = ("max_evaluations", "certificate", "exclude", "out")
+    fingerprint = {**{k: v for k, v in search_cfg.items() if k not in ignored},
                    "experiment": exp.to_dict(), "n_val": n_val}
     if excluded:
         fingerprint["excluded_heads"] = excluded
