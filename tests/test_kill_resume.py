@@ -88,9 +88,10 @@ def kill_when(proc: subprocess.Popen, ready, timeout: float = 300.0) -> None:
 
 
 def comparable(circuit: dict) -> dict:
-    """A circuit minus what legitimately differs between two runs: wall times and the run name."""
+    """A circuit minus what legitimately differs between two runs: wall times, cost and the run name."""
     c = json.loads(json.dumps(circuit))
     c.pop("wall_time_s", None)
+    c.pop("example_forwards", None)  # cost, not result: a resumed search rebuilds its prefix cache
     c["certificate"].pop("wall_time_s", None)
     for key in ("name", "resume", "overwrite"):
         c["config"]["search"].pop(key, None)

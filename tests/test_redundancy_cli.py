@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from kmshc.redundancy_cli import parse
+from kmshc.entry.redundancy import parse
 from kmshc.redundancy_run import redundancy
 from kmshc.search.common import NoSufficientSet
 from kmshc.search.run import repeatable

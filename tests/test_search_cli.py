@@ -48,7 +48,9 @@ def test_config_loads_and_starts_with_its_command(path):
     assert isinstance(cfg, SearchConfig) and isinstance(cfg.experiment, Experiment)
     raw = yaml.safe_load(path.read_text())  # every value the file sets reaches the parsed config
     for key, value in raw.items():
-        if key != "experiment":
+        if key == "certificate":
+            assert all(getattr(cfg.certificate, k) == v for k, v in value.items()), key
+        elif key != "experiment":
             assert getattr(cfg, key) == value, key
     for key, value in raw.get("experiment", {}).items():
         got = getattr(cfg.experiment, key)

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from kmshc.architectures import head_shape
+from kmshc.device import input_device
 from kmshc.encoding import Batch, Encoded, pad
 from kmshc.hooks import capture_head_outputs
 from kmshc.memory import TensorLRU
@@ -49,21 +50,23 @@ class MeanAblation(Ablation):
         n_layers, _ = head_shape(model)
         sums: list[torch.Tensor | None] = [None] * n_layers
         counts: torch.Tensor | None = None
+        device = input_device(model)
         for batch in data.batches(batch_size):
             store: list = []
             with capture_head_outputs(model, store):
-                model.base_model(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
+                model.base_model(input_ids=batch.input_ids.to(device), attention_mask=batch.attention_mask.to(device))
             w = batch.attention_mask.to(torch.float64)  # [R, T]: pad positions do not count
             c = w.sum(0)
             counts = c if counts is None else _add_padded(counts, c)
-            for layer, z in enumerate(store[0]):
-                s = torch.einsum("rt,rthd->thd", w, z.to(torch.float64))
+            for layer, z in enumerate(store[0]):  # each layer's values stay on that layer's device
+                s = torch.einsum("rt,rthd->thd", w.to(z.device), z.to(torch.float64))
                 sums[layer] = s if sums[layer] is None else _add_padded(sums[layer], s)
         if counts is None or counts.sum() == 0:
             raise KmshcError("mean ablation needs a non-empty training split to average over")
         dtype = next(model.parameters()).dtype
-        overall = [(s.sum(0) / counts.sum()).to(dtype) for s in sums]
-        means = [(s / counts.clamp(min=1)[:, None, None]).to(dtype) for s in sums] if per_position else overall
+        overall = [(s.sum(0) / counts.sum().to(s.device)).to(dtype) for s in sums]
+        means = ([(s / counts.clamp(min=1)[:, None, None].to(s.device)).to(dtype) for s in sums]
+                 if per_position else overall)
         return cls(means, overall, per_position)
 
     def values(self, batch: Batch, n_masks: int = 1) -> list[torch.Tensor]:
@@ -111,8 +114,9 @@ class PatchAblation(Ablation):
         if stacked is None:
             ids, att = pad(self.source_seqs(batch), batch.data.pad_id, batch.input_ids.shape[1])
             store: list = []
+            device = input_device(self.model)
             with capture_head_outputs(self.model, store):
-                self.model.base_model(input_ids=ids, attention_mask=att)
+                self.model.base_model(input_ids=ids.to(device), attention_mask=att.to(device))
             stacked = torch.stack(store[0])  # [L, R, T, H, d]
             self.cache.put(key, stacked)
         return list(stacked.unbind(0))

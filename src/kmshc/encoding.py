@@ -6,7 +6,7 @@ per-position mean ablation and batched masks simple.
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Iterator
 
 import torch
@@ -83,6 +83,10 @@ class Batch:
     input_ids: torch.Tensor
     attention_mask: torch.Tensor
     data: "Encoded | None" = None  # the split the rows index into
+
+    def to(self, device: torch.device | str) -> "Batch":
+        """The same batch with its token ids and attention mask on ``device`` (indices stay on the CPU)."""
+        return replace(self, input_ids=self.input_ids.to(device), attention_mask=self.attention_mask.to(device))
 
 
 def pad(seqs: list[torch.Tensor], pad_id: int, length: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:

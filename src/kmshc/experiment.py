@@ -10,7 +10,8 @@ from typing import Any
 from kmshc.ablation import ABLATIONS, Ablation, make_ablation
 from kmshc.architectures import head_shape
 from kmshc.encoding import encode
-from kmshc.models import load_model
+from kmshc.device import parse_device_spec
+from kmshc.models import check_device_map, load_model
 from kmshc.scoring import SCORERS, Scorer
 from kmshc.tasks import make_task, split_task
 from kmshc.tasks.base import Task
@@ -35,6 +36,10 @@ class Experiment:
             counterfactuals only); ``per_position`` for mean.
         on_defect: ``skip`` (default) leaves out defective items of a data file (identical
             sentences or tokens) and records them in :attr:`data_skipped`; ``error`` stops at the first.
+        device: where the model computes, ``auto|cpu|cuda|cuda:N`` (auto: CUDA when present).
+        device_map: spread the model over several devices instead (accelerate: ``auto`` or
+            module name -> device); overrides ``device``. Neither field changes ``S(·)`` beyond
+            float rounding, so neither enters :meth:`result_dict`.
     """
 
     model: str = "smollm2-135m"
@@ -54,6 +59,8 @@ class Experiment:
     batch_size: int = 32
     trust_remote_code: bool = False
     on_defect: str = "skip"
+    device: str = "auto"
+    device_map: str | dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         _check_fields(self)
@@ -66,6 +73,11 @@ class Experiment:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def result_dict(self) -> dict[str, Any]:
+        """:meth:`to_dict` without the fields that say where it runs: what decides the scores
+        (e.g. a search's resume fingerprint, so a run may resume on another device)."""
+        return {k: v for k, v in self.to_dict().items() if k not in PLACEMENT_FIELDS}
 
     @classmethod
     def from_dict(cls, d: Any, where: str = "experiment") -> "Experiment":
@@ -104,7 +116,8 @@ class Experiment:
 
     @cached_property
     def loaded(self):
-        return load_model(self.model, dtype=self.dtype, trust_remote_code=self.trust_remote_code)
+        return load_model(self.model, dtype=self.dtype, trust_remote_code=self.trust_remote_code,
+                          device=self.device, device_map=self.device_map)
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -120,17 +133,22 @@ class Experiment:
         train = encode(self.splits["train"], tok) if self.ablation == "mean" else None
         return make_ablation(self.ablation, model, train, per_position=self.per_position, seed=self.seed)
 
-    def scorer_for(self, split: str, items: tuple | None = None) -> Scorer:
+    def scorer_for(self, split: str, items: tuple | None = None, *, distributed: bool = False) -> Scorer:
         """``S(·)`` on ``split`` (``train``, ``val`` or ``test``); ``items``: only these of its items
-        (adaptive decisions score a split in chunks)."""
+        (adaptive decisions score a split in chunks).
+
+        ``distributed``: shard each evaluation's examples over the torch.distributed ranks (every
+        rank must then call the scorer with the same masks, as a search does)."""
         if split not in ("train", "val", "test"):
             raise KmshcError(f"split: expected train, val or test, got {split!r}")
         model, tok = self.loaded
         task = self.splits[split] if items is None else replace(self.splits[split], items=tuple(items))
         return Scorer(model, tok, task, scorer=self.scorer, ablation=self.ablation_values,
                       train=self.splits["train"], batch_size=self.batch_size, probe_dim=self.probe_dim,
-                      seed=self.seed)
+                      seed=self.seed, distributed=distributed)
 
+
+PLACEMENT_FIELDS = ("device", "device_map")
 
 # field -> (accepted types, description); checked so that a hand-edited JSON/YAML value fails
 # here, naming the field, rather than deep inside tokenisation or model loading.
@@ -143,6 +161,8 @@ _FIELD_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
     "ablation": ((str,), "a string"), "per_position": ((bool,), "true or false"),
     "probe_dim": ((int,), "a positive integer"), "batch_size": ((int,), "a positive integer"),
     "trust_remote_code": ((bool,), "true or false"), "on_defect": ((str,), "skip or error"),
+    "device": ((str,), "auto, cpu, cuda or cuda:N"),
+    "device_map": ((str, dict, type(None)), "auto, an object of module name -> device, or null"),
 }
 
 
@@ -159,6 +179,8 @@ def _check_fields(exp: "Experiment") -> None:
         raise KmshcError(f"field 'labels': expected a list of strings, got {exp.labels!r}")
     if not all(isinstance(k, str) for k in exp.task_args):
         raise KmshcError(f"field 'task_args': keys must be strings, got {list(exp.task_args)!r}")
+    parse_device_spec(exp.device)
+    check_device_map(exp.device_map)
     fr = exp.split_fractions
     if len(fr) != 3 or not all(isinstance(f, (int, float)) and not isinstance(f, bool) and 0 <= f <= 1 for f in fr) \
             or abs(sum(fr) - 1) > 1e-6:

@@ -13,6 +13,8 @@ from typing import Hashable
 import torch
 from torch import nn
 
+from kmshc.device import model_devices
+
 FALLBACK_BYTES = 2 << 30
 
 
@@ -44,6 +46,11 @@ def _param(model: nn.Module) -> torch.Tensor:
     return next(model.parameters())
 
 
+def free_bytes(model: nn.Module) -> int:
+    """Free memory on the tightest of the devices the model computes on (one, unless ``device_map``)."""
+    return min(available_bytes(d) for d in model_devices(model))
+
+
 def row_bytes(model: nn.Module, seq_len: int) -> int:
     """Rough peak activation bytes of one sequence row in one forward pass.
 
@@ -61,14 +68,14 @@ def row_bytes(model: nn.Module, seq_len: int) -> int:
 def rows_per_forward(model: nn.Module, seq_len: int, fraction: float = 0.25, floor: int = 16,
                      cap: int = 4096) -> int:
     """How many rows one forward may carry: ``fraction`` of free memory, within ``[floor, cap]``."""
-    budget = available_bytes(_param(model).device) * fraction
+    budget = free_bytes(model) * fraction
     return int(max(floor, min(cap, budget // max(1, row_bytes(model, seq_len)))))
 
 
 def logits_chunk_tokens(model: nn.Module, fraction: float = 0.05, floor: int = 64, cap: int = 4096) -> int:
     """Tokens per logits chunk: float32 logits plus two temporaries of vocabulary width."""
     vocab = int(getattr(model.config, "vocab_size", 50000))
-    budget = available_bytes(_param(model).device) * fraction
+    budget = free_bytes(model) * fraction
     return int(max(floor, min(cap, budget // (3 * 4 * vocab))))
 
 

@@ -83,7 +83,7 @@ def start_at_layer(model: nn.Module, layer: int, hidden: torch.Tensor) -> Iterat
         if x.shape[0] % hidden.shape[0] or x.shape[1:] != hidden.shape[1:]:
             raise ValueError(f"cached prefix {tuple(hidden.shape)} does not fit the batch {tuple(x.shape)}")
         reps = x.shape[0] // hidden.shape[0]
-        h = hidden.to(x.dtype)
+        h = hidden.to(device=x.device, dtype=x.dtype)
         h = h.repeat(reps, 1, 1) if reps > 1 else h
         if args:
             return (h, *args[1:]), kwargs

@@ -13,6 +13,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from kmshc.distributed import barrier, is_main, main_then_all, world_size
+from kmshc.cost import total_example_forwards
 from kmshc.experiment import Experiment
 from kmshc.memory import peak_rss_mb
 from kmshc.scoring import Scorer
@@ -68,6 +70,7 @@ class SearchConfig:
     certificate: CertificateConfig = field(default_factory=CertificateConfig)
     verify_split: Literal["val", "test"] = "test"
     dtype: Literal["float32", "bfloat16", "auto"] | None = None  # override the experiment's (also a warm run's) dtype
+    device: str | None = None  # auto|cpu|cuda|cuda:N: override the experiment's device (also a warm run's)
     resume: bool = False
     overwrite: bool = False
     progress: bool = True
@@ -216,24 +219,32 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _overridden(exp: Experiment, cfg: SearchConfig) -> Experiment:
+    """``exp`` with the config's ``dtype``/``device`` overrides (they also apply to a warm run's experiment).
+
+    e.g. float32 on a CPU without native bf16 matmuls, where bf16 is ~50x slower.
+    """
+    changes = {k: getattr(cfg, k) for k in ("dtype", "device") if getattr(cfg, k) not in (None, getattr(exp, k))}
+    return Experiment.from_dict({**exp.to_dict(), **changes}) if changes else exp
+
+
 def _accuracies(scorer: Scorer):
     return lambda masks: scorer.outcomes(masks).accuracy.tolist()
 
 
-def search_scores(cfg: SearchConfig, exp: Experiment, shape: tuple[int, int]):
-    """``evaluate_many`` of the search on the val split: point means of the metric, or recovery
-    lower bounds (:class:`~kmshc.search.decide.RecoveryScores`) for confident decisions."""
-    val = exp.scorer_for("val")
+def search_scores(cfg: SearchConfig, exp: Experiment, shape: tuple[int, int], val: Scorer):
+    """``(evaluate_many, decider)`` of the search on the val split ``val``: point means of the
+    metric, or recovery lower bounds (:class:`~kmshc.search.decide.RecoveryScores`)."""
     if not confident(cfg):
-        return point_scores(val.outcomes, cfg.metric), val.n, None
+        return point_scores(val.outcomes, cfg.metric), None, [val]
     task = exp.splits["val"]
     parts = split_chunks(len(task), cfg.looks) if cfg.adaptive else [slice(0, len(task))]
-    chunks = [val.outcomes] if len(parts) == 1 else [
-        exp.scorer_for("val", items=task.items[p]).outcomes for p in parts]
-    rs = RecoveryScores(chunks, full_mask=mask_of(range(shape[0] * shape[1]), shape), base_mask=mask_of((), shape),
+    scorers = [val] if len(parts) == 1 else [exp.scorer_for("val", items=task.items[p], distributed=True)
+                                             for p in parts]
+    rs = RecoveryScores([sc.outcomes for sc in scorers], full_mask=mask_of(range(shape[0] * shape[1]), shape), base_mask=mask_of((), shape),
                         metric=cfg.metric, epsilon=cfg.epsilon, confidence=cfg.decision_confidence,
                         adaptive=cfg.adaptive)
-    return rs, val.n, rs
+    return rs, rs, scorers
 
 
 def confident(cfg: SearchConfig) -> bool:
@@ -245,7 +256,7 @@ def confident(cfg: SearchConfig) -> bool:
 def run(cfg: SearchConfig, on_progress=None) -> tuple[Circuit, Path]:
     """Run one mode and write its circuit; returns ``(circuit, path)``."""
     out = output_dir(cfg)
-    prepare(out, cfg)
+    main_then_all(lambda: prepare(out, cfg))  # under torchrun: rank 0 takes the lock, all ranks see its verdict
     try:
         return _verify_only(cfg, out) if cfg.mode == "verify" else _search(cfg, out, on_progress)
     finally:
@@ -257,50 +268,58 @@ def _search(cfg: SearchConfig, out: Path, on_progress) -> tuple[Circuit, Path]:
     if cfg.mode == "warm":
         exp, gates, ranks = read_gates(Path(cfg.from_run))
         source = str(Path(cfg.from_run) / "gates.json")
-    if cfg.dtype is not None and cfg.dtype != exp.dtype:
-        # e.g. float32 on a CPU without native bf16 matmuls, where bf16 is ~50x slower
-        exp = Experiment.from_dict({**exp.to_dict(), "dtype": cfg.dtype})
+    exp = _overridden(exp, cfg)
     shape, seed = exp.shape, cfg.seed if cfg.seed is not None else exp.seed
     excluded = excluded_heads(cfg.exclude, exp, shape)
     universe = set(range(shape[0] * shape[1])) - set(indices(excluded, shape)) if excluded else None
-    evaluate, n_val, decider = search_scores(cfg, exp, shape)
+    val = exp.scorer_for("val", distributed=True)
+    evaluate, decider, scorers = search_scores(cfg, exp, shape, val)
     others = {}
     if cfg.macro_probe_dim is not None:
         model, tok = exp.loaded
-        others["macro"] = _accuracies(Scorer(model, tok, exp.splits["val"], scorer="probe", ablation=exp.ablation_values,
-                                             train=exp.splits["train"], probe_dim=cfg.macro_probe_dim, seed=exp.seed))
+        scorers.append(Scorer(model, tok, exp.splits["val"], scorer="probe", ablation=exp.ablation_values,
+                              train=exp.splits["train"], probe_dim=cfg.macro_probe_dim, seed=exp.seed,
+                              distributed=True))
+        others["macro"] = _accuracies(scorers[-1])
     search_cfg = {k: v for k, v in asdict(cfg).items() if k not in ("resume", "overwrite", "progress", "experiment")}
     # the cap only decides where a run stops, not its path: a capped run may resume with a larger one;
-    # the certificate's settings do not change the search either; exclusions count by their heads
-    ignored = ("max_evaluations", "certificate", "exclude", "out")
+    # the certificate's settings do not change the search either, nor does the device: a run may
+    # resume elsewhere (it must then replay to the same decisions); exclusions count by their heads
+    ignored = ("max_evaluations", "certificate", "device", "exclude", "out")
     fingerprint = {**{k: v for k, v in search_cfg.items() if k not in ignored},
-                   "experiment": exp.to_dict(), "n_val": n_val}
+                   "experiment": exp.result_dict(), "n_val": val.n}
     if excluded:
         fingerprint["excluded_heads"] = excluded
     rec = Recorder(evaluate, out / STATE, resume=cfg.resume, fingerprint=fingerprint,
-                   max_evaluations=cfg.max_evaluations, on_progress=on_progress, others=others)
+                   max_evaluations=cfg.max_evaluations, on_progress=on_progress, others=others, save_state=is_main(),
+                   forwards=lambda: total_example_forwards(*(s.cost for s in scorers)))
+    barrier()  # every rank has read the state before rank 0 rewrites it
     res = _run_search(cfg, rec, shape, seed, gates, ranks, source, macro_using="macro" if others else "",
                       universe=universe)
     base_on = []
     if cfg.baseline == "complement" and "macro" in res.info:
         used = res.info["macro"]["layers_corrected" if cfg.edge_correction else "layers_paper"]
         base_on = [f"L{l}H{h}" for l in range(shape[0]) if l not in used for h in range(shape[1])]
+    verifier = exp.scorer_for(cfg.verify_split, distributed=True)
     cert = _certify(cfg, exp, res.heads, semantics=res.semantics, epsilon=cfg.epsilon, threshold=cfg.threshold,
-                    K=cfg.K, baseline_heads=base_on, seed=seed,
+                    K=cfg.K, baseline_heads=base_on, scorer=verifier,
                     pool=names(universe, shape) if universe is not None else None)
     method = "warm" if cfg.mode == "warm" else ("cold" if res.semantics == "keep" else "cold-paper")
     units = "recovery lower bound" if decider is not None else cfg.metric
     circ = Circuit(model=exp.model, task=exp.task_name, heads=res.heads, n_heads_total=shape[0] * shape[1],
                    scorer=exp.scorer, ablation=exp.ablation, semantics=res.semantics, epsilon=cfg.epsilon, K=cfg.K,
-                   scores={"val": {"score": res.score, "threshold": res.threshold, "n": n_val, "units": units},
+                   scores={"val": {"score": res.score, "threshold": res.threshold, "n": val.n, "units": units},
                            cfg.verify_split: _split_scores(cert)},
-                   certificate=cert.to_dict(), evaluations=res.evaluations, seed=seed,
+                   certificate=cert.to_dict(), evaluations=res.evaluations,
+                   example_forwards=round(rec.example_forwards, 3), seed=seed,
                    config={"experiment": exp.to_dict(), "search": search_cfg, "threshold": cfg.threshold,
                            "baseline_heads": base_on, "excluded_heads": excluded},
                    extra={"method": method, "wall_time_s": res.wall_time_s, "peak_rss_mb": round(peak_rss_mb()),
-                          "source": source, "capped": res.capped,
+                          "source": source, "capped": res.capped, "device": str(val.device), "processes": world_size(),
+                          "verify_cost": verifier.cost.to_dict(),
                           "search_info": dict(res.info), "data_skipped": exp.data_skipped})
-    circ.save(out / SEARCHED)
+    if is_main():
+        circ.save(out / SEARCHED)
     return circ, out / SEARCHED
 
 
@@ -333,8 +352,9 @@ def excluded_heads(paths: list[str], exp: Experiment, shape: tuple[int, int]) ->
     return list(names(indices(heads, shape, where=f"exclude {paths}"), shape))
 
 
-def _certify(cfg: SearchConfig, exp: Experiment, heads, **kw) -> Certificate:
-    return certify(exp.scorer_for(cfg.verify_split).outcomes, exp.shape, heads, config=cfg.certificate,
+def _certify(cfg: SearchConfig, exp: Experiment, heads, scorer: Scorer | None = None, **kw) -> Certificate:
+    scorer = scorer or exp.scorer_for(cfg.verify_split, distributed=True)
+    return certify(scorer.outcomes, exp.shape, heads, config=cfg.certificate,
                    metric=cfg.metric, skipped=exp.data_skipped,
                    split=cfg.verify_split, **{k: v for k, v in kw.items() if k != "seed"})
 
@@ -349,8 +369,7 @@ def _verify_only(cfg: SearchConfig, out: Path) -> tuple[Circuit, Path]:
     c = read_circuit(cfg.circuit)
     exp_d = c.config.get("experiment")
     exp = _experiment(exp_d, f"{cfg.circuit}: field 'config.experiment'") if isinstance(exp_d, dict) else cfg.experiment
-    if cfg.dtype is not None and cfg.dtype != exp.dtype:
-        exp = Experiment.from_dict({**exp.to_dict(), "dtype": cfg.dtype})
+    exp = _overridden(exp, cfg)
     threshold = c.config.get("threshold", cfg.threshold)
     cert = _certify(cfg, exp, c.heads, semantics=c.semantics, epsilon=c.epsilon, threshold=threshold, K=c.K,
                     baseline_heads=c.config.get("baseline_heads", ()))
@@ -360,5 +379,6 @@ def _verify_only(cfg: SearchConfig, out: Path) -> tuple[Circuit, Path]:
     d["verified_from"] = str(cfg.circuit)
     from kmshc.types import circuit_from_dict
     circ = circuit_from_dict(d, where=str(cfg.circuit))
-    circ.save(out / VERIFIED)
+    if is_main():
+        circ.save(out / VERIFIED)
     return circ, out / VERIFIED

@@ -1,6 +1,7 @@
 """Tables of a comparison: one row per circuit, one per pair, and the cross-task/cross-seed analysis.
 
-Built from :class:`kmshc.compare.Entry` objects with the pure functions of :mod:`kmshc.compare`.
+Built from :class:`~kmshc.compare.entries.Entry` objects with the pure functions of
+:mod:`kmshc.compare.entries`.
 ``rescore`` is the only part that loads a model; it is imported lazily and used only on request.
 """
 from __future__ import annotations
@@ -14,8 +15,9 @@ import torch
 
 from kmshc.stats import bootstrap_means, percentile_interval
 
-from kmshc.compare import (LEVELS, Entry, classify_heads, depth_summary, head_frequency, layer_counts,
-                           mean_layer_distribution, mean_pairwise_jaccard, overlap_matrix, pair_stats)
+from kmshc.compare.entries import (LEVELS, Entry, classify_heads, depth_summary, head_frequency,
+                                   layer_counts, mean_layer_distribution, mean_pairwise_jaccard, overlap_matrix,
+                                   pair_stats)
 
 
 # --------------------------------------------------------------------------- scores

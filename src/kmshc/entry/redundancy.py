@@ -1,11 +1,13 @@
-"""``kmshc redundancy``: the command line of :mod:`kmshc.redundancy_run` (search.py's flags plus
-``--out``, ``--max_circuits`` and ``--mix_points``). Imports stay inside the functions so that
-registering the verb costs nothing."""
+"""``kmshc redundancy``: the command line of :mod:`kmshc.redundancy_run` (``kmshc search``'s
+flags plus ``--out``, ``--max_circuits`` and ``--mix_points``; docs/redundancy.md)."""
 from __future__ import annotations
 
 import argparse
 from dataclasses import replace
 from pathlib import Path
+
+from kmshc.entry import add_passthrough_parser
+from kmshc.entry.configs import resolve_config_args
 
 
 def parse(args: list[str]):
@@ -23,7 +25,7 @@ def parse(args: list[str]):
     p.add_class_arguments(SearchConfig, nested_key=None, fail_untyped=True,
                           skip={"out", "exclude", "resume"})
     with config_errors("redundancy config", "a UTF-8 YAML mapping of search fields (see configs/search/)"):
-        ns = vars(p.instantiate(p.parse_args(args)))
+        ns = vars(p.instantiate(p.parse_args(resolve_config_args(args))))
     extra = {k: ns.pop(k) for k in ("out", "max_circuits", "mix_points")}
     ns.pop("config", None)
     return SearchConfig(**ns), extra
@@ -31,7 +33,7 @@ def parse(args: list[str]):
 
 def _main(args: argparse.Namespace) -> dict:
     from kmshc.redundancy_run import redundancy
-    cfg, extra = parse(args.args)
+    cfg, extra = parse(args.argv)
     res = redundancy(replace(cfg, progress=False), **extra)
     return {"out": res.out, "stop": res.stop, "why": res.why, "report": str(Path(res.out) / "report.md"),
             "circuits": [{"heads": list(f.heads), "verified": f.certificate.verified if f.certificate else None}
@@ -40,9 +42,5 @@ def _main(args: argparse.Namespace) -> dict:
 
 
 def add_redundancy_parser(sub) -> None:
-    """Register ``kmshc redundancy``; its flags are search.py's (parsed by jsonargparse), so
-    argparse passes every argument through (``prefix_chars='+'`` keeps ``--x`` as a value)."""
-    s = sub.add_parser("redundancy", add_help=False, prefix_chars="+",
-                       help="find disjoint sufficient circuits one after another; knock-out curve and mix plot")
-    s.add_argument("args", nargs=argparse.REMAINDER)
-    s.set_defaults(func=_main)
+    add_passthrough_parser(sub, "redundancy", "find disjoint sufficient circuits one after another: "
+                           "knock-out curve and mix plot (docs/redundancy.md)", _main)
