@@ -46,6 +46,7 @@ def commands(args, device: str, dtype: str, runs: Path) -> dict[str, list[str]]:
     """The three steps of the main job (scripts/main.sh) on ``device``, as argument lists."""
     py = sys.executable
     run = runs / device.replace(":", "_")
+    threshold = ["--threshold", str(args.threshold)] if args.threshold is not None else []
     return {
         "score": [py, "-m", "kmshc", "score", "--model", args.model, "--task", "grammar", "--limit", str(args.limit),
                   "--dtype", dtype, "--device", device],
@@ -56,7 +57,7 @@ def commands(args, device: str, dtype: str, runs: Path) -> dict[str, list[str]]:
                   "--data.experiment.dtype", dtype, "--data.experiment.limit", str(args.limit)],
         "search": [py, "search.py", "--config", "configs/search/default.yaml", "--mode", "warm", "--from_run",
                    str(run), "--device", device, "--dtype", dtype, "--overwrite", "true", "--progress", "false",
-                   "--n_boot", str(args.n_boot), *(["--threshold", str(args.threshold)] if args.threshold is not None else [])],
+                   "--n_boot", str(args.n_boot), *threshold],
     }
 
 

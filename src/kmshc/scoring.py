@@ -264,7 +264,8 @@ class Scorer:
         """
         trailing = {"labels": (len(data.label_ids),) if data.label_ids is not None else (),
                     "features": (self.model.get_output_embeddings().weight.shape[1],)}.get(kind, ())
-        out = torch.zeros(masks.shape[0], data.n if kind == "labels" else len(data.seqs), *trailing, device=self.device)
+        n_index = data.n if kind == "labels" else len(data.seqs)
+        out = torch.zeros(masks.shape[0], n_index, *trailing, device=self.device)
         owner = torch.zeros(out.shape[1], dtype=torch.long)  # which rank scored each index
         layer = self._split_layer(masks)
         for i, batch in enumerate(data.batches(self.batch_size)):
@@ -277,8 +278,9 @@ class Scorer:
             max_rows = self.max_rows or rows_per_forward(self.model, t)
             per = max(1, max_rows // rows)  # masks per forward pass, bounded by memory
             prefix = self._prefix(data, batch, masks[0], layer) if layer else None
-            out[:, idx.to(out.device)] = torch.cat([self._batch_scores(data, batch, masks[s:s + per], kind, layer, prefix)
-                                                    for s in range(0, masks.shape[0], per)])
+            res = [self._batch_scores(data, batch, masks[s:s + per], kind, layer, prefix)
+                   for s in range(0, masks.shape[0], per)]
+            out[:, idx.to(out.device)] = torch.cat(res).to(out.device)  # lm_head may sit elsewhere (device_map)
         return gather_owned(out, owner) if self.distributed else out
 
     def outcomes(self, masks: torch.Tensor) -> Outcome:

@@ -1,4 +1,4 @@
-"""What a gate-training run writes into ``runs/<name>/`` (docs/FORMATS: gates.json,
+"""What a gate-training run writes into ``runs/<name>/`` (see docs/training.md, "Outputs": gates.json,
 circuit_learned.json, gates_heatmap.png), as Lightning callbacks, plus the run-directory guard.
 
 Loggers are duck-typed (``log_image``/``log_table`` exist on Lightning's ``WandbLogger``), so

@@ -135,7 +135,7 @@ def output_dir(cfg: SearchConfig) -> Path:
         raise KmshcError("verify mode needs --circuit PATH (a circuit JSON file)")
     if cfg.out:
         return Path(cfg.out)
-    if cfg.mode == "warm":  # FORMATS.md: the searched circuit goes next to the gates it refines
+    if cfg.mode == "warm":  # the searched circuit goes next to the gates it refines (docs/search.md)
         return Path(cfg.from_run)
     if cfg.mode == "verify":  # the certificate goes next to the circuit it checks
         return Path(cfg.circuit).parent
@@ -220,10 +220,8 @@ def _alive(pid: int) -> bool:
 
 
 def _overridden(exp: Experiment, cfg: SearchConfig) -> Experiment:
-    """``exp`` with the config's ``dtype``/``device`` overrides (they also apply to a warm run's experiment).
-
-    e.g. float32 on a CPU without native bf16 matmuls, where bf16 is ~50x slower.
-    """
+    """``exp`` with the config's ``dtype``/``device`` overrides, which also apply to a warm run's experiment
+    (e.g. float32 on a CPU without native bf16 matmuls, where bf16 is ~50x slower)."""
     changes = {k: getattr(cfg, k) for k in ("dtype", "device") if getattr(cfg, k) not in (None, getattr(exp, k))}
     return Experiment.from_dict({**exp.to_dict(), **changes}) if changes else exp
 
