@@ -78,7 +78,7 @@ def test_train_search_verify_from_another_directory(tmp_path, monkeypatch, capsy
     run = tmp_path / "runs" / "t"
     assert (run / "gates.json").exists() and (run / "circuit_learned.json").exists()
     capsys.readouterr()
-    search = ["--config", "configs/search/tiny.yaml", "--progress", "false", "--n_boot", "200"]
+    search = ["--config", "configs/search/tiny.yaml", "--progress", "false"]
     assert main(["search", *search, "--mode", "warm", "--from_run", str(run)]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["method"] == "warm" and Path(out["circuit"]) == run / "circuit_searched.json"

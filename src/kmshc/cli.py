@@ -9,6 +9,7 @@
     kmshc show     print a circuit file and its certificate
     kmshc rank     rank heads without training (attribution patching)
     kmshc toy      train a tiny model whose induction circuit is known
+    kmshc redundancy  disjoint sufficient circuits one after another: knock-out curve, mixes
 
 User errors (:class:`KmshcError`) print one clear line and exit with status 2; ``--debug``
 (before the verb, or anywhere among a verb's arguments) shows the traceback instead.
@@ -20,6 +21,7 @@ import json
 import sys
 
 from kmshc.entry.compare import add_compare_parser
+from kmshc.entry.redundancy import add_redundancy_parser
 from kmshc.entry.score import add_score_parser
 from kmshc.entry.search import add_search_parser, add_verify_parser
 from kmshc.entry.train import add_train_parser
@@ -44,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_show_parser(sub)
     add_rank_parser(sub)
     add_toy_parser(sub)
+    add_redundancy_parser(sub)
     return p
 
 

@@ -4,7 +4,8 @@
 from all heads (``--semantics keep|paper``); ``warm`` refines a training run (``--from_run
 runs/<name>``: its gates.json and experiment); ``verify`` writes a certificate for any circuit
 JSON. ``kmshc verify --circuit PATH`` is that last mode. Every config field can be overridden on
-the command line, e.g. ``--epsilon 0.8 --experiment.limit 300``. Outputs:
+the command line, e.g. ``--epsilon 0.8 --experiment.limit 300``. ``--exclude CIRCUIT.json``
+(repeatable) searches outside the given circuits (docs/redundancy.md). Outputs:
 ``runs/<name>/circuit_searched.json`` (certificate embedded) and ``search_state.json``
 (``--resume true`` continues an interrupted run to the same result; ``--overwrite true``
 replaces one). Verify writes ``circuit_verified.json`` next to the circuit.
@@ -28,13 +29,13 @@ def parse(args: list[str] | None = None) -> "SearchConfig":
     """A :class:`~kmshc.search.run.SearchConfig` from command-line ``args`` (``--config`` files first)."""
     from jsonargparse import ActionConfigFile, ArgumentParser
 
-    from kmshc.search.run import SearchConfig
+    from kmshc.search.run import SearchConfig, repeatable
     from kmshc.types import config_errors
     parser = ArgumentParser(prog="kmshc search", description=__doc__.splitlines()[0], env_prefix="KMSHC_SEARCH",
                             default_env=False)
     parser.add_argument("--config", action=ActionConfigFile, help="a YAML file from configs/search/")
     parser.add_class_arguments(SearchConfig, nested_key=None, fail_untyped=True)
-    args = resolve_config_args(sys.argv[1:] if args is None else args)
+    args = repeatable(resolve_config_args(sys.argv[1:] if args is None else args))
     with config_errors("search config", "a UTF-8 YAML mapping of search fields (see configs/search/)"):
         ns = parser.instantiate(parser.parse_args(args))
     return SearchConfig(**{k: v for k, v in vars(ns).items() if k != "config"})

@@ -19,7 +19,7 @@ from kmshc.experiment import Experiment
 from kmshc.memory import peak_rss_mb
 from kmshc.scoring import Scorer
 from kmshc.search.certificate import Certificate, CertificateConfig
-from kmshc.search.common import indices, mask_of
+from kmshc.search.common import indices, mask_of, names
 from kmshc.search.decide import RecoveryScores, point_scores, split_chunks
 from kmshc.search.refine import cold_search, refine
 from kmshc.search.state import Recorder
@@ -74,7 +74,28 @@ class SearchConfig:
     resume: bool = False
     overwrite: bool = False
     progress: bool = True
+    # circuit JSON files whose heads the search may not use: they stay ablated, so the search finds a
+    # backup circuit among the other heads; U still comes from the true S(M) and S(B) (docs/redundancy.md)
+    exclude: list[str] = field(default_factory=list)
+    out: str | None = None  # write here instead of the mode's folder (one folder per circuit in a redundancy run)
     experiment: Experiment = field(default_factory=Experiment)
+
+
+def repeatable(args: list[str], flag: str = "--exclude") -> list[str]:
+    """``--exclude A --exclude B`` (or ``--exclude=A``) as jsonargparse's append form ``--exclude+ A``,
+    so that a list flag repeats like any command-line flag; a JSON list (``--exclude [A, B]``) is kept."""
+    out, i = [], 0
+    while i < len(args):
+        a = args[i]
+        if a == flag and i + 1 < len(args) and not args[i + 1].lstrip().startswith("["):
+            out += [flag + "+", args[i + 1]]
+            i += 2
+            continue
+        if a.startswith(flag + "=") and not a[len(flag) + 1:].lstrip().startswith("["):
+            a = flag + "+=" + a[len(flag) + 1:]
+        out.append(a)
+        i += 1
+    return out
 
 
 def _experiment(d: Any, where: str) -> Experiment:
@@ -112,6 +133,8 @@ def output_dir(cfg: SearchConfig) -> Path:
         raise KmshcError("warm mode needs --from_run runs/<name> (a train.py run directory)")
     if cfg.mode == "verify" and not cfg.circuit:
         raise KmshcError("verify mode needs --circuit PATH (a circuit JSON file)")
+    if cfg.out:
+        return Path(cfg.out)
     if cfg.mode == "warm":  # the searched circuit goes next to the gates it refines (docs/search.md)
         return Path(cfg.from_run)
     if cfg.mode == "verify":  # the certificate goes next to the circuit it checks
@@ -131,6 +154,9 @@ def prepare(out: Path, cfg: SearchConfig) -> None:
     for key in ("K", "N"):
         if getattr(cfg, key) < 1:
             raise KmshcError(f"{key}: expected a positive integer, got {getattr(cfg, key)}")
+    if cfg.exclude and (cfg.semantics == "paper" or cfg.mode == "verify"):
+        raise KmshcError("exclude: only for searches with keep semantics (paper semantics keeps the heads outside C "
+                         "active, so excluded heads could not stay ablated)")
     if cfg.resume and cfg.overwrite:
         raise KmshcError("--resume and --overwrite exclude each other")
     fresh_cold = cfg.mode == "cold" and not (out.exists() and any(out.iterdir()))
@@ -242,6 +268,8 @@ def _search(cfg: SearchConfig, out: Path, on_progress) -> tuple[Circuit, Path]:
         source = str(Path(cfg.from_run) / "gates.json")
     exp = _overridden(exp, cfg)
     shape, seed = exp.shape, cfg.seed if cfg.seed is not None else exp.seed
+    excluded = excluded_heads(cfg.exclude, exp, shape)
+    universe = set(range(shape[0] * shape[1])) - set(indices(excluded, shape)) if excluded else None
     val = exp.scorer_for("val", distributed=True)
     evaluate, decider, scorers = search_scores(cfg, exp, shape, val)
     others = {}
@@ -254,21 +282,26 @@ def _search(cfg: SearchConfig, out: Path, on_progress) -> tuple[Circuit, Path]:
     search_cfg = {k: v for k, v in asdict(cfg).items() if k not in ("resume", "overwrite", "progress", "experiment")}
     # the cap only decides where a run stops, not its path: a capped run may resume with a larger one;
     # the certificate's settings do not change the search either, nor does the device: a run may
-    # resume elsewhere (it must then replay to the same decisions)
-    fingerprint = {**{k: v for k, v in search_cfg.items() if k not in ("max_evaluations", "certificate", "device")},
+    # resume elsewhere (it must then replay to the same decisions); exclusions count by their heads
+    ignored = ("max_evaluations", "certificate", "device", "exclude", "out")
+    fingerprint = {**{k: v for k, v in search_cfg.items() if k not in ignored},
                    "experiment": exp.result_dict(), "n_val": val.n}
+    if excluded:
+        fingerprint["excluded_heads"] = excluded
     rec = Recorder(evaluate, out / STATE, resume=cfg.resume, fingerprint=fingerprint,
                    max_evaluations=cfg.max_evaluations, on_progress=on_progress, others=others, save_state=is_main(),
                    forwards=lambda: total_example_forwards(*(s.cost for s in scorers)))
     barrier()  # every rank has read the state before rank 0 rewrites it
-    res = _run_search(cfg, rec, shape, seed, gates, ranks, source, macro_using="macro" if others else "")
+    res = _run_search(cfg, rec, shape, seed, gates, ranks, source, macro_using="macro" if others else "",
+                      universe=universe)
     base_on = []
     if cfg.baseline == "complement" and "macro" in res.info:
         used = res.info["macro"]["layers_corrected" if cfg.edge_correction else "layers_paper"]
         base_on = [f"L{l}H{h}" for l in range(shape[0]) if l not in used for h in range(shape[1])]
     verifier = exp.scorer_for(cfg.verify_split, distributed=True)
     cert = _certify(cfg, exp, res.heads, semantics=res.semantics, epsilon=cfg.epsilon, threshold=cfg.threshold,
-                    K=cfg.K, baseline_heads=base_on, scorer=verifier)
+                    K=cfg.K, baseline_heads=base_on, scorer=verifier,
+                    pool=names(universe, shape) if universe is not None else None)
     method = "warm" if cfg.mode == "warm" else ("cold" if res.semantics == "keep" else "cold-paper")
     units = "recovery lower bound" if decider is not None else cfg.metric
     circ = Circuit(model=exp.model, task=exp.task_name, heads=res.heads, n_heads_total=shape[0] * shape[1],
@@ -278,7 +311,7 @@ def _search(cfg: SearchConfig, out: Path, on_progress) -> tuple[Circuit, Path]:
                    certificate=cert.to_dict(), evaluations=res.evaluations,
                    example_forwards=round(rec.example_forwards, 3), seed=seed,
                    config={"experiment": exp.to_dict(), "search": search_cfg, "threshold": cfg.threshold,
-                           "baseline_heads": base_on},
+                           "baseline_heads": base_on, "excluded_heads": excluded},
                    extra={"method": method, "wall_time_s": res.wall_time_s, "peak_rss_mb": round(peak_rss_mb()),
                           "source": source, "capped": res.capped, "device": str(val.device), "processes": world_size(),
                           "verify_cost": verifier.cost.to_dict(),
@@ -288,19 +321,33 @@ def _search(cfg: SearchConfig, out: Path, on_progress) -> tuple[Circuit, Path]:
     return circ, out / SEARCHED
 
 
-def _run_search(cfg: SearchConfig, rec: Recorder, shape, seed: int, gates, ranks, source, macro_using: str):
+def _run_search(cfg: SearchConfig, rec: Recorder, shape, seed: int, gates, ranks, source, macro_using: str,
+                universe: set[int] | None = None):
     # confident decisions score sets in recovery units, where S(M) = 1, S(B) = 0 and U = epsilon
     threshold = None if confident(cfg) else cfg.threshold
     if cfg.mode == "warm":
         flat = {n: indices([n], shape, where=f"{source}: heads")[0] for n in gates}
         return refine(rec, shape, {flat[n]: g for n, g in gates.items()}, epsilon=cfg.epsilon, threshold=threshold,
                       tau=cfg.tau, N=cfg.N, weighted=cfg.weighted, seed=seed, strategy=cfg.strategy,
-                      importance={flat[n]: a for n, a in ranks.items()} if ranks else None, margin=cfg.search_margin)
+                      importance={flat[n]: a for n, a in ranks.items()} if ranks else None, margin=cfg.search_margin,
+                      universe=universe)
     return cold_search(rec, shape, semantics=cfg.semantics, epsilon=cfg.epsilon, threshold=threshold, N=cfg.N, K=cfg.K,
                        seed=seed, macro=cfg.macro, window=cfg.window, window_fraction=cfg.window_fraction,
                        percentile=cfg.percentile, edge_correction=cfg.edge_correction, baseline=cfg.baseline,
                        ceil=cfg.ceil, halve_when_large=cfg.halve_when_large, macro_using=macro_using,
-                       margin=cfg.search_margin)
+                       margin=cfg.search_margin, universe=universe)
+
+
+def excluded_heads(paths: list[str], exp: Experiment, shape: tuple[int, int]) -> list[str]:
+    """Sorted head names of the circuits in ``paths``, checked against this search's model and shape."""
+    heads: set[str] = set()
+    for path in paths:
+        c = read_circuit(path)
+        if c.model != exp.model or c.n_heads_total != shape[0] * shape[1]:
+            raise KmshcError(f"{path}: exclude: a circuit of {c.model} ({c.n_heads_total} heads), but this search "
+                             f"runs on {exp.model} ({shape[0] * shape[1]} heads)")
+        heads |= set(c.heads)
+    return list(names(indices(heads, shape, where=f"exclude {paths}"), shape))
 
 
 def _certify(cfg: SearchConfig, exp: Experiment, heads, scorer: Scorer | None = None, **kw) -> Certificate:

@@ -35,7 +35,7 @@ def certify(outcomes: Callable[[torch.Tensor], Any], shape: tuple[int, int], hea
             semantics: str = "keep", epsilon: float = 0.9, threshold: float | None = None, K: int = 1,
             baseline_heads: Sequence[str] = (), metric: str = "accuracy",
             config: CertificateConfig = CertificateConfig(), split: str = "test",
-            skipped: dict | None = None) -> Certificate:
+            skipped: dict | None = None, pool: Sequence[str] | None = None) -> Certificate:
     """The certificate of circuit ``heads`` (see :mod:`kmshc.search.certificate`).
 
     Args:
@@ -44,6 +44,8 @@ def certify(outcomes: Callable[[torch.Tensor], Any], shape: tuple[int, int], hea
             this split, ``(threshold − S(B)) / (S(M) − S(B))``.
         baseline_heads: heads kept on in the baseline ``B`` (default ``∅``: all ablated).
         metric: what ``S`` averages per example: ``accuracy`` (0/1) or the log-prob ``margin``.
+        pool: the heads the random controls draw from (default: all); a backup circuit found
+            outside excluded circuits is compared with random sets from the same allowed heads.
     """
     if metric not in ("accuracy", "margin"):
         raise KmshcError(f"metric: expected 'accuracy' or 'margin', got {metric!r}")
@@ -55,7 +57,8 @@ def certify(outcomes: Callable[[torch.Tensor], Any], shape: tuple[int, int], hea
     C = indices(heads, shape, where="circuit heads")
     if semantics == "paper" and C and not 1 <= K <= len(C):
         raise KmshcError(f"K: the bundle size must be between 1 and |C| = {len(C)}, got {K}")
-    plan = _Plan(shape, C, semantics, K, config, indices(baseline_heads, shape))
+    allowed = None if pool is None else set(indices(pool, shape, where="control pool")) | set(C)
+    plan = _Plan(shape, C, semantics, K, config, indices(baseline_heads, shape), allowed)
     out = outcomes(torch.stack(plan.masks))
     x, acc = _values(out, metric)
     if threshold is not None:
@@ -70,7 +73,8 @@ def certify(outcomes: Callable[[torch.Tensor], Any], shape: tuple[int, int], hea
 class _Plan:
     """The masks of one certificate, in order, and where each one's row is."""
 
-    def __init__(self, shape, C: list[int], semantics: str, K: int, cfg: CertificateConfig, base_on: list[int]):
+    def __init__(self, shape, C: list[int], semantics: str, K: int, cfg: CertificateConfig, base_on: list[int],
+                 allowed: set[int] | None = None):
         self.shape, self.C, self.semantics, self.K, self.cfg = shape, C, semantics, K, cfg
         everything = set(range(shape[0] * shape[1]))
         self.masks: list[torch.Tensor] = []
@@ -87,13 +91,13 @@ class _Plan:
             self.bundles, self.sampled = _restore_bundles(C, K, cfg.restore_samples, cfg.seed) if C else ([], False)
             for b in self.bundles:
                 self.add(("restore", b), (everything - set(C)) | set(b))
-        pool = sorted(everything)
+        pool = sorted(everything if allowed is None else allowed)
         self.controls: list[tuple[str, list[int]]] = []
         for i in range(cfg.random_controls if C else 0):
             S = sorted(rng.sample(pool, len(C)))
             self.controls.append(("random", S))
             self.add(("set", tuple(S)), set(S) if semantics == "keep" else everything - set(S))
-        outside = sorted(everything - set(C))
+        outside = sorted(set(pool) - set(C))
         if semantics == "keep" and C and cfg.extra_heads and len(outside) >= cfg.extra_heads:
             E = sorted(rng.sample(outside, cfg.extra_heads))
             S = sorted(set(C) | set(E))
@@ -159,7 +163,7 @@ def _assemble(plan: _Plan, chk: Checks, x: np.ndarray, acc: np.ndarray, outcomes
                 tau=cfg.tau, semantics=plan.semantics, K=plan.K, full=est[("full",)], baseline=est[("base",)],
                 circuit=circ, threshold=round(float(x[1].mean() + chk.epsilon * (x[0].mean() - x[1].mean())), 4),
                 gap_accuracy_lower=round(gap_lo, 4), usable_gap=bool(usable), removals=removals,
-                epsilon_range=eps_range, knockout=Knockout(est[("knockout",)], _knockout_verdict(chk, est[("knockout",)])),
+                epsilon_range=eps_range, knockout=Knockout(est[("knockout",)], knockout_verdict(chk, est[("knockout",)])),
                 controls=controls, verified=verified, failing_heads=failing, reasons=reasons,
                 n_needed=None if verified else _n_needed(plan, chk, x, acc, removals, usable),
                 restores=restores, restore_bound=None if bound is None else round(bound, 4))
@@ -180,7 +184,7 @@ def _paper_verdict(chk: Checks, knockout, restores) -> tuple[bool, list[str], li
     return breaks and bool(restores) and not fails, why, failing
 
 
-def _knockout_verdict(chk: Checks, e) -> str:
+def knockout_verdict(chk: Checks, e) -> str:
     if chk.sufficient(e):
         return "backup"
     return "collapse" if e.upper is not None and e.upper <= 0.5 else "partial"
