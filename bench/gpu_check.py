@@ -57,7 +57,7 @@ def commands(args, device: str, dtype: str, runs: Path) -> dict[str, list[str]]:
                   "--data.experiment.dtype", dtype, "--data.experiment.limit", str(args.limit)],
         "search": [py, "search.py", "--config", "configs/search/default.yaml", "--mode", "warm", "--from_run",
                    str(run), "--device", device, "--dtype", dtype, "--overwrite", "true", "--progress", "false",
-                   "--n_boot", str(args.n_boot), *threshold],
+                   *threshold],
     }
 
 
@@ -98,7 +98,6 @@ def main(argv: list[str] | None = None) -> int:
                    help="dtype of the non-CPU runs (the CPU reference is always float32)")
     p.add_argument("--limit", type=int, default=400, help="grammar pairs (60/20/20 train/val/test)")
     p.add_argument("--steps", type=int, default=80, help="gate-training steps (the main job's 80)")
-    p.add_argument("--n_boot", type=int, default=2000)
     p.add_argument("--threshold", type=float, help="absolute search threshold (a tiny random model has no gap)")
     p.add_argument("--acc_tol", type=float, default=0.01)
     p.add_argument("--min_jaccard", type=float, default=0.5)

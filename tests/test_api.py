@@ -88,6 +88,6 @@ def test_search_circuit_runs_the_library_search(exp):
     assert cold.heads == ref.heads and cold.evaluations == ref.evaluations and cold.extra["method"] == "cold"
     warm = kmshc.search_circuit(exp, gates={f"L{l}H{h}": 0.9 for l in range(2) for h in range(4)}, threshold=reachable)
     assert warm.extra["method"] == "warm" and warm.scores["val"]["accuracy"] >= reachable
-    certified = kmshc.certify_circuit(exp, warm, n_boot=200)
+    certified = kmshc.certify_circuit(exp, warm)
     assert certified.heads == warm.heads and certified.certificate["split"] == "test"
     assert certified.scores["test"]["accuracy"] == pytest.approx(exp.scorer_for("test")(warm.mask(*exp.shape)), abs=1e-4)

@@ -123,7 +123,7 @@ def test_rank_writes_gates_a_warm_search_starts_from(tmp_path):
     spec = importlib.util.spec_from_file_location("search_entry_att", REPO / "search.py")
     search = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(search)
-    res = search.main(["--config", str(REPO / "configs/search/tiny.yaml"), "--progress", "false", "--n_boot", "100",
+    res = search.main(["--config", str(REPO / "configs/search/tiny.yaml"), "--progress", "false",
                        "--mode", "warm", "--from_run", str(path.parent), "--strategy", "ordered"])
     circ = read_circuit(path.parent / "circuit_searched.json")
     assert res["method"] == "warm" and circ.extra["source"] == str(path) and circ.example_forwards > 0

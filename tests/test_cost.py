@@ -183,7 +183,7 @@ def test_training_records_forward_and_backward_rows(tmp_path):
 
 def test_search_records_its_cost_and_resume_keeps_it(tmp_path):
     search, root = _entry("search")
-    args = ["--config", str(root / "configs/search/tiny.yaml"), "--progress", "false", "--n_boot", "100",
+    args = ["--config", str(root / "configs/search/tiny.yaml"), "--progress", "false",
             "--threshold", "0.0", "--runs_dir", str(tmp_path), "--name", "c"]
     out = search.main(args)
     circ = read_circuit(tmp_path / "c" / "circuit_searched.json")

@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false",
        "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")])}
 # batch_size 8: the 60 val pairs make 8 batches, so the ranks interleave several of them
-ARGS = ["search.py", "--config", "configs/search/tiny.yaml", "--progress", "false", "--n_boot", "200",
+ARGS = ["search.py", "--config", "configs/search/tiny.yaml", "--progress", "false",
         "--experiment.batch_size", "8"]
 SAME = ("heads", "evaluations", "scores", "certificate", "semantics", "epsilon", "seed")
 

@@ -51,7 +51,7 @@ def test_checks_fail_on_disagreement():
 def test_cpu_path_runs_end_to_end(tmp_path):
     doc = tmp_path / "b.md"
     assert GC.main(["--devices", "cpu", "cpu", "--model", "tiny-gpt2", "--limit", "60", "--steps", "4",
-                    "--threshold", "0.4", "--n_boot", "200", "--runs_dir", str(tmp_path / "runs"),
+                    "--threshold", "0.4", "--runs_dir", str(tmp_path / "runs"),
                     "--doc", str(doc)]) == 0
     assert "gpu_check: the main job on cpu, cpu" in doc.read_text()
 
@@ -60,4 +60,4 @@ def test_cpu_path_runs_end_to_end(tmp_path):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_gpu_agrees_with_cpu_on_a_tiny_model(tmp_path):
     assert GC.main(["--model", "tiny-gpt2", "--limit", "60", "--steps", "4", "--threshold", "0.4",
-                    "--n_boot", "200", "--runs_dir", str(tmp_path / "runs"), "--doc", "none"]) == 0
+                    "--runs_dir", str(tmp_path / "runs"), "--doc", "none"]) == 0

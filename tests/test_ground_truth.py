@@ -50,7 +50,7 @@ def toy(tmp_path_factory):
     train.main(["fit", "--config", str(ROOT / "configs/train/toy.yaml"), "--data.experiment.model", str(model_dir),
                 "--runs_dir", str(out), "--name", "learned", "--log_to", "none"])
     _search_entry().main(["--config", str(ROOT / "configs/search/toy.yaml"), "--mode", "warm",
-                          "--from_run", str(out / "learned"), "--progress", "false", "--n_boot", "200"])
+                          "--from_run", str(out / "learned"), "--progress", "false"])
     return result, diag, read_circuit(out / "learned" / "circuit_searched.json")
 
 

@@ -104,16 +104,19 @@ def search_circuit(experiment: Experiment, *, gates: LearnedGates | Mapping[str,
                    extra={"method": "cold" if gates is None else "warm", "capped": res.capped})
 
 
-def certify_circuit(experiment: Experiment, circuit: Circuit, *, split: str = "test", confidence: float = 0.95,
-                    n_boot: int = 2000) -> Circuit:
-    """``circuit`` with its certificate on ``split`` (one the search never saw): sufficiency, and
-    each head's necessity, with the circuit's own ε, threshold, semantics and seed."""
-    from kmshc.search import certify
+def certify_circuit(experiment: Experiment, circuit: Circuit, *, split: str = "test", metric: str = "accuracy",
+                    config=None) -> Circuit:
+    """``circuit`` with its certificate on ``split`` (one the search never saw), with the circuit's
+    own ε, threshold, semantics and seed; ``config``: a
+    :class:`~kmshc.search.certificate.CertificateConfig` (confidence, tolerance, controls)."""
+    from kmshc.search import CertificateConfig, certify
     cert = certify(experiment.scorer_for(split).outcomes, experiment.shape, circuit.heads,
                    semantics=circuit.semantics, epsilon=circuit.epsilon, threshold=circuit.config.get("threshold"),
-                   K=circuit.K, confidence=confidence, n_boot=n_boot, seed=circuit.seed, split=split)
-    scores = {**circuit.scores, split: {k: cert["circuit"][k] for k in ("accuracy", "margin", "ci")}}
-    return replace(circuit, certificate=cert, scores=scores)
+                   K=circuit.K, metric=metric, config=config or CertificateConfig(seed=circuit.seed), split=split)
+    c = cert.circuit
+    scores = {**circuit.scores, split: {"accuracy": c.accuracy, "score": c.value, "recovery": c.recovery,
+                                        "recovery_lower": c.lower, "metric": metric, "n": cert.n}}
+    return replace(circuit, certificate=cert.to_dict(), scores=scores)
 
 
 def _fixed_values(ablation: str | Ablation) -> list[torch.Tensor] | None:
