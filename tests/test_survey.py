@@ -43,3 +43,13 @@ def test_survey_task_matches_separate_scorer_calls():
     out = Scorer(model, tok, items).outcomes(full)
     assert row.full.margin == pytest.approx(float(out.margin.mean()), abs=1e-5)
     assert row.n == 30 and row.counterfactual is None and row.zero.margin != row.mean.margin
+
+
+def test_cli_prints_and_writes_the_table(tmp_path, capsys):
+    from kmshc.cli import main
+    out = tmp_path / "t.md"
+    assert main(["tasks", "--model", "tiny-llama", "--tasks", "grammar", "--limit", "20", "--no_progress",
+                 "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert printed == out.read_text() and printed.splitlines()[2].startswith("| grammar | 20 |")
+    assert main(["tasks", "--model", "tiny-llama", "--tasks", "grammar", "--data", str(tmp_path / "no.jsonl")]) == 2

@@ -161,8 +161,9 @@ class Scorer:
     * ``prefix_cache``: layers below the first one whose gates differ across the masks run once
       per batch and are cached per prefix mask (:mod:`kmshc.prefix`); a single mask reuses the
       split layer of the last multi-mask call;
-    * ``skip_shared_tokens`` (pairs, zero/mean ablation): a pair's margin is summed only from the
-      first token where its sentences differ, since the shared prefix cancels. Only margins are
+    * ``skip_shared_tokens`` (pairs, zero/mean/counterfactual ablation): a pair's margin is summed
+      only from the first token where its sentences (or their counterfactuals) differ, since the
+      shared prefix cancels. Only margins are
       reported, never the absolute log-probabilities.
     * ``distributed``: under torch.distributed, rank ``r`` scores batches ``r, r+W, …`` of every
       evaluation and the per-example results are gathered, so each rank returns the full
