@@ -1,56 +1,12 @@
 """Search-K-MSHC and certify:  python search.py --config configs/search/tiny.yaml
 
-Modes (``--mode``): ``cold`` searches from all heads (``--semantics keep|paper``); ``warm``
-refines a train.py run (``--from_run runs/<name>``, reads its gates.json and experiment);
-``verify`` writes a certificate for any circuit JSON (``--circuit PATH``). Every config field
-can be overridden on the command line, e.g. ``--epsilon 0.8 --experiment.limit 300``.
-Outputs: ``runs/<name>/circuit_searched.json`` (certificate embedded) and ``search_state.json``
-(``--resume true`` continues an interrupted run to the same result; ``--overwrite true``
-replaces one). Verify mode writes ``circuit_verified.json`` next to the circuit.
+The same as ``kmshc search ...`` (``--mode verify`` is ``kmshc verify``); the code lives in
+:mod:`kmshc.entry.search`. The names below stay importable from here.
 """
-from __future__ import annotations
-
-import json
 import sys
 
-from jsonargparse import ActionConfigFile, ArgumentParser
-from tqdm import tqdm
-
-from kmshc.search.run import SearchConfig, run
-from kmshc.cli import run_entry
-from kmshc.types import config_errors
-
-
-def parse(args: list[str] | None = None) -> SearchConfig:
-    parser = ArgumentParser(description=__doc__.splitlines()[0], env_prefix="KMSHC_SEARCH", default_env=False)
-    parser.add_argument("--config", action=ActionConfigFile, help="a YAML file from configs/search/")
-    parser.add_class_arguments(SearchConfig, nested_key=None, fail_untyped=True)
-    with config_errors("search config", "a UTF-8 YAML mapping of search fields (see configs/search/)"):
-        ns = parser.instantiate(parser.parse_args(args))
-    return SearchConfig(**{k: v for k, v in vars(ns).items() if k != "config"})
-
-
-def summary(circ) -> dict:
-    cert = circ.certificate or {}
-    return {"heads": list(circ.heads), "size": len(circ.heads), "method": circ.extra.get("method"),
-            "evaluations": circ.evaluations, "wall_time_s": circ.extra.get("wall_time_s"),
-            "test_accuracy": cert.get("circuit", {}).get("accuracy"), "test_ci": cert.get("circuit", {}).get("ci"),
-            "threshold": cert.get("threshold", {}).get("value"), "verified": cert.get("verified"),
-            "failing_heads": cert.get("failing_heads"),
-            "classes": {r["head"]: r["class"] for r in cert.get("removals", [])}}
-
-
-def main(args: list[str] | None = None) -> dict:
-    cfg = parse(args)
-    with tqdm(desc=f"search ({cfg.mode})", unit="eval", disable=not cfg.progress, file=sys.stderr) as bar:
-        def progress(evaluations: int, size: int | None) -> None:
-            bar.update(evaluations - bar.n)
-            bar.set_postfix_str(f"|C|={size}" if size is not None else "")
-        circ, path = run(cfg, on_progress=progress)
-    result = {"circuit": str(path), **summary(circ)}
-    print(json.dumps(result, indent=1))
-    return result
-
+from kmshc.entry.search import main, parse, summary  # noqa: F401
 
 if __name__ == "__main__":
-    run_entry(main, sys.argv[1:])  # user errors: one line, exit 2; --debug shows the traceback
+    from kmshc.cli import main as kmshc_main
+    sys.exit(kmshc_main(["search", *sys.argv[1:]]))

@@ -1,74 +1,12 @@
-"""Learn hard-concrete head gates on a frozen LM:  python train.py fit --config configs/train/tiny.yaml
+"""Learn hard-concrete head gates:  python train.py fit --config configs/train/tiny.yaml
 
-Outputs go to runs/<name>/ (config.yaml, checkpoints/, gates.json, circuit_learned.json,
-gates_heatmap.png, wandb/ or csv/). Resume with --ckpt_path runs/<name>/checkpoints/last.ckpt;
-replace a finished run with --overwrite. W&B runs offline unless WANDB_MODE=online.
+The same as ``kmshc train fit ...``; the code lives in :mod:`kmshc.entry.train_cli`. The names
+below stay importable from here for scripts written against this file.
 """
-from __future__ import annotations
-
-import os
 import sys
-from pathlib import Path
 
-from jsonargparse import ActionYesNo
-from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
-from lightning.pytorch.loggers import CSVLogger, WandbLogger
-
-from kmshc.datamodule import GateDataModule
-from kmshc.module import GateModule
-from kmshc.train_utils import RunOutputs, prepare_run_dir
-from kmshc.cli import run_entry
-from kmshc.types import atomic_write_text, config_errors
-
-
-class SaveConfigToRun(SaveConfigCallback):
-    """The resolved config goes to runs/<name>/config.yaml whatever the logger."""
-
-    def save_config(self, trainer, pl_module, stage) -> None:
-        atomic_write_text(Path(trainer.default_root_dir) / "config.yaml", self.parser.dump(self.config, skip_none=False))
-
-
-class TrainCLI(LightningCLI):
-    def add_arguments_to_parser(self, parser) -> None:
-        parser.add_argument("--name", default="default", help="run name: outputs go to <runs_dir>/<name>/")
-        parser.add_argument("--runs_dir", default="runs", help="parent folder of run directories")
-        parser.add_argument("--overwrite", action=ActionYesNo, default=False, help="replace an existing run directory")
-        parser.add_argument("--log_to", choices=["wandb", "csv", "none"], default="wandb", help="logger")
-        # One Experiment object (model, splits, ablation) is shared by the data and the module.
-        parser.link_arguments("data", "model.experiment", compute_fn=lambda dm: dm.experiment, apply_on="instantiate")
-
-    def parse_arguments(self, parser, args) -> None:
-        with config_errors("train config", "UTF-8 YAML with the sections of configs/train/tiny.yaml"):
-            super().parse_arguments(parser, args)
-
-    def instantiate_classes(self) -> None:
-        with config_errors("train config", "UTF-8 YAML with the sections of configs/train/tiny.yaml"):
-            super().instantiate_classes()
-
-    def instantiate_trainer(self, **kwargs):
-        cfg = self.config[self.subcommand] if self.subcommand else self.config
-        run_dir = Path(cfg.runs_dir) / cfg.name
-        if os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("NODE_RANK", "0") == "0":
-            prepare_run_dir(run_dir, overwrite=cfg.overwrite, resuming=bool(cfg.get("ckpt_path")))
-        if cfg.log_to == "wandb":
-            logger = WandbLogger(save_dir=str(run_dir), name=cfg.name, project="kmshc",
-                                 offline=os.environ.get("WANDB_MODE", "offline") != "online")
-        elif cfg.log_to == "csv":
-            logger = CSVLogger(save_dir=str(run_dir), name="csv", version="")
-        else:
-            logger = False
-        callbacks = list(self._get(self.config_init, "trainer.callbacks") or [])
-        callbacks += [ModelCheckpoint(dirpath=run_dir / "checkpoints", save_last=True),
-                      RunOutputs(run_dir, config=cfg.as_dict())]
-        return super().instantiate_trainer(default_root_dir=str(run_dir), logger=logger, callbacks=callbacks,
-                                           **kwargs)
-
-
-def main(args: list[str] | None = None) -> TrainCLI:
-    return TrainCLI(GateModule, GateDataModule, save_config_callback=SaveConfigToRun,
-                    save_config_kwargs={"save_to_log_dir": False}, args=args)
-
+from kmshc.entry.train_cli import GateDataModule, GateModule, TrainCLI, main  # noqa: F401
 
 if __name__ == "__main__":
-    run_entry(main, sys.argv[1:])  # user errors: one line, exit 2; --debug shows the traceback
+    from kmshc.cli import main as kmshc_main
+    sys.exit(kmshc_main(["train", *sys.argv[1:]]))

@@ -2,10 +2,14 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
+import torch
 
 from kmshc.cli import main
+from kmshc.experiment import Experiment
+from kmshc.scoring import Scorer
 
 REQUIRED = {"accuracy", "n", "model", "task", "ablation", "kept_heads"}
 
@@ -22,7 +26,16 @@ def test_score_prints_one_json_object(capsys, task):
     r = _score(capsys, "--model", "tiny-gpt2", "--task", task, "--limit", "20")
     assert REQUIRED <= set(r)
     assert r["n"] == 20 and r["model"] == "tiny-gpt2" and r["kept_heads"] == "all"
-    assert 0.0 <= r["accuracy"] <= 1.0 and r["n_heads_total"] == 8
+    assert r["n_heads_total"] == 8
+    assert r["accuracy"] == pytest.approx(_accuracy_in_process(task, limit=20), abs=1e-4)
+
+
+def _accuracy_in_process(task: str, limit: int) -> float:
+    """The same score through the library: the task's items after ``--limit``, all heads, zero ablation."""
+    exp = Experiment(model="tiny-gpt2", task=task, limit=limit, ablation="zero")
+    items = sum((exp.splits[k].items for k in ("train", "val", "test")), ())
+    model, tok = exp.loaded
+    return Scorer(model, tok, replace(exp.splits["train"], items=items))(torch.ones(exp.shape))
 
 
 def test_keep_none_all_and_list_differ(capsys):

@@ -18,7 +18,7 @@ import pytest
 
 from kmshc.compare import (classify_heads, head_frequency, infer_shape, jaccard, layer_counts,
                            load_entries, mean_pairwise_jaccard, overlap_matrix, precision_recall)
-from kmshc.compare_tables import cross_analysis, pair_rows, recorded_scores
+from kmshc.compare.tables import cross_analysis, pair_rows, recorded_scores
 from kmshc.types import Circuit, KmshcError
 
 LEARNED = {

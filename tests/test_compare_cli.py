@@ -8,7 +8,8 @@ import torch
 
 from kmshc.cli import main
 from kmshc.compare import load_entries
-from kmshc.compare_tables import bootstrap_means, percentile_ci
+from kmshc.compare.tables import percentile_ci
+from kmshc.stats import bootstrap_means
 from kmshc.types import Circuit
 
 from test_compare import runs  # noqa: F401  (the hand-made run folder fixture)
@@ -68,7 +69,7 @@ def test_rescore_matches_the_experiment_scorer(tmp_path, capsys):
     _tiny_circuit(run / "circuit_learned.json", ("L0H0", "L0H1", "L1H2"))
     _tiny_circuit(run / "circuit_searched.json", ("L1H2",))
     out = tmp_path / "cmp"
-    assert main(["compare", str(run), "--rescore", "--n-boot", "200", "--out", str(out)]) == 0
+    assert main(["compare", str(run), "--rescore", "--out", str(out)]) == 0
     result = json.loads((out / "compare.json").read_text())
     exp = Experiment(model="tiny-gpt2", task="grammar", n=40, seed=0, ablation="zero")
     sc = exp.scorer_for("test")

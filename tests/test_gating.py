@@ -6,7 +6,8 @@ import torch
 
 from kmshc.ablation import MeanAblation, ResampleAblation, make_ablation
 from kmshc.architectures import ARCHITECTURES, arch_spec, head_dim, head_shape, out_projections
-from kmshc.encoding import encode, pad
+from kmshc.datamodule import batch_of
+from kmshc.encoding import Encoded, encode, pad
 from kmshc.hooks import capture_head_outputs, gated
 from kmshc.tasks import grammar_task
 from kmshc.tiny import TINY_ARCHS, tiny_model
@@ -208,6 +209,43 @@ def test_resample_ablation_is_partner_output(tiny_gpt2):
     assert all(v.shape[0] == 2 * batch.rows.shape[0] for v in abl.values(batch, n_masks=2))
     with pytest.raises(KmshcError, match="two examples"):
         ResampleAblation(model).partners(_split(tok, n=1))
+
+
+def test_resample_cache_is_bounded_in_bytes(tiny_gpt2):
+    """Training reshuffles batches every epoch, so a per-batch cache must not grow every step."""
+    model, tok = tiny_gpt2
+    data = _split(tok, n=12)
+    one = ResampleAblation(model).values(next(iter(data.batches(2))))
+    per_batch = sum(v.numel() * v.element_size() for v in one)
+    abl = ResampleAblation(model, cache_bytes=3 * per_batch)
+    for step in range(8):  # eight different row sets, as shuffled training batches give
+        abl.values(batch_of(data, torch.tensor([step, (step + 1) % 12])))
+    assert len(abl.cache) <= 3 and abl.cache.bytes <= 3 * per_batch
+    batch = batch_of(data, torch.tensor([0, 1]))  # evicted long ago: recomputed, same values
+    for got, ref in zip(abl.values(batch), ResampleAblation(model).values(batch)):
+        torch.testing.assert_close(got, ref)
+
+
+def test_resample_cache_never_serves_a_dead_split_to_a_new_one(tiny_gpt2):
+    """CPython reuses a freed object's address, so a cache keyed by ``id(data)`` handed the values
+    of a garbage-collected split to a new split allocated at the same address."""
+    model, tok = tiny_gpt2
+    abl = ResampleAblation(model, seed=1)
+    old, other = _split(tok, n=6, seed=0), _split(tok, n=6, seed=5)
+    abl.values(batch_of(old, torch.arange(3)))
+    address, kind, pad_id = id(old), old.kind, old.pad_id
+    del old
+    alive = []
+    for _ in range(2000):  # allocate splits until one lands where the dead one was
+        new = Encoded(kind, other.seqs, other.n, pad_id)
+        if id(new) == address:
+            break
+        alive.append(new)
+    else:
+        pytest.skip("this interpreter did not reuse the address; nothing to collide with")
+    batch = batch_of(new, torch.arange(3))
+    for got, ref in zip(abl.values(batch), ResampleAblation(model, seed=1).values(batch)):
+        torch.testing.assert_close(got, ref)
 
 
 def test_make_ablation_rejects_unknown_and_missing_train(tiny_gpt2):

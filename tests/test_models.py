@@ -23,6 +23,20 @@ def test_tiny_specs_load_frozen_in_eval_mode(arch):
     assert len(tok(" True", add_special_tokens=False)["input_ids"]) == 1
 
 
+def test_loading_a_folder_draws_no_weight_bar_and_restores_the_setting(tmp_path, capfd):
+    from transformers.utils import logging as hf_logging
+    from kmshc.tiny import tiny_model
+    model, tok = tiny_model("llama")
+    model.save_pretrained(tmp_path, safe_serialization=True)
+    tok.save_pretrained(tmp_path)
+    capfd.readouterr()
+    hf_logging.enable_progress_bar()
+    loaded, _ = load_model(str(tmp_path))
+    assert "Loading weights" not in capfd.readouterr().err
+    assert hf_logging.is_progress_bar_enabled()  # the user's own setting is left as it was
+    assert head_shape(loaded) == head_shape(model)
+
+
 def test_tiny_llama_has_grouped_query_attention(tiny_llama):
     model, _ = tiny_llama
     assert model.config.num_key_value_heads < model.config.num_attention_heads

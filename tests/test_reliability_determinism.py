@@ -26,6 +26,7 @@ def _train(runs: Path, *extra: str) -> Path:
 def _without_run_details(circuit: dict) -> dict:
     c = json.loads(json.dumps(circuit))
     c.pop("wall_time_s")
+    c.pop("peak_rss_mb")  # the process's high-water mark: run b follows run a in the same process
     c["config"]["train"].pop("runs_dir")
     return c
 

@@ -111,8 +111,13 @@ DATA_CASES = [
      ["badlabel.jsonl:1:", "field 'label' is ' Maybe'", "expected one of"], True),
     ("too_few_items", SCORE + ["--task", "grammar", "--limit", "2"], ["too few for a 60/20/20 split"], True),
     # tokenisation needs the tokenizer (so the model is loaded) but nothing is scored yet
-    ("identical_tokens", ["score", "--model", "{d}/uncased", "--task", "blimp", "--data", "{d}/case.jsonl"],
-     ["case.jsonl:", "tokenise identically", "'The dog runs.' / 'the dog runs.'"], False),
+    ("identical_tokens", ["score", "--model", "{d}/uncased", "--task", "blimp", "--data", "{d}/case.jsonl",
+                          "--on_defect", "error"],
+     ["case.jsonl:1:", "tokenise identically", "'The dog runs.' / 'the dog runs.'"], False),
+    # the default policy skips defective pairs; a file of nothing else is still an error
+    ("all_items_defective", ["score", "--model", "{d}/uncased", "--task", "blimp", "--data", "{d}/case.jsonl"],
+     ["case.jsonl: no usable item left: all 10 items are defective (identical tokens: 10; lines 1, 2, 3, 4, 5, …)"],
+     False),
     ("multi_token_label", SCORE + ["--task", "labels", "--scorer", "label_tokens", "--data", "{d}/labels.jsonl",
                                    "--labels", " True", " elephantine"],
      ["label word ' elephantine' is", "tokens", "exactly one token"], False),
@@ -179,6 +184,7 @@ def test_debug_flag_raises_instead(files):
 
 
 # ----------------------------------------------------------------------------- real subprocesses
+@pytest.mark.slow
 @pytest.mark.parametrize("case", ["malformed_line", "unknown_architecture", "identical_tokens"])
 def test_real_cli_exit_code_and_no_traceback(files, case):
     argv, expect = next(([*c[1]], c[2]) for c in DATA_CASES if c[0] == case) if case != "unknown_architecture" \
@@ -191,6 +197,7 @@ def test_real_cli_exit_code_and_no_traceback(files, case):
         assert frag in p.stderr
 
 
+@pytest.mark.slow
 def test_real_cli_debug_shows_traceback(files):
     p = run_cli(["--debug", *_fill(DATA_CASES[0][1], files)], cwd=files)
     assert p.returncode != 0

@@ -126,11 +126,12 @@ def test_search_yaml_errors(tmp_path, capsys, cfg_text, expect):
     assert expect in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_real_search_script_errors(tmp_path, search_cfg):
     """Through the real script: exit 2, one message, no traceback; --debug shows it."""
     r = script("search.py", *search_cfg, "--epsilon", "1.5")
     assert r.returncode == 2 and "Traceback" not in r.stderr
-    assert r.stderr.strip().splitlines()[-1] == "error: epsilon: expected a value in (0, 1], got 1.5"
+    assert r.stderr.strip().splitlines()[-1] == "kmshc: error: epsilon: expected a value in (0, 1], got 1.5"
     cfg = tmp_path / "bad.yaml"
     cfg.write_text("epsilon: 0.5\nfoo: 1\n")
     r = script("search.py", "--config", str(cfg))
@@ -167,6 +168,7 @@ def test_train_config_errors(tmp_path, capsys, extra, expect):
     assert not (tmp_path / "t" / "checkpoints").exists()  # nothing was trained
 
 
+@pytest.mark.slow
 def test_nan_stops_training_and_keeps_the_last_good_checkpoint(tmp_path):
     """Real script: NaN at step 15 -> exit 2 with a message; last.ckpt (step 10) is finite and resumable."""
     r = script("train.py", "fit", "--config", TINY_TRAIN, "--runs_dir", str(tmp_path), "--name", "nan",
@@ -175,7 +177,7 @@ def test_nan_stops_training_and_keeps_the_last_good_checkpoint(tmp_path):
     assert r.returncode == 2, r.stderr[-3000:]
     assert "Traceback" not in r.stderr
     msg = r.stderr.strip().splitlines()[-1]
-    assert msg.startswith("error: training step 15: the loss became nan") and "last.ckpt" in msg, msg
+    assert msg.startswith("kmshc: error: training step 15: the loss became nan") and "last.ckpt" in msg, msg
     run = tmp_path / "nan"
     assert not (run / "circuit_learned.json").exists()  # no final results from a broken state
     mid = json.loads((run / "gates.json").read_text())  # the mid-run gates are those of the good step 10

@@ -168,6 +168,7 @@ while True:
 """
 
 
+@pytest.mark.slow
 def test_sigkill_during_writes_leaves_a_whole_file(tmp_path):
     """Kill a process that rewrites a 4 MB file in a loop: the file is always one whole version."""
     path, ready, n = tmp_path / "result.txt", tmp_path / "ready", 4_000_000

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 
 from kmshc.experiment import Experiment
 from kmshc.search.run import SearchConfig
@@ -23,7 +24,7 @@ def load_entry():
 
 
 ENTRY = load_entry()
-TINY = ["--config", str(REPO / "configs/search/tiny.yaml"), "--progress", "false", "--n_boot", "200"]
+TINY = ["--config", str(REPO / "configs/search/tiny.yaml"), "--progress", "false"]
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +46,15 @@ def test_config_loads_and_starts_with_its_command(path):
     assert first.startswith("# python search.py --config configs/search/" + path.name)
     cfg = ENTRY.parse(["--config", str(path)])
     assert isinstance(cfg, SearchConfig) and isinstance(cfg.experiment, Experiment)
-    assert 0 < cfg.epsilon <= 1 and cfg.N >= 1 and cfg.K >= 1
+    raw = yaml.safe_load(path.read_text())  # every value the file sets reaches the parsed config
+    for key, value in raw.items():
+        if key == "certificate":
+            assert all(getattr(cfg.certificate, k) == v for k, v in value.items()), key
+        elif key != "experiment":
+            assert getattr(cfg, key) == value, key
+    for key, value in raw.get("experiment", {}).items():
+        got = getattr(cfg.experiment, key)
+        assert (list(got) if isinstance(got, tuple) else got) == value, f"experiment.{key}"
 
 
 def test_paper_presets_are_as_designed():
@@ -55,7 +64,7 @@ def test_paper_presets_are_as_designed():
     assert (paper.experiment.ablation, paper.experiment.scorer, paper.experiment.probe_dim,
             paper.macro_probe_dim, paper.ceil, paper.halve_when_large) == ("zero", "probe", 3, 10, True, True)
     draft = ENTRY.parse(["--config", str(REPO / "configs/search/paper-draft.yaml")])
-    assert (draft.window_fraction, draft.threshold, draft.epsilon, draft.K, draft.confidence) == (0.2, 0.6, 0.1, 3, 0.95)
+    assert (draft.window_fraction, draft.threshold, draft.epsilon, draft.K, draft.certificate.confidence) == (0.2, 0.6, 0.1, 3, 0.95)
     assert tuple(draft.experiment.split_fractions) == (0.6, 0.2, 0.2)
 
 
@@ -73,8 +82,9 @@ def test_cold_then_resume_then_verify(tmp_path, reachable):
     assert out["heads"] == list(circ.heads) and circ.extra["method"] == "cold"
     assert circ.config["experiment"]["model"] == "tiny-gpt2" and circ.evaluations == out["evaluations"] > 0
     assert cert["split"] == "test" and cert["n"] == 60 and isinstance(cert["verified"], bool)
-    assert circ.scores["val"]["accuracy"] >= circ.scores["val"]["threshold"]
-    assert {"full", "baseline", "threshold", "circuit", "removals", "failing_heads"} <= set(cert)
+    assert circ.scores["val"]["score"] >= circ.scores["val"]["threshold"]
+    assert {"full", "baseline", "threshold", "circuit", "removals", "failing_heads", "controls", "knockout",
+            "epsilon_range"} <= set(cert)
     assert json.loads((tmp_path / "c" / "search_state.json").read_text())["done"]
     with pytest.raises(KmshcError, match="--overwrite"):
         ENTRY.main(TINY_R + ["--runs_dir", str(tmp_path), "--name", "c"])

@@ -43,19 +43,23 @@ SEARCHES = {
 
 
 @pytest.mark.parametrize("kind", sorted(SEARCHES))
-@pytest.mark.parametrize("crash_after", [1, 9, 23])
-def test_resume_reaches_the_uninterrupted_result(tmp_path, kind, crash_after):
+@pytest.mark.parametrize("crash_at", ["after_first_batch", 9, 23])
+def test_resume_reaches_the_uninterrupted_result(tmp_path, kind, crash_at):
+    """Every case crashes after at least one saved batch, so every case really resumes (a crash
+    inside the first batch leaves no state to resume from; that is the no-state test below)."""
     search = SEARCHES[kind]
-    ref_rec = Recorder(planted([]))
+    ref_calls: list[int] = []
+    ref_rec = Recorder(planted(ref_calls))
     ref = search(ref_rec)
+    crash_after = ref_calls[0] if crash_at == "after_first_batch" else crash_at
     state = tmp_path / "search_state.json"
     first: list[int] = []
     with pytest.raises(Crash):
         search(Recorder(planted(first, crash_after), path=state, fingerprint={"seed": 7}))
-    saved = json.loads(state.read_text()) if state.exists() else None
-    assert saved is None or len(saved["log"]) == sum(first)  # every finished batch was saved
+    saved = json.loads(state.read_text())
+    assert 0 < len(saved["log"]) == sum(first) and not saved["done"]  # every finished batch was saved
     live: list[int] = []
-    rec = Recorder(planted(live), path=state, resume=saved is not None, fingerprint={"seed": 7})
+    rec = Recorder(planted(live), path=state, resume=True, fingerprint={"seed": 7})
     res = search(rec)
     assert res.heads == ref.heads and res.trace == ref.trace
     assert res.evaluations == ref.evaluations == sum(first) + sum(live)  # replayed evaluations are not repeated
@@ -81,6 +85,10 @@ def test_resume_that_asks_for_other_masks_is_refused(tmp_path):
 def test_resume_without_state_is_an_error(tmp_path):
     with pytest.raises(KmshcError, match="no search state"):
         Recorder(planted([]), path=tmp_path / "missing.json", resume=True)
+    state = tmp_path / "s.json"  # a crash inside the very first batch saves nothing
+    with pytest.raises(Crash):
+        cold_search(Recorder(planted([], crash_after=1), path=state), SHAPE, N=5, seed=7)
+    assert not state.exists()
 
 
 def test_evaluation_cap_stops_the_search_and_marks_it(tmp_path):
@@ -126,7 +134,7 @@ def test_a_capped_search_reports_the_set_it_had_reached(kind):
     set that stage started from (a capped paper search once reported its 81 macro candidates)."""
     full = SEARCHES[kind](Recorder(planted([])))
     stopped_mid_stage = 0
-    for cap in range(3, full.evaluations):
+    for cap in range(0, full.evaluations):
         res = SEARCHES[kind](Recorder(planted([]), max_evaluations=cap))
         assert res.capped and res.evaluations <= cap
         heads = {int(n[1:].split("H")[0]) * SHAPE[1] + int(n.split("H")[1]) for n in res.heads}

@@ -11,9 +11,10 @@ import torch
 from torch import nn
 
 from kmshc.architectures import head_shape
+from kmshc.device import input_device
 from kmshc.encoding import Batch, Encoded, pad
 from kmshc.hooks import capture_head_outputs
-from kmshc.prefix import PrefixCache
+from kmshc.memory import TensorLRU
 from kmshc.types import KmshcError
 
 ABLATIONS = ("zero", "mean", "resample", "counterfactual")
@@ -49,21 +50,23 @@ class MeanAblation(Ablation):
         n_layers, _ = head_shape(model)
         sums: list[torch.Tensor | None] = [None] * n_layers
         counts: torch.Tensor | None = None
+        device = input_device(model)
         for batch in data.batches(batch_size):
             store: list = []
             with capture_head_outputs(model, store):
-                model.base_model(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
+                model.base_model(input_ids=batch.input_ids.to(device), attention_mask=batch.attention_mask.to(device))
             w = batch.attention_mask.to(torch.float64)  # [R, T]: pad positions do not count
             c = w.sum(0)
             counts = c if counts is None else _add_padded(counts, c)
-            for layer, z in enumerate(store[0]):
-                s = torch.einsum("rt,rthd->thd", w, z.to(torch.float64))
+            for layer, z in enumerate(store[0]):  # each layer's values stay on that layer's device
+                s = torch.einsum("rt,rthd->thd", w.to(z.device), z.to(torch.float64))
                 sums[layer] = s if sums[layer] is None else _add_padded(sums[layer], s)
         if counts is None or counts.sum() == 0:
             raise KmshcError("mean ablation needs a non-empty training split to average over")
         dtype = next(model.parameters()).dtype
-        overall = [(s.sum(0) / counts.sum()).to(dtype) for s in sums]
-        means = [(s / counts.clamp(min=1)[:, None, None]).to(dtype) for s in sums] if per_position else overall
+        overall = [(s.sum(0) / counts.sum().to(s.device)).to(dtype) for s in sums]
+        means = ([(s / counts.clamp(min=1)[:, None, None].to(s.device)).to(dtype) for s in sums]
+                 if per_position else overall)
         return cls(means, overall, per_position)
 
     def values(self, batch: Batch, n_masks: int = 1) -> list[torch.Tensor]:
@@ -100,22 +103,24 @@ class PatchAblation(Ablation):
 
     def __init__(self, model: nn.Module, cache_bytes: int = 1 << 30) -> None:
         self.model = model
-        self._cache = PrefixCache(cache_bytes)  # the same byte-bounded LRU as the prefix cache
+        self.cache = TensorLRU(cache_bytes)  # (split uid, T, *rows) -> [L, R, T, H, d]
 
     def source_seqs(self, batch: Batch) -> list[torch.Tensor]:
         raise NotImplementedError
 
     @torch.no_grad()  # not inference_mode: these values are reused inside autograd when training
     def _compute(self, batch: Batch) -> list[torch.Tensor]:
-        key = (id(batch.data), batch.input_ids.shape[1], *batch.rows.tolist())
-        stacked = self._cache.get(key)
+        # keyed by the split's uid, never id(): a freed split's address can be reused by a new one
+        key = (batch.data.uid, batch.input_ids.shape[1], *batch.rows.tolist())
+        stacked = self.cache.get(key)
         if stacked is None:
             ids, att = pad(self.source_seqs(batch), batch.data.pad_id, batch.input_ids.shape[1])
             store: list = []
+            device = input_device(self.model)
             with capture_head_outputs(self.model, store):
-                self.model.base_model(input_ids=ids, attention_mask=att)
+                self.model.base_model(input_ids=ids.to(device), attention_mask=att.to(device))
             stacked = torch.stack(store[0])  # [L, R, T, H, d]
-            self._cache.put(key, stacked)
+            self.cache.put(key, stacked)
         return list(stacked.unbind(0))
 
     def values(self, batch: Batch, n_masks: int = 1) -> list[torch.Tensor]:
@@ -131,21 +136,21 @@ class ResampleAblation(PatchAblation):
 
     name = "resample"
 
-    def __init__(self, model: nn.Module, seed: int = 0) -> None:
-        super().__init__(model)
+    def __init__(self, model: nn.Module, seed: int = 0, cache_bytes: int = 256 << 20) -> None:
+        super().__init__(model, cache_bytes)
         self.seed = seed
-        self._partners: dict[int, list[int]] = {}
+        self._partners: dict[int, list[int]] = {}  # one small list per split
 
     def partners(self, data: Encoded) -> list[int]:
         """A derangement of ``range(data.n)``: no example is paired with itself."""
-        if id(data) not in self._partners:
+        if data.uid not in self._partners:
             if data.n < 2:
                 raise KmshcError("resample ablation needs at least two examples to pair")
             perm, rng = list(range(data.n)), random.Random(self.seed)
             while any(i == p for i, p in enumerate(perm)):
                 rng.shuffle(perm)
-            self._partners[id(data)] = perm
-        return self._partners[id(data)]
+            self._partners[data.uid] = perm
+        return self._partners[data.uid]
 
     def source_seqs(self, batch: Batch) -> list[torch.Tensor]:
         data = batch.data

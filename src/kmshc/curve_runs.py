@@ -52,7 +52,7 @@ def compare_curves(entries: Sequence[Entry], out: Path | None = None) -> dict[st
     Returns ``{"curves": {metric: [Curve.to_dict(), ...]}, "skipped": [...], "images": [paths]}``;
     a metric on which the full and the empty model score the same is skipped (nothing to normalise).
     """
-    from kmshc.compare_tables import _experiment_key
+    from kmshc.compare.tables import _experiment_key
     groups: dict[str, list[Entry]] = defaultdict(list)
     for e in entries:
         key = _experiment_key(e)

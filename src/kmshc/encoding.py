@@ -5,13 +5,17 @@ per-position mean ablation and batched masks simple.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import itertools
+from dataclasses import dataclass, field, replace
 from typing import Iterator
 
 import torch
 
 from kmshc.tasks.base import Task
+from kmshc.tasks.defects import IDENTICAL_TOKENS, defect_message, text_tokens
 from kmshc.types import KmshcError
+
+_SERIALS = itertools.count()
 
 
 def start_token_id(tokenizer) -> int:
@@ -51,6 +55,9 @@ class Encoded:
     cf_seqs: list[torch.Tensor] | None = None
     cf_problem: str = ""
     name: str = ""
+    # A process-unique serial for cache keys: ``id()`` is reused once an object is garbage
+    # collected, so a cache keyed by it could hand one split's values to another.
+    uid: int = field(default_factory=lambda: next(_SERIALS), init=False, compare=False, repr=False)
 
     @property
     def rows_per_example(self) -> int:
@@ -77,6 +84,10 @@ class Batch:
     attention_mask: torch.Tensor
     data: "Encoded | None" = None  # the split the rows index into
 
+    def to(self, device: torch.device | str) -> "Batch":
+        """The same batch with its token ids and attention mask on ``device`` (indices stay on the CPU)."""
+        return replace(self, input_ids=self.input_ids.to(device), attention_mask=self.attention_mask.to(device))
+
 
 def pad(seqs: list[torch.Tensor], pad_id: int, length: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Right-pad (or truncate) 1-D id tensors to ``length`` (default: the longest)."""
@@ -91,12 +102,16 @@ def pad(seqs: list[torch.Tensor], pad_id: int, length: int | None = None) -> tup
 
 
 def encode(task: Task, tokenizer) -> Encoded:
-    """Tokenise a task split; identical pairs and multi-token labels are errors naming the item."""
+    """Tokenise a task split; identical pairs and multi-token labels are errors naming the item.
+
+    Defective pairs are normally dropped before the split (:mod:`kmshc.tasks.defects`); the check
+    here guards callers that encode an unscreened task.
+    """
     start = start_token_id(tokenizer)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else start
 
     def ids(text: str) -> torch.Tensor:
-        return torch.tensor([start] + tokenizer(text, add_special_tokens=False)["input_ids"], dtype=torch.long)
+        return torch.tensor([start] + text_tokens(tokenizer, text), dtype=torch.long)
 
     if not task.items:
         raise KmshcError(f"task {task.name!r}: no items to score")
@@ -105,8 +120,7 @@ def encode(task: Task, tokenizer) -> Encoded:
         for i, it in enumerate(task.items):
             g, b = ids(it.good), ids(it.bad)
             if torch.equal(g, b):
-                raise KmshcError(f"{it.where or f'{task.name} item {i}'}: the two sentences of the pair tokenise "
-                                 f"identically ({it.good!r} / {it.bad!r}); a minimal pair must differ in tokens")
+                raise KmshcError(defect_message(it, IDENTICAL_TOKENS, task.name, i))
             seqs += [g, b]
             if cf_seqs is not None:
                 cf_problem = _misaligned(it, (g, b), ids, f"{it.where or f'{task.name} item {i}'}")

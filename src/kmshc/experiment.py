@@ -3,17 +3,19 @@ compare, so that a circuit's ``config`` rebuilds exactly the data it was found o
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from functools import cached_property
 from typing import Any
 
 from kmshc.ablation import ABLATIONS, Ablation, make_ablation
 from kmshc.architectures import head_shape
 from kmshc.encoding import encode
-from kmshc.models import load_model
+from kmshc.device import parse_device_spec
+from kmshc.models import check_device_map, load_model
 from kmshc.scoring import SCORERS, Scorer
 from kmshc.tasks import make_task, split_task
 from kmshc.tasks.base import Task
+from kmshc.tasks.defects import check_on_defect, screen, skipped_summary
 from kmshc.types import KmshcError
 
 
@@ -32,6 +34,12 @@ class Experiment:
         seed: seeds the generator, the split and resample pairing.
         ablation: ``zero``, ``mean``, ``resample`` or ``counterfactual`` (tasks with
             counterfactuals only); ``per_position`` for mean.
+        on_defect: ``skip`` (default) leaves out defective items of a data file (identical
+            sentences or tokens) and records them in :attr:`data_skipped`; ``error`` stops at the first.
+        device: where the model computes, ``auto|cpu|cuda|cuda:N`` (auto: CUDA when present).
+        device_map: spread the model over several devices instead (accelerate: ``auto`` or
+            module name -> device); overrides ``device``. Neither field changes ``S(·)`` beyond
+            float rounding, so neither enters :meth:`result_dict`.
     """
 
     model: str = "smollm2-135m"
@@ -50,6 +58,9 @@ class Experiment:
     probe_dim: int = 3
     batch_size: int = 32
     trust_remote_code: bool = False
+    on_defect: str = "skip"
+    device: str = "auto"
+    device_map: str | dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         _check_fields(self)
@@ -58,9 +69,15 @@ class Experiment:
             raise KmshcError(f"field 'scorer': expected one of {', '.join(SCORERS)}, got {self.scorer!r}")
         if self.ablation not in ABLATIONS:
             raise KmshcError(f"field 'ablation': expected one of {', '.join(ABLATIONS)}, got {self.ablation!r}")
+        check_on_defect(self.on_defect, "field 'on_defect'")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def result_dict(self) -> dict[str, Any]:
+        """:meth:`to_dict` without the fields that say where it runs: what decides the scores
+        (e.g. a search's resume fingerprint, so a run may resume on another device)."""
+        return {k: v for k, v in self.to_dict().items() if k not in PLACEMENT_FIELDS}
 
     @classmethod
     def from_dict(cls, d: Any, where: str = "experiment") -> "Experiment":
@@ -77,9 +94,21 @@ class Experiment:
             raise KmshcError(f"{where}: {e}") from None
 
     @cached_property
+    def task_data(self) -> Task:
+        """The whole task before splitting, defective items left out (see :func:`screen`: for a data
+        file this loads the model, whose tokenizer decides which pairs tokenise identically)."""
+        task = make_task(self.task, data=self.data, seed=self.seed, n=self.n, labels=self.labels,
+                         on_defect=self.on_defect, **self.task_args)
+        return screen(task, lambda: self.loaded[1], self.on_defect)
+
+    @cached_property
     def splits(self) -> dict[str, Task]:
-        task = make_task(self.task, data=self.data, seed=self.seed, n=self.n, labels=self.labels, **self.task_args)
-        return split_task(task, seed=self.seed, fractions=tuple(self.split_fractions), limit=self.limit)
+        return split_task(self.task_data, seed=self.seed, fractions=tuple(self.split_fractions), limit=self.limit)
+
+    @property
+    def data_skipped(self) -> dict[str, Any]:
+        """The defective items left out of the whole data file (before ``limit``), for every output."""
+        return skipped_summary(self.task_data)
 
     @property
     def task_name(self) -> str:
@@ -87,7 +116,8 @@ class Experiment:
 
     @cached_property
     def loaded(self):
-        return load_model(self.model, dtype=self.dtype, trust_remote_code=self.trust_remote_code)
+        return load_model(self.model, dtype=self.dtype, trust_remote_code=self.trust_remote_code,
+                          device=self.device, device_map=self.device_map)
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -103,15 +133,22 @@ class Experiment:
         train = encode(self.splits["train"], tok) if self.ablation == "mean" else None
         return make_ablation(self.ablation, model, train, per_position=self.per_position, seed=self.seed)
 
-    def scorer_for(self, split: str) -> Scorer:
-        """``S(·)`` on ``split`` (``train``, ``val`` or ``test``)."""
+    def scorer_for(self, split: str, items: tuple | None = None, *, distributed: bool = False) -> Scorer:
+        """``S(·)`` on ``split`` (``train``, ``val`` or ``test``); ``items``: only these of its items
+        (adaptive decisions score a split in chunks).
+
+        ``distributed``: shard each evaluation's examples over the torch.distributed ranks (every
+        rank must then call the scorer with the same masks, as a search does)."""
         if split not in ("train", "val", "test"):
             raise KmshcError(f"split: expected train, val or test, got {split!r}")
         model, tok = self.loaded
-        return Scorer(model, tok, self.splits[split], scorer=self.scorer, ablation=self.ablation_values,
+        task = self.splits[split] if items is None else replace(self.splits[split], items=tuple(items))
+        return Scorer(model, tok, task, scorer=self.scorer, ablation=self.ablation_values,
                       train=self.splits["train"], batch_size=self.batch_size, probe_dim=self.probe_dim,
-                      seed=self.seed)
+                      seed=self.seed, distributed=distributed)
 
+
+PLACEMENT_FIELDS = ("device", "device_map")
 
 # field -> (accepted types, description); checked so that a hand-edited JSON/YAML value fails
 # here, naming the field, rather than deep inside tokenisation or model loading.
@@ -123,7 +160,9 @@ _FIELD_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
     "split_fractions": ((list, tuple), "three fractions summing to 1"), "scorer": ((str,), "a string"),
     "ablation": ((str,), "a string"), "per_position": ((bool,), "true or false"),
     "probe_dim": ((int,), "a positive integer"), "batch_size": ((int,), "a positive integer"),
-    "trust_remote_code": ((bool,), "true or false"),
+    "trust_remote_code": ((bool,), "true or false"), "on_defect": ((str,), "skip or error"),
+    "device": ((str,), "auto, cpu, cuda or cuda:N"),
+    "device_map": ((str, dict, type(None)), "auto, an object of module name -> device, or null"),
 }
 
 
@@ -140,6 +179,8 @@ def _check_fields(exp: "Experiment") -> None:
         raise KmshcError(f"field 'labels': expected a list of strings, got {exp.labels!r}")
     if not all(isinstance(k, str) for k in exp.task_args):
         raise KmshcError(f"field 'task_args': keys must be strings, got {list(exp.task_args)!r}")
+    parse_device_spec(exp.device)
+    check_device_map(exp.device_map)
     fr = exp.split_fractions
     if len(fr) != 3 or not all(isinstance(f, (int, float)) and not isinstance(f, bool) and 0 <= f <= 1 for f in fr) \
             or abs(sum(fr) - 1) > 1e-6:

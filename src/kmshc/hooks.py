@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from kmshc.architectures import head_shape, out_projections
+from kmshc.cost import RowCount
 
 LayerValues = Sequence[torch.Tensor | None]
 
@@ -43,6 +44,8 @@ def gated(model: nn.Module, gates: torch.Tensor, ablation: LayerValues | None = 
     Args:
         gates: ``[L, H]`` (one mask for the whole batch) or ``[B, L, H]`` (one mask per batch
             row; ``B`` must equal the model's batch size). 1 keeps a head, 0 ablates it.
+            Gates and ablation values may sit on any device: each layer's hook moves them to
+            that layer's activations (a ``device_map`` model computes layers on several devices).
         ablation: per-layer ablation values ``a``, each broadcastable to ``[B, T, H, d]``
             (``[H, d]``, ``[T, H, d]`` or ``[B, T, H, d]``), or ``None`` for zero ablation.
     """
@@ -76,7 +79,8 @@ def gated(model: nn.Module, gates: torch.Tensor, ablation: LayerValues | None = 
             else:
                 a = a[..., :t, :, :] if a.dim() >= 3 else a
                 # lerp is exact at g = 1 and g = 0, so all-ones gates reproduce the model bitwise.
-                out = torch.lerp(a.to(x.dtype).expand_as(z), z, g.expand_as(z))
+                # to(): a model spread over devices computes each layer on its own device
+                out = torch.lerp(a.to(device=x.device, dtype=x.dtype).expand_as(z), z, g.expand_as(z))
             return (out.reshape(b, t, width), *args[1:])
         return hook
 
@@ -104,3 +108,39 @@ def capture_head_outputs(model: nn.Module, store: list) -> Iterator[list]:
 
     with _pre_hooks(model, make_hook):
         yield store
+
+
+@contextmanager
+def count_rows(model: nn.Module, count: RowCount) -> Iterator[RowCount]:
+    """Add to ``count`` every row the model really runs while the block is open (:mod:`kmshc.cost`).
+
+    A forward hook on each layer's attention output projection counts the rows ``B`` of its
+    output ``[B, T, F]``: layers skipped by a prefix start, or never reached by a prefix run, do
+    not run it and are not counted. When that output carries gradients, a tensor hook counts the
+    backward pass when it reaches the layer (also after the block has closed). A hook on the
+    output embeddings counts the positions at which vocabulary logits are formed.
+    """
+    projections = out_projections(model)
+    last = len(projections) - 1
+    handles = []
+
+    def make_hook(layer: int):
+        def hook(module: nn.Module, args: tuple, out: torch.Tensor) -> None:
+            count.add_forward(out.shape[0], layer == last)
+            if out.requires_grad:
+                out.register_hook(lambda grad: count.add_backward(grad.shape[0]))
+        return hook
+
+    def logits_hook(module: nn.Module, args: tuple, out: torch.Tensor) -> None:
+        count.add_logits(out.shape[:-1].numel())
+
+    try:
+        for layer, proj in enumerate(projections):
+            handles.append(proj.register_forward_hook(make_hook(layer)))
+        head = model.get_output_embeddings()
+        if head is not None:
+            handles.append(head.register_forward_hook(logits_hook))
+        yield count
+    finally:
+        for h in handles:
+            h.remove()

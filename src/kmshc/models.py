@@ -16,6 +16,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from kmshc.device import dispatch, map_computes_on_gpu, resolve_device
+from kmshc.quiet import no_loading_bars
 from kmshc.types import KmshcError
 
 DEFAULT_MODEL = "smollm2-135m"
@@ -51,6 +53,20 @@ def smollm2_gguf() -> Path:
 
 
 AUTO_DTYPE = "auto"
+DEVICE_MAP_STRATEGIES = ("auto", "balanced", "balanced_low_0", "sequential")  # accelerate's named strategies
+
+
+def check_device_map(device_map: object) -> None:
+    """``None``, a strategy name, or an object mapping module names to devices; else a KmshcError."""
+    if device_map is None or device_map in DEVICE_MAP_STRATEGIES:
+        return
+    if not (isinstance(device_map, dict) and all(isinstance(k, str) and isinstance(v, (str, int))
+                                                 for k, v in device_map.items())):
+        raise KmshcError(f"device_map: expected one of {', '.join(DEVICE_MAP_STRATEGIES)} or an object mapping "
+                         f"module names to devices (e.g. {{\"model.layers.0\": 0, \"lm_head\": \"cpu\"}}), "
+                         f"got {device_map!r}")
+
+
 NATIVE_BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
 
 
@@ -66,28 +82,35 @@ def cpu_flags() -> set[str]:
     return set()
 
 
-def auto_dtype() -> torch.dtype:
-    """bf16 where it is native (CUDA, or a CPU with AVX512-BF16/AMX-BF16), float32 otherwise.
+def auto_dtype(on_gpu: bool) -> torch.dtype:
+    """bf16 where it is native (a model computing on CUDA, or a CPU with AVX512-BF16/AMX-BF16), else float32.
 
-    Why: on an AVX2-only CPU torch emulates bf16 matmuls, and a SmolLM2 forward measured ~6.6x
-    more CPU time in bf16 than in float32 (docs/training.md).
+    Decided by the device the model actually computes on, not by whether CUDA exists: a model
+    kept on the CPU of a GPU machine would otherwise get emulated bf16. Why it matters: on an
+    AVX2-only CPU torch emulates bf16 matmuls, and a SmolLM2 forward measured ~6.6x more CPU
+    time in bf16 than in float32 (docs/training.md).
     """
-    if torch.cuda.is_available() or cpu_flags() & set(NATIVE_BF16_CPU_FLAGS):
+    if on_gpu or cpu_flags() & set(NATIVE_BF16_CPU_FLAGS):
         return torch.bfloat16
     return torch.float32
 
 
-def _resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
+def _resolve_dtype(dtype: str | torch.dtype, device: torch.device | None = None,
+                   device_map: str | dict | None = None) -> torch.dtype:
+    """A torch dtype from a name; ``"auto"`` follows where the model computes (``device`` or
+    ``device_map``; with neither, where ``--device auto`` would put it)."""
     if isinstance(dtype, torch.dtype):
         return dtype
     if dtype == AUTO_DTYPE:
-        return auto_dtype()
+        if device_map is not None:
+            return auto_dtype(map_computes_on_gpu(device_map))
+        return auto_dtype(device.type == "cuda" if device is not None else torch.cuda.is_available())
     if dtype not in DTYPES:
         raise KmshcError(f"dtype: expected one of {sorted(DTYPES) + [AUTO_DTYPE]}, got {dtype!r}")
     return DTYPES[dtype]
 
 
-def _load_gguf(path: Path, dtype: torch.dtype, attn: str, cache_key: str | None):
+def _load_gguf(path: Path, dtype: torch.dtype, attn: str, cache_key: str | None, placement=None):
     """Read a GGUF file; with ``cache_key``, convert once to safetensors under :func:`cache_dir`."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
     if not path.is_file():
@@ -97,7 +120,7 @@ def _load_gguf(path: Path, dtype: torch.dtype, attn: str, cache_key: str | None)
             raise KmshcError(f"{path}: not a GGUF file (it does not start with the 'GGUF' magic bytes)")
     cached = cache_dir() / cache_key if cache_key else None
     if cached is not None and (cached / "config.json").exists():
-        return _load_dir(cached, dtype, attn, trust_remote_code=False)
+        return _load_dir(cached, dtype, attn, trust_remote_code=False, placement=placement)
     try:
         import accelerate  # noqa: F401  (transformers needs it to read GGUF)
     except ImportError:
@@ -122,7 +145,7 @@ def _load_gguf(path: Path, dtype: torch.dtype, attn: str, cache_key: str | None)
             os.replace(tmp, cached)  # atomic: a half-written cache is never picked up
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-        return _load_dir(cached, dtype, attn, trust_remote_code=False)
+        return _load_dir(cached, dtype, attn, trust_remote_code=False, placement=placement)
     model.config._attn_implementation = attn
     return model.to(dtype), tok
 
@@ -143,45 +166,61 @@ def _check_folder_config(folder: Path) -> None:
                          f"{', '.join(sorted(ARCHITECTURES))}. Add a row to kmshc.architectures.ARCHITECTURES.")
 
 
-def _load_dir(spec: str | Path, dtype: torch.dtype, attn: str, trust_remote_code: bool):
+def _load_dir(spec: str | Path, dtype: torch.dtype, attn: str, trust_remote_code: bool, placement=None):
+    """``placement``: a transformers ``device_map`` (weights load straight onto their devices), or None (CPU)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
     if Path(spec).is_dir():
         _check_folder_config(Path(spec))
     tok = AutoTokenizer.from_pretrained(spec, trust_remote_code=trust_remote_code)
+    where = {} if placement is None else {"device_map": placement}
     model = AutoModelForCausalLM.from_pretrained(spec, dtype=dtype, attn_implementation=attn,
-                                                 trust_remote_code=trust_remote_code)
+                                                 trust_remote_code=trust_remote_code, **where)
     return model, tok
 
 
-def load_model(spec: str = DEFAULT_MODEL, dtype: str | torch.dtype = "float32", attn: str = "sdpa",
-               trust_remote_code: bool = False) -> tuple[nn.Module, object]:
-    """Return ``(model, tokenizer)`` with the model in eval mode and all weights frozen.
-
-    ``dtype`` is a torch dtype, a name in ``DTYPES``, or ``"auto"`` (:func:`auto_dtype`).
-    ``spec`` is ``"smollm2-135m"`` (the embedded default), ``"tiny-<arch>"`` (a random tiny
-    model, see :mod:`kmshc.tiny`), a ``.gguf`` path, a local folder, or a Hugging Face name.
-    """
-    dt = _resolve_dtype(dtype)
+def _load_any(spec: str, dt: torch.dtype, attn: str, trust_remote_code: bool, placement):
+    """``(model, tokenizer)`` for any ``spec`` that :func:`load_model` accepts."""
     if spec == DEFAULT_MODEL:
-        model, tok = _load_gguf(smollm2_gguf(), dt, attn, cache_key="smollm2-135m-instruct")
-    elif spec.startswith("tiny-"):
+        return _load_gguf(smollm2_gguf(), dt, attn, cache_key="smollm2-135m-instruct", placement=placement)
+    if spec.startswith("tiny-"):
         from kmshc.tiny import tiny_model
         model, tok = tiny_model(spec[len("tiny-"):])
-        model = model.to(dt)
-    elif spec.endswith(".gguf"):
-        model, tok = _load_gguf(Path(spec), dt, attn, cache_key=None)
-    else:
-        local = Path(spec).expanduser()
-        if not local.exists() and (spec.startswith((".", "/", "~")) or spec.count("/") > 1):
-            raise KmshcError(f"{spec}: model folder not found")
-        try:
-            model, tok = _load_dir(str(local) if local.exists() else spec, dt, attn, trust_remote_code)
-        except (ValueError, KeyError) as e:  # transformers' way of saying "unknown model_type/tokenizer"
-            raise KmshcError(f"cannot load model {spec!r}: {str(e).splitlines()[0]}") from None
-        except OSError as e:
-            raise KmshcError(f"cannot load model {spec!r}: not a local folder, and not reachable as a Hugging "
-                             f"Face name ({str(e).splitlines()[0]}). Offline, use a local folder, a .gguf file, "
-                             f"or '{DEFAULT_MODEL}'.") from None
+        return model.to(dt), tok
+    if spec.endswith(".gguf"):
+        return _load_gguf(Path(spec), dt, attn, cache_key=None)
+    local = Path(spec).expanduser()
+    if not local.exists() and (spec.startswith((".", "/", "~")) or spec.count("/") > 1):
+        raise KmshcError(f"{spec}: model folder not found")
+    try:
+        return _load_dir(str(local) if local.exists() else spec, dt, attn, trust_remote_code, placement)
+    except (ValueError, KeyError) as e:  # transformers' way of saying "unknown model_type/tokenizer"
+        raise KmshcError(f"cannot load model {spec!r}: {str(e).splitlines()[0]}") from None
+    except OSError as e:
+        raise KmshcError(f"cannot load model {spec!r}: not a local folder, and not reachable as a Hugging "
+                         f"Face name ({str(e).splitlines()[0]}). Offline, use a local folder, a .gguf file, "
+                         f"or '{DEFAULT_MODEL}'.") from None
+
+
+def load_model(spec: str = DEFAULT_MODEL, dtype: str | torch.dtype = "float32", attn: str = "sdpa",
+               trust_remote_code: bool = False, *, device: str | torch.device = "cpu",
+               device_map: str | dict | None = None) -> tuple[nn.Module, object]:
+    """Return ``(model, tokenizer)`` with the model in eval mode and all weights frozen.
+
+    ``dtype`` is a torch dtype, a name in ``DTYPES``, or ``"auto"`` (:func:`auto_dtype`, decided
+    by where the model computes). ``spec`` is ``"smollm2-135m"`` (the embedded default),
+    ``"tiny-<arch>"`` (a random tiny model, see :mod:`kmshc.tiny`), a ``.gguf`` path, a local
+    folder, or a Hugging Face name. ``device`` (``auto|cpu|cuda|cuda:N``) holds the whole model;
+    ``device_map`` (``"auto"`` or module name -> device, as in accelerate) spreads it over several
+    devices instead and overrides ``device``.
+    """
+    check_device_map(device_map)
+    dev = torch.device("cpu") if device_map is not None else resolve_device(device)
+    dt = _resolve_dtype(dtype, dev, device_map)
+    placement = device_map if device_map is not None else (None if dev.type == "cpu" else {"": str(dev)})
+    with no_loading_bars():
+        model, tok = _load_any(spec, dt, attn, trust_remote_code, placement)
+    if placement is not None and getattr(model, "hf_device_map", None) is None:  # built here, not by transformers
+        model = dispatch(model, device_map) if device_map is not None else model.to(dev)
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)

@@ -4,7 +4,9 @@ The gates (and, for the Lagrangian controller, its two multipliers) are the only
 The frozen model is reached through the :class:`~kmshc.experiment.Experiment`, which is not an
 ``nn.Module``: so the model is not a child of this module, never enters its state dict or
 checkpoints (513 MB otherwise), and Lightning's ``train()``/``eval()`` switching never takes
-it out of eval mode (its dropout stays off).
+it out of eval mode (its dropout stays off). Lightning therefore does not move it either:
+:meth:`setup` puts it on the device the trainer's strategy runs this process on (each DDP rank
+its own GPU), and inputs follow it.
 """
 from __future__ import annotations
 
@@ -15,11 +17,13 @@ import torch
 from torchmetrics.classification import BinaryAccuracy
 
 from kmshc import objectives as obj
+from kmshc.cost import RowCount
 from kmshc.datamodule import batch_of
+from kmshc.device import input_device
 from kmshc.encoding import Batch, Encoded, encode
 from kmshc.experiment import Experiment
 from kmshc.gates import HardConcreteGates
-from kmshc.hooks import gated
+from kmshc.hooks import count_rows, gated
 from kmshc.probe import Probe, fit_probe
 from kmshc.scoring import (Scorer, class_margin, final_hidden, label_logits, last_positions,
                            logits_from_hidden, sequence_logprobs)
@@ -79,14 +83,38 @@ class GateModule(L.LightningModule):
         return self.experiment.scorer_for("val")
 
     @cached_property
+    def cost(self) -> RowCount:
+        """Rows the training steps ran, forward and backward (:mod:`kmshc.cost`); validation is
+        counted by :attr:`val_scorer`. Both are kept in checkpoints, so a resumed run adds up."""
+        return RowCount(self.experiment.shape[0], self.train_data.rows_per_example)
+
+    def cost_record(self, scale: int = 1) -> dict:
+        """``{"example_forwards": total, "train": ..., "validation": ...}`` (each a :meth:`RowCount.to_dict`);
+        ``scale``: the number of DDP ranks, which all run the same number of rows."""
+        train, val = self.cost.to_dict(scale), self.val_scorer.cost.to_dict(scale)
+        return {"example_forwards": round(train["example_forwards"] + val["example_forwards"], 3),
+                "train": train, "validation": val}
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["kmshc_cost"] = {"train": self.cost.state(), "validation": self.val_scorer.cost.state()}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        saved = checkpoint.get("kmshc_cost", {})  # absent in checkpoints written before costs were counted
+        self.cost.restore(saved.get("train", {}))
+        self.val_scorer.cost.restore(saved.get("validation", {}))
+
+    @cached_property
     def probe(self) -> Probe:
         """PCA + logistic probe fitted once on the full model's last-token features of train."""
         data = self.train_data
-        feats = torch.zeros(len(data.seqs), self.lm.config.hidden_size)
+        device = input_device(self.lm)
+        feats = torch.zeros(len(data.seqs), self.lm.config.hidden_size, device=device)
         with torch.no_grad():
             for b in data.batches(self.experiment.batch_size):
+                b = b.to(device)
                 h = final_hidden(self.lm, b.input_ids, b.attention_mask)
-                feats[b.rows] = h[torch.arange(h.shape[0]), last_positions(b.attention_mask)].float()
+                feats[b.rows.to(device)] = h[torch.arange(h.shape[0], device=device),
+                                             last_positions(b.attention_mask)].float()
         n_classes = len(data.label_ids) if data.kind == "labels" else 2
         return fit_probe(feats, self._probe_targets(data, torch.arange(len(data.seqs))),
                          self.experiment.probe_dim, n_classes)
@@ -94,7 +122,15 @@ class GateModule(L.LightningModule):
     @staticmethod
     def _probe_targets(data: Encoded, rows: torch.Tensor) -> torch.Tensor:
         """Class per row: the gold label, or 1 for a pair's good sentence and 0 for its bad one."""
-        return data.gold[rows] if data.kind == "labels" else (1 - rows % 2)
+        return data.gold[rows] if data.kind == "labels" else (1 - rows % 2)  # on the CPU, like ``rows``
+
+    def setup(self, stage: str) -> None:
+        """Put the frozen model where this process computes (the strategy's root device).
+
+        A model spread by ``device_map`` stays where accelerate placed it.
+        """
+        if getattr(self.lm, "hf_device_map", None) is None:
+            self.lm.to(self.trainer.strategy.root_device)
 
     def train(self, mode: bool = True) -> "GateModule":
         super().train(mode)
@@ -109,19 +145,19 @@ class GateModule(L.LightningModule):
         with gated(model, gates, exp.ablation_values.values(batch)):
             h = final_hidden(model, ids, att)
         if self.hparams.objective == "probe":
-            last = h[torch.arange(h.shape[0]), last_positions(att)]
-            return obj.probe_ce_loss(self.probe, last, self._probe_targets(data, batch.rows))
+            last = h[torch.arange(h.shape[0], device=h.device), last_positions(att)]
+            return obj.probe_ce_loss(self.probe, last, self._probe_targets(data, batch.rows).to(h.device))
         if self.hparams.objective == "kl":
             with torch.no_grad():
                 full = final_hidden(model, ids, att)
             if data.kind == "labels":  # the scored position is the last real token
-                last = torch.arange(h.shape[0]), last_positions(att)
-                return obj.kl_from_full(logits_from_hidden(model, h[last])[:, None],
-                                        logits_from_hidden(model, full[last])[:, None], torch.ones(h.shape[0], 1))
+                last = torch.arange(h.shape[0], device=h.device), last_positions(att)
+                return obj.kl_from_full(logits_from_hidden(model, h[last])[:, None], logits_from_hidden(
+                    model, full[last])[:, None], torch.ones(h.shape[0], 1, device=h.device))
             return obj.kl_from_full(logits_from_hidden(model, h[:, :-1]), logits_from_hidden(model, full[:, :-1]),
                                     att[:, 1:])
         if data.kind == "labels":
-            return obj.label_ce_loss(label_logits(model, h, att, data.label_ids), data.gold[batch.examples])
+            return obj.label_ce_loss(label_logits(model, h, att, data.label_ids), data.gold[batch.examples].to(h.device))
         lp = sequence_logprobs(model, h, ids, att).view(-1, 2)
         return obj.pair_margin_loss(lp[:, 0], lp[:, 1])
 
@@ -130,12 +166,14 @@ class GateModule(L.LightningModule):
         return obj.ramped_target(self.global_step, self.hparams.warmup_steps, 1.0, self.target_frac)
 
     def training_step(self, examples: torch.Tensor, batch_idx: int) -> torch.Tensor:
-        batch = batch_of(self.train_data, examples.cpu())
+        batch = batch_of(self.train_data, examples.cpu()).to(input_device(self.lm))
         r = self.train_data.rows_per_example
         # One gate draw per example; both sentences of a pair share it, so their margin
         # compares the same circuit.
         gates = self.gates.sample(examples.numel()).repeat_interleave(r, dim=0)
-        faith = self.faithfulness(batch, gates)
+        _ = self.experiment.ablation_values  # fitted outside the count: every route pays it once (kmshc.cost)
+        with count_rows(self.lm, self.cost):  # the backward pass is counted when it runs, after this block
+            faith = self.faithfulness(batch, gates)
         el0 = self.gates.expected_l0()
         if self.controller is None:
             penalty = obj.l0_penalty(el0, self.hparams.lam)
@@ -184,7 +222,8 @@ class GateModule(L.LightningModule):
 
     def validation_step(self, _batch, batch_idx: int) -> None:
         out = self.val_scorer.outcomes(self.circuit_mask())
-        self.val_acc.update(out.correct[0], torch.ones_like(out.correct[0], dtype=torch.long))
+        correct = out.correct[0].to(self.device)  # the metric's state lives with the module
+        self.val_acc.update(correct, torch.ones_like(correct, dtype=torch.long))
         self.log("val/acc", self.val_acc, prog_bar=True)
         self.log("val/margin", out.margin[0].mean())
         self.log("val/expected_l0", self.gates.expected_l0())

@@ -13,7 +13,6 @@ batch, so every architecture of :mod:`kmshc.architectures` works unchanged.
 """
 from __future__ import annotations
 
-from collections import OrderedDict
 from contextlib import contextmanager
 from typing import Iterator
 
@@ -21,6 +20,7 @@ import torch
 from torch import nn
 
 from kmshc.architectures import decoder_layers
+from kmshc.memory import TensorLRU
 
 _MISSING = object()
 
@@ -83,7 +83,7 @@ def start_at_layer(model: nn.Module, layer: int, hidden: torch.Tensor) -> Iterat
         if x.shape[0] % hidden.shape[0] or x.shape[1:] != hidden.shape[1:]:
             raise ValueError(f"cached prefix {tuple(hidden.shape)} does not fit the batch {tuple(x.shape)}")
         reps = x.shape[0] // hidden.shape[0]
-        h = hidden.to(x.dtype)
+        h = hidden.to(device=x.device, dtype=x.dtype)
         h = h.repeat(reps, 1, 1) if reps > 1 else h
         if args:
             return (h, *args[1:]), kwargs
@@ -106,44 +106,10 @@ def start_at_layer(model: nn.Module, layer: int, hidden: torch.Tensor) -> Iterat
             handle.remove()
 
 
-class PrefixCache:
-    """LRU store of prefix streams keyed by (batch, layer, gates of layers below it).
-
-    Bounded by ``max_bytes``; an entry larger than the bound is simply not stored.
-    """
-
-    def __init__(self, max_bytes: int = 256 << 20) -> None:
-        self.max_bytes, self.bytes = max_bytes, 0
-        self._store: OrderedDict[tuple, torch.Tensor] = OrderedDict()
-        self.hits = self.misses = 0
+class PrefixCache(TensorLRU):
+    """LRU store of prefix streams keyed by (batch, layer, gates of layers below it), bounded in bytes."""
 
     @staticmethod
     def key(batch_key: tuple, layer: int, mask: torch.Tensor) -> tuple:
         """``mask`` ``[L, H]``: only its rows ``< layer`` enter the key (exact float bytes)."""
         return batch_key, layer, mask[:layer].detach().to("cpu", torch.float32).numpy().tobytes()
-
-    def get(self, key: tuple) -> torch.Tensor | None:
-        h = self._store.get(key)
-        if h is None:
-            self.misses += 1
-            return None
-        self.hits += 1
-        self._store.move_to_end(key)
-        return h
-
-    def put(self, key: tuple, hidden: torch.Tensor) -> None:
-        size = hidden.numel() * hidden.element_size()
-        if size > self.max_bytes or key in self._store:
-            return
-        while self.bytes + size > self.max_bytes and self._store:
-            _, old = self._store.popitem(last=False)
-            self.bytes -= old.numel() * old.element_size()
-        self._store[key] = hidden
-        self.bytes += size
-
-    def clear(self) -> None:
-        self._store.clear()
-        self.bytes = 0
-
-    def __len__(self) -> int:
-        return len(self._store)

@@ -32,10 +32,11 @@ class Probe:
 
 def fit_probe(x: torch.Tensor, y: torch.Tensor, dim: int, n_classes: int = 2, l2: float = 1e-2,
               max_iter: int = 200) -> Probe:
-    """Fit PCA(``dim``) + logistic regression on ``x`` ``[n, F]`` with integer labels ``y`` ``[n]``."""
+    """Fit PCA(``dim``) + logistic regression on ``x`` ``[n, F]`` with integer labels ``y`` ``[n]``,
+    on ``x``'s device (the probe's tensors live there too)."""
     # Scorers run under inference_mode; the fit needs autograd, so leave it and copy the inputs.
     with torch.inference_mode(False), torch.enable_grad():
-        return _fit(x.detach().clone().to(torch.float64), y.clone(), dim, n_classes, l2, max_iter)
+        return _fit(x.detach().clone().to(torch.float64), y.clone().to(x.device), dim, n_classes, l2, max_iter)
 
 
 def _fit(x: torch.Tensor, y: torch.Tensor, dim: int, n_classes: int, l2: float, max_iter: int) -> Probe:
@@ -48,8 +49,8 @@ def _fit(x: torch.Tensor, y: torch.Tensor, dim: int, n_classes: int, l2: float, 
     z = xc @ comps
     scale = z.std(0).clamp(min=1e-8)
     z = z / scale
-    w = torch.zeros(z.shape[1], n_classes, dtype=torch.float64, requires_grad=True)
-    b = torch.zeros(n_classes, dtype=torch.float64, requires_grad=True)
+    w = torch.zeros(z.shape[1], n_classes, dtype=torch.float64, device=z.device, requires_grad=True)
+    b = torch.zeros(n_classes, dtype=torch.float64, device=z.device, requires_grad=True)
     opt = torch.optim.LBFGS([w, b], max_iter=max_iter, line_search_fn="strong_wolfe")
 
     def closure() -> torch.Tensor:

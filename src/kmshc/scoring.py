@@ -16,8 +16,11 @@ from torchmetrics.functional.classification import binary_accuracy
 from kmshc.ablation import (Ablation, CounterfactualAblation, MeanAblation, ZeroAblation, make_ablation,
                             require_counterfactuals)
 from kmshc.architectures import head_shape
+from kmshc.cost import RowCount
+from kmshc.device import input_device
+from kmshc.distributed import gather_owned, owner_of, rank
 from kmshc.encoding import Batch, Encoded, encode
-from kmshc.hooks import gated
+from kmshc.hooks import count_rows, gated
 from kmshc.memory import logits_chunk_tokens, rows_per_forward
 from kmshc.prefix import PrefixCache, first_differing_layer, hidden_entering, start_at_layer
 from kmshc.probe import Probe, fit_probe
@@ -107,12 +110,13 @@ def last_positions(att: torch.Tensor) -> torch.Tensor:
 
 def label_logits(model: nn.Module, h: torch.Tensor, att: torch.Tensor, label_ids: torch.Tensor) -> torch.Tensor:
     """Logits of the label tokens at the last real position: ``[R, K]``."""
-    last = h[torch.arange(h.shape[0]), last_positions(att)]
-    return logits_from_hidden(model, last)[:, label_ids]
+    last = h[torch.arange(h.shape[0], device=h.device), last_positions(att)]
+    return logits_from_hidden(model, last)[:, label_ids.to(h.device)]
 
 
 def class_margin(logits: torch.Tensor, gold: torch.Tensor) -> torch.Tensor:
     """Gold logit minus the best other logit: ``[R]``. Positive means correct."""
+    gold = gold.to(logits.device)
     g = logits.gather(-1, gold[:, None])[:, 0]
     other = logits.scatter(-1, gold[:, None], float("-inf")).max(-1).values
     return g - other
@@ -126,6 +130,7 @@ def gated_hidden(model: nn.Module, batch: Batch, masks: torch.Tensor, ablation: 
     that all ``masks`` share below that layer), layers ``< start_layer`` are skipped.
     """
     m, r = masks.shape[0], batch.input_ids.shape[0]
+    masks = masks.to(batch.input_ids.device)  # one copy; hooks move gates on to each layer's device
     ids = batch.input_ids.repeat(m, 1)
     att = batch.attention_mask.repeat(m, 1)
     gates = masks.repeat_interleave(r, dim=0) if m > 1 else masks[0]
@@ -147,7 +152,8 @@ class Scorer:
     """``S(·)`` on one task split; call it with a mask ``[L, H]`` to get an accuracy.
 
     ``outcomes(masks)`` evaluates ``[M, L, H]`` masks and returns per-example results; every
-    mask counts as one evaluation in :attr:`evaluations`.
+    mask counts as one evaluation in :attr:`evaluations`, and every row it really runs through
+    the model (after the speed levers below) in :attr:`cost` (:class:`kmshc.cost.RowCount`).
 
     Speed levers (none changes a result beyond float rounding):
 
@@ -159,6 +165,11 @@ class Scorer:
       only from the first token where its sentences (or their counterfactuals) differ, since the
       shared prefix cancels. Only margins are
       reported, never the absolute log-probabilities.
+    * ``distributed``: under torch.distributed, rank ``r`` scores batches ``r, r+W, …`` of every
+      evaluation and the per-example results are gathered, so each rank returns the full
+      ``[M, n]``, bitwise equal to one process's (each batch is the same batch either way).
+
+    Inputs go to the device of the model's input embedding; outcomes come back on the CPU.
 
     Args:
         ablation: ``"zero"``, ``"mean"`` (needs ``train``), ``"resample"``, ``"counterfactual"`` (needs a
@@ -171,7 +182,7 @@ class Scorer:
                  ablation: str | Ablation = "zero", train: Task | None = None, per_position: bool = False,
                  batch_size: int = 32, max_rows: int | None = None, probe_dim: int = 3, probe_fixed: bool = False,
                  seed: int = 0, prefix_cache: bool = True, cache_bytes: int = 256 << 20,
-                 skip_shared_tokens: bool = True) -> None:
+                 skip_shared_tokens: bool = True, distributed: bool = False) -> None:
         if scorer not in SCORERS:
             raise KmshcError(f"scorer: expected one of {', '.join(SCORERS)}, got {scorer!r}")
         if scorer == "label_tokens" and task.kind != "labels":
@@ -180,6 +191,7 @@ class Scorer:
         if scorer == "pair_logprob" and task.kind != "pairs":
             raise KmshcError(f"scorer 'pair_logprob' needs minimal pairs, but {task.name!r} is a label task")
         self.model, self.scorer, self.batch_size, self.max_rows = model, scorer, batch_size, max_rows
+        self.device, self.distributed = input_device(model), distributed
         self.shape = head_shape(model)
         self.data = encode(task, tokenizer)
         self.n = self.data.n
@@ -192,6 +204,7 @@ class Scorer:
         if scorer == "probe" and self.train is None:
             raise KmshcError("scorer 'probe' needs a training split to fit the probe on")
         self.evaluations = 0
+        self.cost = RowCount(self.shape[0], self.data.rows_per_example)
         self.cache = PrefixCache(cache_bytes) if prefix_cache else None
         self._split_hint = 0  # split layer of the last multi-mask call, reused by single masks
         self._start = self._shared_token_starts() if skip_shared_tokens and self.data.kind == "pairs" else None
@@ -218,7 +231,7 @@ class Scorer:
         m = masks.shape[0]
         h = gated_hidden(self.model, batch, masks, self.ablation, layer, prefix)
         if kind == "features":
-            last = h[torch.arange(h.shape[0]), last_positions(batch.attention_mask.repeat(m, 1))]
+            last = h[torch.arange(h.shape[0], device=h.device), last_positions(batch.attention_mask.repeat(m, 1))]
             return last.float().view(m, -1, last.shape[-1])
         if kind == "labels":
             return label_logits(self.model, h, batch.attention_mask.repeat(m, 1), data.label_ids).view(m, -1, len(data.label_ids))
@@ -238,7 +251,7 @@ class Scorer:
         return layer
 
     def _prefix(self, data: Encoded, batch: Batch, mask: torch.Tensor, layer: int) -> torch.Tensor:
-        key = PrefixCache.key((id(data), *batch.rows.tolist()), layer, mask)
+        key = PrefixCache.key((data.uid, *batch.rows.tolist()), layer, mask)
         hidden = self.cache.get(key)
         if hidden is None:
             hidden = prefix_hidden(self.model, batch, mask, self.ablation, layer)
@@ -246,29 +259,55 @@ class Scorer:
         return hidden
 
     def _collect(self, data: Encoded, masks: torch.Tensor, kind: str) -> torch.Tensor:
-        """Run every batch of ``data`` under ``masks``; results indexed by row (or example for labels)."""
-        out = None
+        """Run every batch of ``data`` under ``masks``; results indexed by row (or example for labels).
+
+        ``[M, rows]`` log-probs, ``[M, n, K]`` label logits or ``[M, rows, F]`` features, on :attr:`device`.
+        """
+        trailing = {"labels": (len(data.label_ids),) if data.label_ids is not None else (),
+                    "features": (self.model.get_output_embeddings().weight.shape[1],)}.get(kind, ())
+        n_index = data.n if kind == "labels" else len(data.seqs)
+        out = torch.zeros(masks.shape[0], n_index, *trailing, device=self.device)
+        owner = torch.zeros(out.shape[1], dtype=torch.long)  # which rank scored each index
         layer = self._split_layer(masks)
-        for batch in data.batches(self.batch_size):
+        for i, batch in enumerate(data.batches(self.batch_size)):
+            idx = batch.examples if kind == "labels" else batch.rows
+            owner[idx] = owner_of(i)
+            if self.distributed and owner_of(i) != rank():
+                continue
+            batch = batch.to(self.device)
             rows, t = batch.input_ids.shape
             max_rows = self.max_rows or rows_per_forward(self.model, t)
             per = max(1, max_rows // rows)  # masks per forward pass, bounded by memory
             prefix = self._prefix(data, batch, masks[0], layer) if layer else None
-            res = torch.cat([self._batch_scores(data, batch, masks[s:s + per], kind, layer, prefix)
-                             for s in range(0, masks.shape[0], per)])
-            idx = batch.examples if kind == "labels" else batch.rows
-            if out is None:
-                out = torch.zeros(masks.shape[0], data.n * (1 if kind == "labels" else data.rows_per_example),
-                                  *res.shape[2:])
-            out[:, idx] = res
-        return out
+            res = [self._batch_scores(data, batch, masks[s:s + per], kind, layer, prefix)
+                   for s in range(0, masks.shape[0], per)]
+            out[:, idx.to(out.device)] = torch.cat(res).to(out.device)  # lm_head may sit elsewhere (device_map)
+        return gather_owned(out, owner) if self.distributed else out
 
-    @torch.inference_mode()
     def outcomes(self, masks: torch.Tensor) -> Outcome:
+        """Per-example outcomes ``[M, n]`` (on the CPU) of ``masks`` ``[M, L, H]`` or ``[L, H]``;
+        the rows run are counted in :attr:`cost`."""
         masks = masks[None] if masks.dim() == 2 else masks
         if tuple(masks.shape[1:]) != self.shape:
             raise ValueError(f"masks must be [M, {self.shape[0]}, {self.shape[1]}], got {tuple(masks.shape)}")
         self.evaluations += masks.shape[0]
+        with count_rows(self.model, self.cost):
+            out = self._outcomes(masks)
+        return Outcome(out.correct.cpu(), out.margin.cpu())
+
+    def batch_margins(self, batch: Batch, masks: torch.Tensor) -> torch.Tensor:
+        """``[M, b]`` margins (as in :class:`Outcome`) of one ``batch`` of :attr:`data` under ``masks``
+        ``[M, L, H]``. No prefix cache and no counting; differentiable in ``masks`` outside inference mode."""
+        if self.scorer == "probe":
+            raise KmshcError("batch margins need the pair_logprob or label_tokens scorer, not the probe")
+        if self.data.kind == "labels":
+            gold = self.data.gold[batch.examples]
+            return torch.stack([class_margin(l, gold) for l in self._batch_scores(self.data, batch, masks, "labels")])
+        lp = self._batch_scores(self.data, batch, masks, "logprobs")
+        return lp[:, 0::2] - lp[:, 1::2]
+
+    @torch.inference_mode()
+    def _outcomes(self, masks: torch.Tensor) -> Outcome:
         if self.scorer == "pair_logprob":
             lp = self._collect(self.data, masks, "logprobs")
             margin = lp[:, 0::2] - lp[:, 1::2]
@@ -286,16 +325,16 @@ class Scorer:
     def _probe_outcomes(self, masks: torch.Tensor) -> Outcome:
         n_classes = len(self.data.label_ids) if self.data.kind == "labels" else 2
         feats = self._collect(self.data, masks, "features")
-        y = self._probe_targets(self.data)
+        y = self._probe_targets(self.data).to(feats.device)
         if self.probe_fixed and self._probe is None:
             full = torch.ones(1, *self.shape)
             self._probe = fit_probe(self._collect(self.train, full, "features")[0],
-                                    self._probe_targets(self.train), self.probe_dim, n_classes)
+                                    self._probe_targets(self.train).to(feats.device), self.probe_dim, n_classes)
         train_feats = None if self.probe_fixed else self._collect(self.train, masks, "features")
         margins = []
         for i in range(masks.shape[0]):
             probe: Probe = self._probe if self.probe_fixed else fit_probe(
-                train_feats[i], self._probe_targets(self.train), self.probe_dim, n_classes)
+                train_feats[i], self._probe_targets(self.train).to(feats.device), self.probe_dim, n_classes)
             margins.append(class_margin(probe.logits(feats[i]), y))
         margin = torch.stack(margins)
         if self.data.kind == "pairs":  # per pair: the mean over its two sentences

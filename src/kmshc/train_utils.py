@@ -1,4 +1,4 @@
-"""What a gate-training run writes into ``runs/<name>/`` (docs/FORMATS: gates.json,
+"""What a gate-training run writes into ``runs/<name>/`` (see docs/training.md, "Outputs": gates.json,
 circuit_learned.json, gates_heatmap.png), as Lightning callbacks, plus the run-directory guard.
 
 Loggers are duck-typed (``log_image``/``log_table`` exist on Lightning's ``WandbLogger``), so
@@ -14,6 +14,8 @@ from typing import Any
 
 import lightning as L
 import torch
+
+from kmshc.stats import bootstrap_means, percentile_interval
 
 from kmshc.memory import peak_rss_mb
 from kmshc.plots import gate_heatmap
@@ -34,34 +36,32 @@ def prepare_run_dir(run_dir: str | Path, overwrite: bool = False, resuming: bool
     return ensure_writable_dir(run_dir, "run directory")  # a clear error now, not a traceback at the first save
 
 
-def gates_record(module, tau: float) -> dict[str, Any]:
-    """The gates.json object: every head's ``log_alpha`` and deterministic gate."""
+def gates_record(module, tau: float, world_size: int = 1) -> dict[str, Any]:
+    """The gates.json object: every head's ``log_alpha`` and deterministic gate, and the training
+    cost so far in example forwards (:mod:`kmshc.cost`; ``world_size`` DDP ranks)."""
     exp = module.experiment
     la = module.gates.log_alpha.detach().float().cpu()
     det = module.gates.deterministic().detach().float().cpu()
     heads = {head_name(l, h): {"log_alpha": float(la[l, h]), "gate": float(det[l, h])}
              for l in range(la.shape[0]) for h in range(la.shape[1])}
     return {"model": exp.model, "task": exp.task_name, "n_layers": la.shape[0], "n_heads": la.shape[1],
-            "tau": tau, "experiment": exp.to_dict(), "heads": heads}
+            "tau": tau, "experiment": exp.to_dict(), "heads": heads, "cost": module.cost_record(world_size)}
 
 
 def bootstrap_ci(correct: torch.Tensor, n_boot: int = 1000, seed: int = 0) -> list[float]:
     """95% percentile bootstrap interval of the mean of per-example ``correct`` ``[n]``."""
-    g = torch.Generator().manual_seed(seed)
-    idx = torch.randint(0, correct.numel(), (n_boot, correct.numel()), generator=g)
-    means = correct.float()[idx].mean(1)
-    return [float(means.quantile(0.025)), float(means.quantile(0.975))]
+    return list(percentile_interval(bootstrap_means(correct[None], n_boot, seed)[0]))
 
 
-def split_scores(module, split: str, mask: torch.Tensor) -> tuple[dict[str, Any], int]:
-    """Circuit, full-model and all-ablated scores on ``split``; also the evaluations spent."""
+def split_scores(module, split: str, mask: torch.Tensor) -> tuple[dict[str, Any], int, float]:
+    """Circuit, full-model and all-ablated scores on ``split``; also the evaluations and example forwards spent."""
     scorer = module.experiment.scorer_for(split)
     out = scorer.outcomes(torch.stack([mask, torch.ones_like(mask), torch.zeros_like(mask)]))
     acc = out.accuracy
     eps = module.hparams.epsilon
     return ({"accuracy": float(acc[0]), "margin": float(out.margin[0].mean()), "ci": bootstrap_ci(out.correct[0]),
              "n": scorer.n, "full_accuracy": float(acc[1]), "baseline_accuracy": float(acc[2]),
-             "threshold": float(acc[2] + eps * (acc[1] - acc[2]))}, scorer.evaluations)
+             "threshold": float(acc[2] + eps * (acc[1] - acc[2]))}, scorer.evaluations, scorer.cost.example_forwards)
 
 
 class RunOutputs(L.Callback):
@@ -81,7 +81,7 @@ class RunOutputs(L.Callback):
         path = self.run_dir / "gates_heatmap.png"
         gate_heatmap(module.gates.deterministic(), path, tau=tau,
                      title=f"step {trainer.global_step}: {int(module.circuit_mask().sum())} heads > {tau}")
-        atomic_write_json(self.run_dir / "gates.json", gates_record(module, tau))  # warm-startable mid-run
+        atomic_write_json(self.run_dir / "gates.json", gates_record(module, tau, trainer.world_size))  # warm-startable
         for logger in trainer.loggers:
             if hasattr(logger, "log_image"):
                 logger.log_image(key="gates_heatmap", images=[str(path)], step=trainer.global_step)
@@ -90,23 +90,26 @@ class RunOutputs(L.Callback):
         if not trainer.is_global_zero:
             return
         tau, exp = module.hparams.tau, module.experiment
-        record = gates_record(module, tau)
+        record = gates_record(module, tau, trainer.world_size)
         atomic_write_json(self.run_dir / "gates.json", record)
         mask = module.circuit_mask()
         gate_heatmap(module.gates.deterministic(), self.run_dir / "gates_heatmap.png", tau=tau,
                      title=f"final: {int(mask.sum())} heads > {tau}")
-        scores, evals = {}, 0
+        scores, evals, report = {}, 0, 0.0
         for split in ("val", "test"):
-            scores[split], n = split_scores(module, split, mask)
-            evals += n
+            scores[split], n, spent = split_scores(module, split, mask)
+            evals, report = evals + n, report + spent
         gates = {k: v["gate"] for k, v in record["heads"].items()}
         circuit = Circuit(model=exp.model, task=exp.task_name, heads=tuple(h.name for h in mask_to_heads(mask)),
                           n_heads_total=module.n_total, scorer=exp.scorer, ablation=exp.ablation,
-                          epsilon=module.hparams.epsilon, scores=scores, evaluations=evals, seed=exp.seed,
+                          epsilon=module.hparams.epsilon, scores=scores, evaluations=evals,
+                          example_forwards=record["cost"]["example_forwards"], seed=exp.seed,
                           config={"experiment": exp.to_dict(), "train": json.loads(json.dumps(self.config, default=str))},
                           extra={"method": "learned", "tau": tau, "steps": trainer.global_step,
                                  "wall_time_s": round(time.perf_counter() - self._t0, 2),
-                                 "peak_rss_mb": round(peak_rss_mb()), "gates": gates})
+                                 "peak_rss_mb": round(peak_rss_mb()), "gates": gates,
+                                 "data_skipped": exp.data_skipped,
+                                 "cost": {**record["cost"], "report_example_forwards": round(report, 3)}})
         circuit.save(self.run_dir / "circuit_learned.json")
         for logger in trainer.loggers:
             if hasattr(logger, "log_table"):

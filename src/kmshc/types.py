@@ -161,7 +161,7 @@ def _json_default(o: Any) -> Any:
 
 # --------------------------------------------------------------------------- circuits
 CIRCUIT_FIELDS = ("model", "task", "scorer", "ablation", "semantics", "epsilon", "K", "heads",
-                  "n_heads_total", "scores", "certificate", "evaluations", "seed", "config",
+                  "n_heads_total", "scores", "certificate", "evaluations", "example_forwards", "seed", "config",
                   "kmshc_version")
 
 
@@ -171,6 +171,8 @@ class Circuit:
 
     ``heads`` are sorted ``L{l}H{h}`` names; ``scores`` maps a label (e.g. ``"val"``,
     ``"test"``) to a score dict; ``certificate`` is the verification dict or ``None``.
+    ``evaluations`` counts the masks scored to find the circuit; ``example_forwards`` what they
+    cost in example forwards (:mod:`kmshc.cost`), ``None`` where it was not recorded.
     """
 
     model: str
@@ -185,6 +187,7 @@ class Circuit:
     scores: Mapping[str, Any] = field(default_factory=dict)
     certificate: Mapping[str, Any] | None = None
     evaluations: int = 0
+    example_forwards: float | None = None
     seed: int = 0
     config: Mapping[str, Any] = field(default_factory=dict)
     kmshc_version: str = ""
@@ -207,6 +210,11 @@ class Circuit:
 
     def save(self, path: str | os.PathLike) -> None:
         atomic_write_json(path, self.to_dict())
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "Circuit":
+        """Read a circuit JSON file written by :meth:`save` (checked field by field, see :func:`read_circuit`)."""
+        return read_circuit(path)
 
 
 def read_circuit(path: str | os.PathLike) -> Circuit:
@@ -246,7 +254,8 @@ def circuit_from_dict(d: Any, where: str = "circuit") -> Circuit:
             raise KmshcError(f"{where}: field 'heads[{i}]' repeats {names[-1]}; each head may appear once")
     kw: dict[str, Any] = {}
     checks = {"scorer": str, "ablation": str, "semantics": str, "epsilon": (int, float), "K": int,
-              "scores": dict, "evaluations": int, "seed": int, "config": dict, "kmshc_version": str}
+              "scores": dict, "evaluations": int, "example_forwards": (int, float), "seed": int, "config": dict,
+              "kmshc_version": str}
     for key, typ in checks.items():
         if key in d and d[key] is not None:
             if not isinstance(d[key], typ) or isinstance(d[key], bool):

@@ -7,7 +7,8 @@ from kmshc.search.micro import removal_loop, restore_loop, single_head_pass
 from kmshc.search.refine import cold_search, refine
 from kmshc.search.state import BudgetExhausted, Recorder, batched
 from kmshc.search.verify import certify
+from kmshc.search.certificate import Certificate, CertificateConfig
 
 __all__ = ["SearchResult", "MacroResult", "Recorder", "BudgetExhausted", "macro_layer_search", "restore_loop",
            "removal_loop", "single_head_pass", "refine", "cold_search", "certify", "threshold_value",
-           "draw_bundles", "mask_of", "batched"]
+           "draw_bundles", "mask_of", "batched", "Certificate", "CertificateConfig"]

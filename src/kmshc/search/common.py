@@ -50,6 +50,21 @@ def threshold_value(full: float, baseline: float, epsilon: float, absolute: floa
     return float(baseline + epsilon * (full - baseline))
 
 
+class NoSufficientSet(KmshcError):
+    """All the heads a search may use, together, stay below ``U``: when ``S`` is monotone no subset
+    of them can reach it. ``score``: ``S`` of all of them on the search split; ``threshold``: ``U``."""
+
+    def __init__(self, message: str, *, score: float, threshold: float) -> None:
+        super().__init__(message)
+        self.score, self.threshold = score, threshold
+
+
+def allowed_heads(shape: tuple[int, int], universe: Iterable[int] | None = None) -> set[int]:
+    """The flat heads a search may use: ``universe`` (heads outside excluded circuits), or all."""
+    everything = set(range(shape[0] * shape[1]))
+    return everything if universe is None else set(universe) & everything
+
+
 def check_bundle_floor(K: int, size: int) -> None:
     if K < 1 or K > size:
         raise KmshcError(f"K: the bundle floor must be between 1 and |C| = {size}, got {K}")

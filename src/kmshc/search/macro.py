@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from kmshc.search.common import mask_of
+from kmshc.search.common import allowed_heads, mask_of
 from kmshc.search.state import Recorder
 from kmshc.types import KmshcError
 
@@ -73,13 +73,15 @@ def select_layers(drops: list[float], percentile: float = 75.0) -> tuple[int, ..
 
 def macro_layer_search(rec: Recorder, shape: tuple[int, int], full: float | None = None, window: int | None = None,
                        fraction: float = 0.2, percentile: float = 75.0, edge_correction: bool = False,
-                       rng: random.Random | None = None, using: str = "") -> MacroResult:
+                       rng: random.Random | None = None, using: str = "",
+                       universe: set[int] | None = None) -> MacroResult:
     """Score every full window in one batch and select layers. ``full``: ``S(M)`` if already known;
-    ``using``: the recorder's scorer name for this stage."""
+    ``using``: the recorder's scorer name for this stage; ``universe``: the heads that may be on
+    (the rest stay ablated in every window and in ``full``)."""
     n_layers, n_heads = shape
     w = window_size(n_layers, window, fraction)
     start = rec.evaluations
-    everything = set(range(n_layers * n_heads))
+    everything = allowed_heads(shape, universe)
     masks = [mask_of(everything - set(range(s * n_heads, (s + w) * n_heads)), shape) for s in range(n_layers - w + 1)]
     if full is None:
         masks.append(mask_of(everything, shape))

@@ -11,7 +11,8 @@ from typing import Mapping
 
 import torch
 
-from kmshc.search.common import SearchResult, check_bundle_floor, mask_of, names, threshold_value
+from kmshc.search.common import (NoSufficientSet, SearchResult, allowed_heads, check_bundle_floor, mask_of, names,
+                                 threshold_value)
 from kmshc.search.macro import macro_layer_search
 from kmshc.search.micro import ordered_deletion, removal_loop, restore_loop, single_head_pass
 from kmshc.search.state import BudgetExhausted, Recorder
@@ -43,6 +44,7 @@ def restore_in_gate_order(rec: Recorder, shape: tuple[int, int], C0: set[int], g
                           U: float, rng: random.Random, batch: int = 10) -> tuple[set[int], float]:
     """Smallest prefix ``C0 ∪ top-j heads by gate`` with ``S ≥ U``; prefixes scored ``batch`` at a time."""
     rest = sorted(set(gates) - C0, key=lambda h: (-gates[h], h))
+    sc = rec.one(mask_of(C0, shape)) if not rest else float("nan")
     for s in range(0, len(rest), batch):
         sizes = range(s + 1, min(len(rest), s + batch) + 1)
         scores = rec.many(torch.stack([mask_of(C0 | set(rest[:j]), shape) for j in sizes]))
@@ -50,7 +52,9 @@ def restore_in_gate_order(rec: Recorder, shape: tuple[int, int], C0: set[int], g
             if sc >= U:
                 rec.decision(rng, size=len(C0) + j, event="restored_in_gate_order", added=j, score=sc)
                 return C0 | set(rest[:j]), sc
-    raise KmshcError("no prefix of the heads in gate order reaches the threshold")  # S(M) >= U makes this unreachable
+    # with every head allowed S(M) >= U makes this unreachable; with excluded circuits it is the answer
+    raise NoSufficientSet(f"the {len(C0) + len(rest)} allowed heads together score {sc:.4f} < U = {U:.4f}: "
+                          "no sufficient set remains among them", score=sc, threshold=U)
 
 
 def by_importance(importance: Mapping[int, float], heads: set[int]) -> list[int]:
@@ -67,10 +71,10 @@ def importance_weights(importance: Mapping[int, float], heads: set[int]) -> dict
     return {h: (len(order) - i) / len(order) for i, h in enumerate(order)}
 
 
-def refine(rec: Recorder, shape: tuple[int, int], gates: Mapping[int, float], epsilon: float = 0.9,
+def refine(rec: Recorder, shape: tuple[int, int], gates: Mapping[int, float], *, epsilon: float = 0.9,
            threshold: float | None = None, tau: float = 0.5, N: int = 10, weighted: bool = True,
            seed: int = 0, strategy: str = "bundles", importance: Mapping[int, float] | None = None,
-           margin: float = 0.0) -> SearchResult:
+           margin: float = 0.0, universe: set[int] | None = None) -> SearchResult:
     """Warm search (keep semantics) from learned deterministic gates ``{flat index: gate}``.
 
     ``C0 = {gate > τ}``; if ``S(C0) < U``, heads are restored in gate order. Then either
@@ -78,20 +82,27 @@ def refine(rec: Recorder, shape: tuple[int, int], gates: Mapping[int, float], ep
     ``weighted``), or ``"ordered"``: :func:`~kmshc.search.micro.ordered_deletion`, least
     important first. Both end with the single-head pass, so the result is 1-minimal.
     ``importance`` (default: the gates) ranks heads; pass the learned ``log_alpha``.
+    ``universe``: the only heads that may be on (the heads outside excluded circuits); the others
+    are dropped from the start and stay ablated, while ``U`` still comes from the true ``S(M)``
+    and ``S(∅)``. Raises :class:`~kmshc.search.common.NoSufficientSet` when all of them miss ``U``.
     """
     if strategy not in ("bundles", "ordered"):
         raise KmshcError(f"strategy: expected 'bundles' or 'ordered', got {strategy!r}")
     rng = random.Random(seed)
     importance = gates if importance is None else importance
-    C: set[int] = {h for h, g in gates.items() if g > tau}
+    allowed = allowed_heads(shape, universe)
+    C: set[int] = {h for h, g in gates.items() if g > tau and h in allowed}
+    # a cap of 0-2 evaluations stops inside the threshold batch, before U or any score exists
+    score: float | None = None
+    U = float("nan")
     try:
         full, base, U = _threshold(rec, shape, set(), epsilon, threshold, margin)
         rec.decision(rng, size=len(C), event="threshold", full=full, baseline=base, U=U, start=len(C))
         score = rec.one(mask_of(C, shape)) if C else base
         if score < U:
             # ordered: one prefix per evaluation (fewest evaluations); bundles: N per batch (fastest)
-            C, score = restore_in_gate_order(rec, shape, C, importance, U, rng,
-                                             batch=1 if strategy == "ordered" else N)
+            ranked = {h: v for h, v in importance.items() if h in allowed}
+            C, score = restore_in_gate_order(rec, shape, C, ranked, U, rng, batch=1 if strategy == "ordered" else N)
         weights = importance_weights(importance, C) if weighted else None
         if strategy == "ordered":
             C, score = ordered_deletion(rec, shape, C, U, rng, by_importance(importance, C), score=score)
@@ -105,30 +116,36 @@ def refine(rec: Recorder, shape: tuple[int, int], gates: Mapping[int, float], ep
                    removals={names([h], shape)[0]: s for h, s in last.items()})
 
 
-def cold_search(rec: Recorder, shape: tuple[int, int], semantics: str = "keep", epsilon: float = 0.9,
+def cold_search(rec: Recorder, shape: tuple[int, int], *, semantics: str = "keep", epsilon: float = 0.9,
                 threshold: float | None = None, N: int = 10, K: int = 1, seed: int = 0, macro: bool | None = None,
                 window: int | None = None, window_fraction: float = 0.2, percentile: float = 75.0,
                 edge_correction: bool = False, baseline: str = "empty", ceil: bool = False,
-                halve_when_large: bool = False, macro_using: str = "", margin: float = 0.0) -> SearchResult:
+                halve_when_large: bool = False, macro_using: str = "", margin: float = 0.0,
+                universe: set[int] | None = None) -> SearchResult:
     """The paper's search from all heads: optional macro layer search, then the micro search.
 
     ``semantics="keep"`` uses the same removal loop as :func:`refine` (like-for-like with warm);
     ``"paper"`` uses the restore loop. ``baseline="complement"`` is the released code's
     ``B = M \\ C₀`` (macro candidates ablated); ``"empty"`` is ``B = ∅``. ``macro_using`` names the
-    recorder's scorer for the macro stage (the ``paper`` preset's probe with D = 10).
+    recorder's scorer for the macro stage (the ``paper`` preset's probe with D = 10). ``universe``
+    (keep semantics only): the heads that may be on, as in :func:`refine`.
     """
     if semantics not in ("keep", "paper"):
         raise KmshcError(f"semantics: expected 'keep' or 'paper', got {semantics!r}")
     if baseline not in ("empty", "complement"):
         raise KmshcError(f"baseline: expected 'empty' or 'complement', got {baseline!r}")
-    rng = random.Random(seed)
     everything = set(range(shape[0] * shape[1]))
-    C, score, U, info = set(everything), None, float("nan"), {}
+    allowed = allowed_heads(shape, universe)
+    if semantics == "paper" and allowed != everything:
+        raise KmshcError("exclude: paper semantics keeps every head outside C active, so excluded heads cannot stay "
+                         "ablated; search for backup circuits with keep semantics")
+    rng = random.Random(seed)
+    C, score, U, info = set(allowed), None, float("nan"), {}
     try:
         if macro if macro is not None else semantics == "paper":
             m = macro_layer_search(rec, shape, window=window, fraction=window_fraction, percentile=percentile,
-                                   edge_correction=edge_correction, rng=rng, using=macro_using)
-            C = {l * shape[1] + h for l in m.layers for h in range(shape[1])}
+                                   edge_correction=edge_correction, rng=rng, using=macro_using, universe=allowed)
+            C = {l * shape[1] + h for l in m.layers for h in range(shape[1])} & allowed
             info["macro"] = {"window": m.window, "drops": m.drops, "drops_corrected": m.drops_corrected,
                              "layers_paper": m.layers_paper, "layers_corrected": m.layers_corrected,
                              "used": "corrected" if edge_correction else "paper", "evaluations": m.evaluations}
@@ -143,8 +160,11 @@ def cold_search(rec: Recorder, shape: tuple[int, int], semantics: str = "keep", 
             if len(C) < len(everything):
                 score = rec.one(mask_of(C, shape))
                 if score < U:
-                    raise KmshcError(f"keep semantics: the macro candidate set ({len(C)} heads) scores {score:.4f}, "
-                                     f"below U = {U:.4f}; run without the macro stage (macro: false)")
+                    what = "macro candidate set" if "macro" in info else "set of allowed heads"
+                    hint = ("run without the macro stage (macro: false)" if "macro" in info else
+                            "no sufficient set remains outside the excluded circuits")
+                    raise NoSufficientSet(f"keep semantics: the {what} ({len(C)} heads) scores {score:.4f}, "
+                                          f"below U = {U:.4f}; {hint}", score=score, threshold=U)
             C, score = removal_loop(rec, shape, C, U, rng, N=N, score=score)
             C, score, last = single_head_pass(rec, shape, C, U, rng, score=score)
             info["removals"] = {names([h], shape)[0]: s for h, s in last.items()}

@@ -78,14 +78,21 @@ class Recorder:
         others: further named scorers, e.g. ``{"macro": f}`` for a stage that scores differently;
             ``many(masks, using="macro")`` calls them, and their evaluations count too.
         on_progress: called as ``on_progress(evaluations, size)`` after each batch/decision.
+        save_state: write ``path`` (False on the ranks other than 0 of a distributed search,
+            which read it to resume but leave the writing to rank 0).
+        forwards: returns the example forwards (:mod:`kmshc.cost`) that the scorers behind
+            ``evaluate_many`` and ``others`` have run so far in this process; the log keeps the
+            running total, so a resumed search adds to what the interrupted one spent.
     """
 
     def __init__(self, evaluate_many: EvaluateMany, path: str | Path | None = None, resume: bool = False,
                  fingerprint: dict[str, Any] | None = None, max_evaluations: int | None = None,
                  on_progress: Callable[[int, int | None], None] | None = None,
-                 others: dict[str, EvaluateMany] | None = None) -> None:
+                 others: dict[str, EvaluateMany] | None = None, save_state: bool = True,
+                 forwards: Callable[[], float] | None = None) -> None:
         self._scorers = {"": evaluate_many, **(others or {})}
         self.path = Path(path) if path else None
+        self.save_state = save_state
         self.fingerprint = json.loads(json.dumps(fingerprint or {}, default=str))
         self.max_evaluations, self.on_progress = max_evaluations, on_progress
         self.log: list[list] = []        # [mask_key, score] in evaluation order
@@ -96,6 +103,7 @@ class Recorder:
         self._replay_log: list[list] = []
         self._replay_trace: list[dict] = []
         self._wall_before = 0.0
+        self._forwards, self._forwards_before = forwards, 0.0
         self._start = time.perf_counter()
         self.size: int | None = None
         if resume:
@@ -120,6 +128,10 @@ class Recorder:
                              f"{', '.join(diff)}); rerun with the same config, or use --overwrite")
         self._replay_log, self._replay_trace = list(d["log"]), list(d["trace"])
         self._wall_before = float(d.get("wall_time_s", 0.0))
+        spent = d.get("example_forwards", 0.0)  # absent in logs written before it was counted
+        if not isinstance(spent, (int, float)) or isinstance(spent, bool):
+            raise KmshcError(f"{self.path}: field 'example_forwards' must be a number, got {spent!r}")
+        self._forwards_before = float(spent)
 
     @property
     def replaying(self) -> bool:
@@ -133,6 +145,11 @@ class Recorder:
     @property
     def wall_time_s(self) -> float:
         return self._wall_before + time.perf_counter() - self._start
+
+    @property
+    def example_forwards(self) -> float:
+        """Example forwards spent by this search, including those of the run it resumed."""
+        return self._forwards_before + (float(self._forwards()) if self._forwards is not None else 0.0)
 
     def many(self, masks: Sequence[torch.Tensor] | torch.Tensor, using: str = "") -> list[float]:
         """Scores of ``masks`` (each ``[L, H]``): a mask seen before is answered from the log (no
@@ -201,9 +218,10 @@ class Recorder:
         self._progress()
 
     def save(self, done: bool = False) -> None:
-        if self.path is None or self.replaying:
+        if self.path is None or self.replaying or not self.save_state:
             return
         atomic_write_json(self.path, {"fingerprint": self.fingerprint, "evaluations": self.evaluations,
+                                      "example_forwards": round(self.example_forwards, 3),
                                       "wall_time_s": round(self.wall_time_s, 3), "done": done,
                                       "rng": self.rng_state, "trace": self.trace, "log": self.log})
 

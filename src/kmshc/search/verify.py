@@ -1,11 +1,10 @@
-"""The certificate (DESIGN §1, FORMATS.md): a circuit checked on a split the search never saw.
+"""Build a :class:`~kmshc.search.certificate.Certificate` for a circuit on a held-out split.
 
-All masks of one certificate are scored in one batched call of ``outcomes(masks [M, L, H])``
-(``kmshc.scoring.Scorer.outcomes``), which returns per-example ``correct`` and ``margin``
-``[M, n]``. Intervals are paired bootstrap percentile intervals over examples; a head of ``C``
-is *removable* when ``S(C \\ {h})`` still reaches ``U`` on this split, *necessary
-(significant)* when it falls below ``U`` with one-sided paired bootstrap p < 1 − confidence,
-and *necessary (not significant)* otherwise.
+``outcomes(masks [M, L, H])`` returns per-example ``correct`` and ``margin`` ``[M, n]``
+(:meth:`kmshc.scoring.Scorer.outcomes`). The masks of the circuit, its single-head removals,
+its knock-out and the first stage of every negative control are scored in one batched call; a
+control that survives its first checks (it should not) has its removals scored in a second.
+The rules are in :mod:`kmshc.search.certificate` and docs/certificate.md.
 """
 from __future__ import annotations
 
@@ -15,16 +14,108 @@ import time
 from itertools import combinations
 from typing import Any, Callable, Sequence
 
+import numpy as np
 import torch
 
+from kmshc import stats
+from kmshc.search.certificate import Certificate, CertificateConfig, Control, Knockout, Restore
+from kmshc.search.checks import Checks
+from kmshc.search.controls import controls as _controls
+from kmshc.search.decide import metric_values
 from kmshc.search.common import indices, mask_of, names
-from kmshc.search.stats import (bootstrap_indices, bootstrap_means, mcnemar_p, one_sided_p_at_least,
-                                percentile_interval, zero_failure_bound)
 from kmshc.types import KmshcError
 
 
-def _interval(x: torch.Tensor, confidence: float) -> list[float]:
-    return [round(v, 4) for v in percentile_interval(x, confidence)]
+def _values(out: Any, metric: str) -> tuple[np.ndarray, np.ndarray]:
+    """``(metric values, 0/1 correctness)``, each ``[M, n]``."""
+    return metric_values(out, metric), metric_values(out, "accuracy")
+
+
+def certify(outcomes: Callable[[torch.Tensor], Any], shape: tuple[int, int], heads: Sequence[str], *,
+            semantics: str = "keep", epsilon: float = 0.9, threshold: float | None = None, K: int = 1,
+            baseline_heads: Sequence[str] = (), metric: str = "accuracy",
+            config: CertificateConfig = CertificateConfig(), split: str = "test",
+            skipped: dict | None = None, pool: Sequence[str] | None = None) -> Certificate:
+    """The certificate of circuit ``heads`` (see :mod:`kmshc.search.certificate`).
+
+    Args:
+        outcomes: ``masks [M, L, H] -> Outcome`` with ``correct``/``margin`` ``[M, n]``.
+        threshold: an absolute score instead of ``ε``; it is turned into the ``ε`` it means on
+            this split, ``(threshold − S(B)) / (S(M) − S(B))``.
+        baseline_heads: heads kept on in the baseline ``B`` (default ``∅``: all ablated).
+        metric: what ``S`` averages per example: ``accuracy`` (0/1) or the log-prob ``margin``.
+        pool: the heads the random controls draw from (default: all); a backup circuit found
+            outside excluded circuits is compared with random sets from the same allowed heads.
+    """
+    if metric not in ("accuracy", "margin"):
+        raise KmshcError(f"metric: expected 'accuracy' or 'margin', got {metric!r}")
+    if semantics not in ("keep", "paper"):
+        raise KmshcError(f"semantics: expected 'keep' or 'paper', got {semantics!r}")
+    if not 0 < epsilon <= 1:
+        raise KmshcError(f"epsilon: expected a value in (0, 1], got {epsilon}")
+    t0 = time.perf_counter()
+    C = indices(heads, shape, where="circuit heads")
+    if semantics == "paper" and C and not 1 <= K <= len(C):
+        raise KmshcError(f"K: the bundle size must be between 1 and |C| = {len(C)}, got {K}")
+    allowed = None if pool is None else set(indices(pool, shape, where="control pool")) | set(C)
+    plan = _Plan(shape, C, semantics, K, config, indices(baseline_heads, shape), allowed)
+    out = outcomes(torch.stack(plan.masks))
+    x, acc = _values(out, metric)
+    if threshold is not None:
+        gap = x[0].mean() - x[1].mean()
+        epsilon = float((threshold - x[1].mean()) / gap) if gap else 1.0
+    chk = Checks(x[0], x[1], epsilon, config, metric)
+    cert = _assemble(plan, chk, x, acc, outcomes, split)
+    return Certificate(**cert, skipped=skipped, evaluations=plan.evaluations,
+                       wall_time_s=round(time.perf_counter() - t0, 3))
+
+
+class _Plan:
+    """The masks of one certificate, in order, and where each one's row is."""
+
+    def __init__(self, shape, C: list[int], semantics: str, K: int, cfg: CertificateConfig, base_on: list[int],
+                 allowed: set[int] | None = None):
+        self.shape, self.C, self.semantics, self.K, self.cfg = shape, C, semantics, K, cfg
+        everything = set(range(shape[0] * shape[1]))
+        self.masks: list[torch.Tensor] = []
+        self.row: dict[tuple, int] = {}
+        self.add(("full",), everything)
+        self.add(("base",), set(base_on))
+        self.add(("circuit",), set(C))
+        self.add(("knockout",), everything - set(C))
+        rng = random.Random(cfg.seed)
+        if semantics == "keep":
+            for h in C:
+                self.add(("without", h), set(C) - {h})
+        else:
+            self.bundles, self.sampled = _restore_bundles(C, K, cfg.restore_samples, cfg.seed) if C else ([], False)
+            for b in self.bundles:
+                self.add(("restore", b), (everything - set(C)) | set(b))
+        pool = sorted(everything if allowed is None else allowed)
+        self.controls: list[tuple[str, list[int]]] = []
+        for i in range(cfg.random_controls if C else 0):
+            S = sorted(rng.sample(pool, len(C)))
+            self.controls.append(("random", S))
+            self.add(("set", tuple(S)), set(S) if semantics == "keep" else everything - set(S))
+        outside = sorted(set(pool) - set(C))
+        if semantics == "keep" and C and cfg.extra_heads and len(outside) >= cfg.extra_heads:
+            E = sorted(rng.sample(outside, cfg.extra_heads))
+            S = sorted(set(C) | set(E))
+            self.controls.append(("plus_random", S))
+            self.add(("set", tuple(S)), set(S))
+            for e in E:
+                self.add(("set", tuple(sorted(set(S) - {e}))), set(S) - {e})
+        self.first_stage = len(self.masks)
+
+    def add(self, key: tuple, active: set[int]) -> int:
+        if key not in self.row:
+            self.row[key] = len(self.masks)
+            self.masks.append(mask_of(active, self.shape))
+        return self.row[key]
+
+    @property
+    def evaluations(self) -> int:
+        return len(self.masks)
 
 
 def _restore_bundles(C: list[int], K: int, n_samples: int, seed: int) -> tuple[list[tuple[int, ...]], bool]:
@@ -36,104 +127,87 @@ def _restore_bundles(C: list[int], K: int, n_samples: int, seed: int) -> tuple[l
     return [tuple(sorted(rng.sample(C, K))) for _ in range(n_samples)], True
 
 
-def certify(outcomes: Callable[[torch.Tensor], Any], shape: tuple[int, int], heads: Sequence[str],
-            semantics: str = "keep", epsilon: float = 0.9, threshold: float | None = None, K: int = 1,
-            baseline_heads: Sequence[str] = (), confidence: float = 0.95, n_boot: int = 2000,
-            restore_samples: int = 100, seed: int = 0, split: str = "test") -> dict[str, Any]:
-    """Build the certificate dict of FORMATS.md for circuit ``heads``.
 
-    Args:
-        outcomes: ``masks [M, L, H] -> Outcome`` with ``correct``/``margin`` ``[M, n]``.
-        baseline_heads: heads kept on in the baseline ``B`` (default ``∅``: all ablated).
-        threshold: an absolute threshold instead of ``U_ε`` (recomputed on this split).
-        restore_samples: paper semantics, K > 1: how many K-bundles to sample at most.
-    """
-    if semantics not in ("keep", "paper"):
-        raise KmshcError(f"semantics: expected 'keep' or 'paper', got {semantics!r}")
-    if not 0 < epsilon <= 1:
-        raise KmshcError(f"epsilon: expected a value in (0, 1], got {epsilon}")
-    t0 = time.perf_counter()
-    C = indices(heads, shape, where="circuit heads")
-    everything = set(range(shape[0] * shape[1]))
-    masks = [mask_of(everything, shape), mask_of(indices(baseline_heads, shape), shape), mask_of(C, shape)]
-    sampled, bundles = False, []
-    if semantics == "keep":
-        masks += [mask_of(set(C) - {h}, shape) for h in C]
+def _assemble(plan: _Plan, chk: Checks, x: np.ndarray, acc: np.ndarray, outcomes, split: str) -> dict:
+    """Every field of the certificate but the bookkeeping ones, from the first-stage values."""
+    cfg, C, shape = chk.cfg, plan.C, plan.shape
+    est = {k: chk.estimate(x[i], acc[i]) for k, i in plan.row.items()}
+    circ = est[("circuit",)]
+    usable, gap_lo = chk.usable_gap(acc[0], acc[1], circ)
+    reasons: list[str] = [] if usable else [
+        f"no usable gap: the full-vs-baseline accuracy gap's lower bound is {gap_lo:.3f} < min_gap = {cfg.min_gap} "
+        f"(or the {chk.metric} gap is not significantly positive), so a recovery ratio means nothing here"]
+    removals, restores, failing, bound = [], [], [], None
+    if plan.semantics == "keep":
+        xs = [x[plan.row[("without", h)]] for h in C]
+        removals = chk.removals(names(C, shape), x[2], xs, [acc[plan.row[("without", h)]] for h in C])
+        ok, why, failing = chk.keep_verdict(circ, removals)
+        reasons += why
+        eps_range = chk.epsilon_range(circ, removals) if usable else None
     else:
-        if C and not 1 <= K <= len(C):
-            raise KmshcError(f"K: the bundle size must be between 1 and |C| = {len(C)}, got {K}")
-        bundles, sampled = _restore_bundles(C, K, restore_samples, seed) if C else ([], False)
-        masks.append(mask_of(everything - set(C), shape))  # paper semantics: C ablated, the rest on
-        masks += [mask_of((everything - set(C)) | set(b), shape) for b in bundles]
-    out = outcomes(torch.stack(masks))
-    correct, margin = out.correct.double(), out.margin.double()
-    n = correct.shape[1]
-    acc = correct.mean(-1)
-    m = margin.mean(-1)
-    boot = bootstrap_means(correct, bootstrap_indices(n, n_boot, seed))  # [M, n_boot]
-    alpha = 1 - confidence
-    if threshold is None:
-        U, U_boot = float(acc[1] + epsilon * (acc[0] - acc[1])), boot[1] + epsilon * (boot[0] - boot[1])
-    else:
-        U, U_boot = float(threshold), torch.full((n_boot,), float(threshold), dtype=torch.float64)
-    gap = float(m[0] - m[1])
-    cert: dict[str, Any] = {
-        "split": split, "n": n, "confidence": confidence, "epsilon": epsilon, "semantics": semantics, "K": K,
-        "full": {"accuracy": round(float(acc[0]), 4), "ci": _interval(boot[0], confidence), "margin": round(float(m[0]), 4)},
-        "baseline": {"accuracy": round(float(acc[1]), 4), "ci": _interval(boot[1], confidence),
-                     "margin": round(float(m[1]), 4), "heads_on": len(baseline_heads)},
-        "threshold": {"value": round(U, 4), "ci": _interval(U_boot, confidence),
-                      "kind": "relative" if threshold is None else "absolute"},
-    }
-    reasons: list[str] = []
-    failing: list[str] = []
-    # S(C) with only C active, in both semantics, so circuits of every method compare directly
-    circ = {"accuracy": round(float(acc[2]), 4), "ci": _interval(boot[2], confidence), "margin": round(float(m[2]), 4),
-            "margin_recovery": round((float(m[2]) - float(m[1])) / gap, 4) if gap else None,
-            "p_below_threshold": round(1 - one_sided_p_at_least(boot[2] - U_boot), 4)}
-    cert["circuit"] = circ
-    if semantics == "keep":
-        sufficient = float(acc[2]) >= U
-        removals = []
-        for j, h in enumerate(C):
-            row = 3 + j
-            a = float(acc[row])
-            p = one_sided_p_at_least(boot[row] - U_boot)
-            cls = "removable" if a >= U else ("necessary_significant" if p < alpha else "necessary_not_significant")
-            removals.append({"head": names([h], shape)[0], "accuracy": round(a, 4), "delta": round(a - float(acc[2]), 4),
-                             "ci": _interval(boot[row] - boot[2], confidence), "p_value": round(p, 4),
-                             "mcnemar_p": round(mcnemar_p(correct[2], correct[row]), 4), "class": cls})
-        cert["removals"] = removals
-        removable = [r["head"] for r in removals if r["class"] == "removable"]
-        if not sufficient:
-            reasons.append(f"insufficient: S(C) = {float(acc[2]):.4f} < U = {U:.4f} on {split} (n = {n})")
-            failing += list(names(C, shape))
-        if removable:
-            reasons.append(f"not 1-minimal on {split}: removing {', '.join(removable)} still reaches U = {U:.4f}")
-            failing += [h for h in removable if h not in failing]
-        verified = sufficient and not removable
-    else:
-        restores = []
-        for j, b in enumerate(bundles):
-            row = 4 + j
-            restores.append({"heads": list(names(b, shape)), "accuracy": round(float(acc[row]), 4),
-                             "ci": _interval(boot[row], confidence), "passes": float(acc[row]) >= U})
-        fails = [r for r in restores if not r["passes"]]
-        circ.update(ablated_accuracy=round(float(acc[3]), 4), ablated_ci=_interval(boot[3], confidence),
-                    worst_restore=min((r["accuracy"] for r in restores), default=None))
-        cert.update(restores=restores, sampled=sampled, n_samples=len(bundles),
-                    bound=round(zero_failure_bound(len(bundles), confidence), 4) if sampled and not fails else
-                    (0.0 if not fails else round(len(fails) / max(1, len(bundles)), 4)))
-        cert["removals"] = []
-        reasons.append("paper semantics: single-head removals are not checked (inclusion-minimality is "
-                       "degenerate there: any |C| = K set restores M); sufficiency = every restore passes")
-        if not C:
-            reasons.append("empty circuit")
-        for r in fails:
-            failing += [h for h in r["heads"] if h not in failing]
-        if fails:
-            reasons.append(f"{len(fails)} of {len(bundles)} restore bundles fall below U = {U:.4f} on {split}")
-        verified = bool(C) and not fails
-    cert.update(verified=bool(verified), failing_heads=failing, reasons=reasons, evaluations=len(masks),
-                wall_time_s=round(time.perf_counter() - t0, 3))
-    return cert
+        restores = [Restore(list(names(b, shape)), est[("restore", b)], chk.sufficient(est[("restore", b)]))
+                    for b in plan.bundles]
+        ok, why, failing = _paper_verdict(chk, est[("knockout",)], restores)
+        reasons += why
+        bound = (stats.zero_failure_bound(len(restores), cfg.confidence) if plan.sampled and ok
+                 else sum(not r.passes for r in restores) / max(1, len(restores)))
+        eps_range = None
+    if not C:
+        ok, reasons = False, reasons + ["empty circuit"]
+    controls = _controls(plan, chk, x, acc, outcomes, removals)
+    if any(c.verified for c in controls):
+        ok = False
+        reasons.append("a negative control verified too: the certificate cannot tell circuits apart on this split")
+    verified = bool(usable and ok)
+    return dict(split=split, n=int(x.shape[1]), metric=chk.metric, confidence=cfg.confidence, epsilon=chk.epsilon,
+                tau=cfg.tau, semantics=plan.semantics, K=plan.K, full=est[("full",)], baseline=est[("base",)],
+                circuit=circ, threshold=round(float(x[1].mean() + chk.epsilon * (x[0].mean() - x[1].mean())), 4),
+                gap_accuracy_lower=round(gap_lo, 4), usable_gap=bool(usable), removals=removals,
+                epsilon_range=eps_range, knockout=Knockout(est[("knockout",)], knockout_verdict(chk, est[("knockout",)])),
+                controls=controls, verified=verified, failing_heads=failing, reasons=reasons,
+                n_needed=None if verified else _n_needed(plan, chk, x, acc, removals, usable),
+                restores=restores, restore_bound=None if bound is None else round(bound, 4))
+
+
+def _paper_verdict(chk: Checks, knockout, restores) -> tuple[bool, list[str], list[str]]:
+    """Paper semantics: every restore clears ``ε − τ``, and ablating ``C`` really breaks the task
+    (upper bound of ``r(M \\ C)`` below ``ε − τ``); without that, every restore passes trivially."""
+    why, failing = [], []
+    breaks = knockout.upper is not None and knockout.upper < chk.epsilon - chk.cfg.tau
+    if not breaks:
+        why.append(f"ablating C does not clearly break the task (upper bound of r(M \\ C) = {knockout.upper})")
+    fails = [r for r in restores if not r.passes]
+    for r in fails:
+        failing += [h for h in r.heads if h not in failing]
+    if fails:
+        why.append(f"{len(fails)} of {len(restores)} restore bundles do not clear eps - tau with confidence")
+    return breaks and bool(restores) and not fails, why, failing
+
+
+def knockout_verdict(chk: Checks, e) -> str:
+    if chk.sufficient(e):
+        return "backup"
+    return "collapse" if e.upper is not None and e.upper <= 0.5 else "partial"
+
+
+def _n_needed(plan: _Plan, chk: Checks, x: np.ndarray, acc: np.ndarray, removals, usable: bool) -> int | None:
+    """Test-split size at which every failing check would pass with 80% power, from the observed
+    effects; ``None`` when some failing check points the wrong way (no size would pass it)."""
+    cfg, xm, xb = chk.cfg, chk.x_full, chk.x_base
+    level_alpha = 1 - chk.level
+    needs: list[int | None] = []
+    if not usable:
+        needs.append(stats.n_needed(acc[0] - acc[1] - cfg.min_gap, level_alpha))
+    xc = x[plan.row[("circuit",)]]
+    if not chk.sufficient(chk.estimate(xc, acc[plan.row[("circuit",)]])):
+        needs.append(stats.n_needed((xc - xb) - (chk.epsilon - cfg.tau) * (xm - xb), level_alpha))
+    for h, r in zip(plan.C, removals):
+        if r.cls == "necessary":
+            continue
+        xh = x[plan.row[("without", h)]]
+        needs.append(stats.n_needed(xc - xh, cfg.alpha / max(1, len(removals))))
+        if not chk.below_window(r.estimate):
+            needs.append(stats.n_needed((chk.epsilon + cfg.tau) * (xm - xb) - (xh - xb), level_alpha))
+    if not needs or any(n is None for n in needs):
+        return None
+    return max(needs)

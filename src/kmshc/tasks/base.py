@@ -20,6 +20,7 @@ class PairItem:
     good: str
     bad: str
     where: str = field(default="", compare=False)  # "file:line", for error messages
+    line: int = field(default=0, compare=False)  # the line of its data file; 0 for generated items
     counterfactual: tuple[str, str] | None = None
 
 
@@ -30,17 +31,23 @@ class LabelItem:
     prompt: str
     label: int
     where: str = field(default="", compare=False)
+    line: int = field(default=0, compare=False)
 
 
 @dataclass(frozen=True)
 class Task:
-    """A named list of items. ``kind`` is ``"pairs"`` or ``"labels"``; ``labels`` holds the label words."""
+    """A named list of items. ``kind`` is ``"pairs"`` or ``"labels"``; ``labels`` holds the label words.
+
+    ``skipped`` lists the defective items of the source that were left out (see
+    :mod:`kmshc.tasks.defects`); every split of the task carries the same list.
+    """
 
     name: str
     kind: Literal["pairs", "labels"]
     items: tuple
     labels: tuple[str, ...] = ()
     source: str = ""
+    skipped: tuple = ()  # of kmshc.tasks.defects.Defect
 
     def __len__(self) -> int:
         return len(self.items)

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Iterator
 
 from kmshc.tasks.base import LabelItem, PairItem, Task
+from kmshc.tasks.defects import drop_defective_pairs
 from kmshc.types import KmshcError
 
 
@@ -54,15 +55,18 @@ def _field(rec: dict, key: str, path: str | Path, no: int) -> str:
     return val
 
 
-def load_blimp_jsonl(path: str | Path, name: str | None = None) -> Task:
-    """Minimal pairs from a BLiMP-format jsonl file (fields ``sentence_good``, ``sentence_bad``)."""
+def load_blimp_jsonl(path: str | Path, name: str | None = None, on_defect: str = "skip") -> Task:
+    """Minimal pairs from a BLiMP-format jsonl file (fields ``sentence_good``, ``sentence_bad``).
+
+    Pairs whose two sentences are identical are defective: left out and listed in ``skipped``
+    (``on_defect="skip"``), or an error naming the line (``"error"``). A broken file is always an error.
+    """
     items = []
     for no, rec in _records(path):
         good, bad = _field(rec, "sentence_good", path, no), _field(rec, "sentence_bad", path, no)
-        if good == bad:
-            raise KmshcError(f"{path}:{no}: 'sentence_good' and 'sentence_bad' are identical ({good!r})")
-        items.append(PairItem(good, bad, where=f"{path}:{no}"))
-    return Task(name=name or Path(path).stem, kind="pairs", items=tuple(items), source=str(path))
+        items.append(PairItem(good, bad, where=f"{path}:{no}", line=no))
+    task = Task(name=name or Path(path).stem, kind="pairs", items=tuple(items), source=str(path))
+    return drop_defective_pairs(task, on_defect=on_defect)
 
 
 def load_label_jsonl(path: str | Path, labels: list[str], name: str | None = None) -> Task:
@@ -80,6 +84,6 @@ def load_label_jsonl(path: str | Path, labels: list[str], name: str | None = Non
         prompt, label = _field(rec, "prompt", path, no), _field(rec, "label", path, no)
         if label not in labels:
             raise KmshcError(f"{path}:{no}: field 'label' is {label!r}; expected one of {labels!r}")
-        items.append(LabelItem(prompt, labels.index(label), where=f"{path}:{no}"))
+        items.append(LabelItem(prompt, labels.index(label), where=f"{path}:{no}", line=no))
     return Task(name=name or Path(path).stem, kind="labels", items=tuple(items),
                 labels=tuple(labels), source=str(path))

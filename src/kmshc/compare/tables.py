@@ -1,6 +1,7 @@
 """Tables of a comparison: one row per circuit, one per pair, and the cross-task/cross-seed analysis.
 
-Built from :class:`kmshc.compare.Entry` objects with the pure functions of :mod:`kmshc.compare`.
+Built from :class:`~kmshc.compare.entries.Entry` objects with the pure functions of
+:mod:`kmshc.compare.entries`.
 ``rescore`` is the only part that loads a model; it is imported lazily and used only on request.
 """
 from __future__ import annotations
@@ -12,8 +13,11 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
-from kmshc.compare import (LEVELS, Entry, classify_heads, depth_summary, head_frequency, layer_counts,
-                           mean_layer_distribution, mean_pairwise_jaccard, overlap_matrix, pair_stats)
+from kmshc.stats import bootstrap_means, percentile_interval
+
+from kmshc.compare.entries import (LEVELS, Entry, classify_heads, depth_summary, head_frequency,
+                                   layer_counts, mean_layer_distribution, mean_pairwise_jaccard, overlap_matrix,
+                                   pair_stats)
 
 
 # --------------------------------------------------------------------------- scores
@@ -129,18 +133,9 @@ def same_run_agreement(entries: Sequence[Entry]) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- bootstrap + rescoring
-def bootstrap_means(x: torch.Tensor, n_boot: int = 1000, seed: int = 0) -> torch.Tensor:
-    """Bootstrap means ``[M, n_boot]`` of ``x`` ``[M, n]``, resampling the same examples for
-    every row (a paired bootstrap: rows can be subtracted resample by resample)."""
-    g = torch.Generator().manual_seed(seed)
-    idx = torch.randint(0, x.shape[1], (n_boot, x.shape[1]), generator=g)
-    return x.float()[:, idx].mean(-1)
-
-
 def percentile_ci(samples: torch.Tensor, confidence: float = 0.95) -> list[float]:
-    """Percentile interval of 1-D bootstrap samples."""
-    q = torch.tensor([(1 - confidence) / 2, (1 + confidence) / 2])
-    return [float(v) for v in torch.quantile(samples.float(), q)]
+    """Percentile interval of 1-D bootstrap samples, as a list for JSON."""
+    return list(percentile_interval(samples, confidence))
 
 
 def rescore(entries: Sequence[Entry], n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:

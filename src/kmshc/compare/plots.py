@@ -1,6 +1,6 @@
 """PNG plots of a comparison (matplotlib, Agg backend: no display needed).
 
-Each function takes plain lists/dicts (as produced by :mod:`kmshc.compare_tables`), writes one
+Each function takes plain lists/dicts (as produced by :mod:`kmshc.compare.tables`), writes one
 PNG atomically (temp file + rename) and returns its path.
 """
 from __future__ import annotations

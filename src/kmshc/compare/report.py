@@ -1,5 +1,5 @@
 """The ``kmshc compare`` command: load circuits, build the tables, write JSON/CSV/PNG and a
-markdown report, and (with ``--wandb``) log the same to W&B through :mod:`kmshc.compare_wandb`.
+markdown report, and (with ``--wandb``) log the same to W&B through :mod:`kmshc.compare.wandb_log`.
 """
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import json
 from pathlib import Path
 from typing import Any, Sequence
 
-from kmshc import compare_plots as plots
-from kmshc.compare import Entry, infer_shape, load_entries
-from kmshc.compare_tables import circuit_row, cross_analysis, pair_rows
+from kmshc.compare import plots
+from kmshc.compare.entries import Entry, infer_shape, load_entries, overlap_matrix
+from kmshc.compare.tables import circuit_row, cross_analysis, pair_rows, rescore
 from kmshc.types import KmshcError, atomic_write_json, atomic_write_text
 
 
@@ -65,7 +65,6 @@ def write_plots(entries: Sequence[Entry], result: dict, out: Path) -> list[Path]
                                                    counts=ov["intersection"]))
     paths.append(plots.layer_distributions(per_task, out / "layer_distribution.png"))
     if 1 < len(entries) <= 40:
-        from kmshc.compare import overlap_matrix
         ov = overlap_matrix({e.label: e.heads for e in entries})
         paths.append(plots.overlap_heatmap(ov["jaccard"], ov["labels"], out / "overlap_circuits.png",
                                            title="Jaccard between circuits"))
@@ -152,7 +151,6 @@ def run_compare(args: argparse.Namespace) -> dict[str, Any]:
     shape = parse_shape(args.shape) if args.shape else infer_shape(entries)
     rescored = None
     if args.rescore:
-        from kmshc.compare_tables import rescore
         rescored = rescore(entries, n_boot=args.n_boot)
     result = build(entries, shape, args.strong, args.super_, rescored)
     images: list[Path] = []
@@ -169,7 +167,7 @@ def run_compare(args: argparse.Namespace) -> dict[str, Any]:
         atomic_write_text(out / "pairs.csv", _csv(result["pairs"]))
         atomic_write_text(out / "report.md", markdown(result, images, out, args.title))
     if args.wandb:
-        from kmshc.compare_wandb import log_compare  # the only wandb user of compare
+        from kmshc.compare.wandb_log import log_compare  # the only wandb user of compare
         log_compare(result, images, project=args.wandb_project, out_dir=args.out)
     summary = {m: {t: {"mean_size": v["mean_size"], "seed_stability": v["seed_stability"]}
                    for t, v in info["tasks"].items()} for m, info in result["analysis"]["methods"].items()}

@@ -1,9 +1,9 @@
 """Compare circuits: learned vs searched, across tasks and across seeds (pure maths + loading).
 
 Every function below works on plain head-name sets (``frozenset[str]`` of ``L{l}H{h}``) so a
-reader can recompute each number by hand. Plots live in :mod:`kmshc.compare_plots`, the CLI
-command and report in :mod:`kmshc.compare_report`, W&B logging in :mod:`kmshc.compare_wandb`
-(imported only by the CLI function, so nothing here imports wandb).
+reader can recompute each number by hand. Plots live in :mod:`kmshc.compare.plots`, tables in
+:mod:`kmshc.compare.tables`, the report in :mod:`kmshc.compare.report`, W&B logging in
+:mod:`kmshc.compare.wandb_log` (imported only with ``--wandb``, so nothing here imports wandb).
 
 **Head classes** (per method, e.g. learned or searched; ``f_t(h)`` is the fraction of task
 ``t``'s circuits that contain head ``h``, over that task's seeds/resamples):
@@ -17,7 +17,6 @@ diagonal by construction and the useful cross-task matrices are ``any``, ``weak`
 """
 from __future__ import annotations
 
-import argparse
 import itertools
 import json
 from collections import defaultdict
@@ -226,30 +225,3 @@ def infer_shape(entries: Sequence[Entry]) -> tuple[int, int]:
         if total % n_heads == 0 and total // n_heads >= max_l:
             return total // n_heads, n_heads
     raise KmshcError(f"cannot infer the layer x head shape from n_heads_total={total}; pass --shape LxH")
-
-
-def add_compare_parser(sub: argparse._SubParsersAction) -> None:
-    """Register ``kmshc compare``; the command itself lives in :mod:`kmshc.compare_report`."""
-    p = sub.add_parser("compare", help="compare circuits: learned vs searched, across tasks and seeds")
-    p.add_argument("paths", nargs="+", help="run directories, folders of runs, or circuit JSON files")
-    p.add_argument("--out", help="write compare.json, CSV tables, PNG plots and report.md here")
-    p.add_argument("--rescore", action="store_true",
-                   help="rebuild each Experiment from config.experiment and score every circuit on test "
-                        "(loads the model) with paired bootstrap intervals")
-    p.add_argument("--curves", action="store_true",
-                   help="MIB-style faithfulness curves with CPR and CMD for each circuit's head ranking, scored on "
-                        "test (loads the model; see kmshc.curve_runs)")
-    p.add_argument("--wandb", action="store_true", help="also log tables and images to W&B (offline by default)")
-    p.add_argument("--wandb-project", default="kmshc-compare")
-    p.add_argument("--shape", help="layers x heads, e.g. 30x9 (default: inferred from gates or head counts)")
-    p.add_argument("--strong", type=float, default=0.5, help="strong head: within-task frequency >= this")
-    p.add_argument("--super", dest="super_", type=float, default=0.9,
-                   help="super head: within-task frequency >= this and strong in no other task")
-    p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for --rescore intervals")
-    p.add_argument("--title", default="Circuit comparison", help="heading of report.md")
-
-    def run(args: argparse.Namespace) -> dict:
-        from kmshc.compare_report import run_compare
-        return run_compare(args)
-
-    p.set_defaults(func=run)

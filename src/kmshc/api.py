@@ -1,0 +1,147 @@
+"""The Python API in a few calls: learn gates, search, certify, and run a model on a circuit.
+
+    exp = kmshc.Experiment(model="smollm2-135m", task="grammar", n=300)
+    gates = kmshc.learn_gates(exp, steps=200)            # Lightning fit of hard-concrete gates
+    circuit = kmshc.search_circuit(exp, gates=gates)      # Search-K-MSHC on the val split
+    circuit = kmshc.certify_circuit(exp, circuit)         # held-out certificate (test split)
+    with kmshc.only_heads(model, circuit, ablation=exp.ablation_values):
+        ...                                               # the model with only the circuit's heads
+
+These are thin layers over :mod:`kmshc.module` (training), :mod:`kmshc.search` (searches and
+certificate) and :mod:`kmshc.hooks` (interventions); the command line runs the same code.
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from typing import Any, Iterable, Iterator, Mapping
+
+import torch
+from torch import nn
+
+from kmshc.ablation import Ablation, MeanAblation, ZeroAblation
+from kmshc.architectures import head_shape
+from kmshc.experiment import Experiment
+from kmshc.hooks import gated
+from kmshc.types import Circuit, KmshcError, head_name, heads_to_mask, mask_to_heads
+
+
+@dataclass(frozen=True)
+class LearnedGates:
+    """Gates learned by :func:`learn_gates`: ``log_alpha`` and deterministic ``gates``, both ``[L, H]``."""
+
+    log_alpha: torch.Tensor
+    gates: torch.Tensor
+    tau: float = 0.5
+
+    @property
+    def heads(self) -> tuple[str, ...]:
+        """The relaxed circuit: heads whose deterministic gate exceeds ``tau``."""
+        return tuple(h.name for h in mask_to_heads(self.gates, self.tau))
+
+    def by_head(self, values: torch.Tensor | None = None) -> dict[str, float]:
+        """``{"L0H0": value, ...}`` of ``values`` ``[L, H]`` (default: the gates)."""
+        v = self.gates if values is None else values
+        return {head_name(l, h): float(v[l, h]) for l in range(v.shape[0]) for h in range(v.shape[1])}
+
+
+def learn_gates(experiment: Experiment, *, steps: int = 200, batch_size: int = 16, seed: int = 0,
+                progress: bool = False, **module_args: Any) -> LearnedGates:
+    """Learn one hard-concrete gate per head with Lightning (what ``kmshc train`` fits, without
+    run files, checkpoints or loggers).
+
+    ``module_args`` go to :class:`~kmshc.module.GateModule` (``objective``, ``sparsity``, ``lam``,
+    ``target``, ``lr``, ``tau``, ...). Validation is skipped: score the result with
+    :func:`search_circuit` or ``experiment.scorer_for("val")``.
+    """
+    import lightning as L
+
+    from kmshc.datamodule import GateDataModule
+    from kmshc.module import GateModule
+    from kmshc.quiet import quiet_lightning
+    L.seed_everything(seed, verbose=False)
+    module = GateModule(experiment, **module_args)
+    with quiet_lightning(info=False):
+        trainer = L.Trainer(max_steps=steps, devices=1, logger=False, enable_checkpointing=False,
+                            enable_model_summary=False, enable_progress_bar=progress, limit_val_batches=0,
+                            num_sanity_val_steps=0)
+        trainer.fit(module, datamodule=GateDataModule(experiment, batch_size=batch_size))
+    gates = module.gates
+    return LearnedGates(gates.log_alpha.detach().float().cpu().clone(),
+                        gates.deterministic().detach().float().cpu(), tau=module.hparams.tau)
+
+
+def search_circuit(experiment: Experiment, *, gates: LearnedGates | Mapping[str, float] | None = None,
+                   epsilon: float = 0.9, threshold: float | None = None, N: int = 10, seed: int | None = None,
+                   semantics: str = "keep", strategy: str = "ordered", tau: float = 0.5,
+                   max_evaluations: int | None = None) -> Circuit:
+    """Search-K-MSHC on the experiment's ``val`` split; returns the circuit (not yet certified).
+
+    With ``gates`` (from :func:`learn_gates`, or ``{head name: gate}``) the search refines the
+    learned circuit (warm; ``tau``, ``strategy``); without, it searches from all heads (cold;
+    ``semantics``). ``threshold`` is an absolute accuracy instead of ``U_ε``.
+    """
+    from kmshc.search import Recorder, cold_search, refine
+    from kmshc.search.common import indices
+    from kmshc.search.run import _accuracies
+    shape, seed = experiment.shape, experiment.seed if seed is None else seed
+    val = experiment.scorer_for("val")
+    rec = Recorder(_accuracies(val), max_evaluations=max_evaluations)
+    if gates is None:
+        res = cold_search(rec, shape, semantics=semantics, epsilon=epsilon, threshold=threshold, N=N, seed=seed)
+    else:
+        by_name = gates.by_head() if isinstance(gates, LearnedGates) else dict(gates)
+        ranks = gates.by_head(gates.log_alpha) if isinstance(gates, LearnedGates) else None
+        flat = {n: indices([n], shape, where="gates")[0] for n in by_name}
+        res = refine(rec, shape, {flat[n]: g for n, g in by_name.items()}, epsilon=epsilon, threshold=threshold,
+                     tau=tau, N=N, seed=seed, strategy=strategy,
+                     importance={flat[n]: a for n, a in ranks.items()} if ranks else None)
+    return Circuit(model=experiment.model, task=experiment.task_name, heads=res.heads,
+                   n_heads_total=shape[0] * shape[1], scorer=experiment.scorer, ablation=experiment.ablation,
+                   semantics=res.semantics, epsilon=epsilon, evaluations=res.evaluations, seed=seed,
+                   scores={"val": {"accuracy": res.score, "threshold": res.threshold, "n": val.n}},
+                   config={"experiment": experiment.to_dict(), "threshold": threshold},
+                   extra={"method": "cold" if gates is None else "warm", "capped": res.capped})
+
+
+def certify_circuit(experiment: Experiment, circuit: Circuit, *, split: str = "test", metric: str = "accuracy",
+                    config=None) -> Circuit:
+    """``circuit`` with its certificate on ``split`` (one the search never saw), with the circuit's
+    own ε, threshold, semantics and seed; ``config``: a
+    :class:`~kmshc.search.certificate.CertificateConfig` (confidence, tolerance, controls)."""
+    from kmshc.search import CertificateConfig, certify
+    cert = certify(experiment.scorer_for(split).outcomes, experiment.shape, circuit.heads,
+                   semantics=circuit.semantics, epsilon=circuit.epsilon, threshold=circuit.config.get("threshold"),
+                   K=circuit.K, metric=metric, config=config or CertificateConfig(seed=circuit.seed), split=split)
+    c = cert.circuit
+    scores = {**circuit.scores, split: {"accuracy": c.accuracy, "score": c.value, "recovery": c.recovery,
+                                        "recovery_lower": c.lower, "metric": metric, "n": cert.n}}
+    return replace(circuit, certificate=cert.to_dict(), scores=scores)
+
+
+def _fixed_values(ablation: str | Ablation) -> list[torch.Tensor] | None:
+    """Per-layer ablation values that do not depend on the batch: ``None`` (zero) or the means."""
+    if ablation == "zero" or isinstance(ablation, ZeroAblation):
+        return None
+    if isinstance(ablation, MeanAblation) and not ablation.per_position:
+        return list(ablation.means)
+    name = ablation if isinstance(ablation, str) else ablation.name
+    raise KmshcError(f"only_heads: ablation {name!r} (or per-position means) depends on the batch; use 'zero', "
+                     "or the mean ablation of an Experiment with per_position=False (experiment.ablation_values)")
+
+
+@contextmanager
+def only_heads(model: nn.Module, circuit: Circuit | Iterable[str], *,
+               ablation: str | Ablation = "zero") -> Iterator[nn.Module]:
+    """Inside the block, ``model`` runs with only the circuit's heads; every other head's output
+    is replaced by its ablation value. Hooks are removed on exit, also after an exception.
+
+    ``circuit``: a :class:`Circuit` or head names (``"L3H5"``). ``ablation``: ``"zero"``, or an
+    :class:`~kmshc.ablation.Ablation` whose values do not depend on the batch (e.g.
+    ``experiment.ablation_values`` for ``ablation="mean"``).
+    """
+    n_layers, n_heads = head_shape(model)
+    names = circuit.heads if isinstance(circuit, Circuit) else list(circuit)
+    mask = heads_to_mask(names, n_layers, n_heads)
+    with gated(model, mask, _fixed_values(ablation)):
+        yield model

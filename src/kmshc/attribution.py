@@ -1,0 +1,151 @@
+"""Attribution ranking: every head's first-order effect on the task metric, without training.
+
+For head ``h`` with output ``z_h`` (its slice of the attention output projection's input) and
+ablation value ``a_h``, the metric ``m`` (the mean margin: log p(good) − log p(bad) for pairs,
+the gold label logit minus the best other for labels) changes, to first order, by
+
+    A(h) = m(all heads) − m(h ablated) ≈ Σ_positions (z_h − a_h) · ∂m/∂z_h.
+
+This is exactly ``∂m/∂g_h`` at ``g = 1`` for the gate of :func:`kmshc.hooks.gated`
+(``out = a + g·(z − a)``), so one forward and one backward pass per batch, with every gate held
+at 1, gives all heads at once: attribution patching (Nanda, 2023), i.e. EAP (Syed et al., 2023)
+on nodes. ``A(h) > 0``: the head helps the task; ``A(h) < 0``: ablating it helps.
+
+A rank run writes a ``gates.json`` that ``search.py --mode warm`` starts from unchanged:
+``log_alpha`` carries ``A(h)`` (the warm search's order), ``gate`` is 1 for the starting set of
+:func:`starting_set` and 0 elsewhere.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from kmshc.cost import RowCount
+from kmshc.hooks import count_rows
+from kmshc.scoring import Scorer
+from kmshc.types import KmshcError, atomic_write_json, ensure_writable_dir, head_name
+
+METHODS = ("attribution",)
+
+
+@dataclass(frozen=True)
+class Attribution:
+    """``scores`` ``[L, H]`` (float64): ``A(h)`` averaged over the ``n`` examples of ``split``;
+    ``cost``: the rows the forward and backward passes ran (:mod:`kmshc.cost`)."""
+
+    scores: torch.Tensor
+    n: int
+    split: str
+    cost: RowCount
+
+    def named(self) -> dict[str, float]:
+        """``{"L{l}H{h}": A(h)}`` in layer-major order."""
+        return {head_name(l, h): float(self.scores[l, h])
+                for l in range(self.scores.shape[0]) for h in range(self.scores.shape[1])}
+
+
+def head_attribution(scorer: Scorer, split: str = "train") -> Attribution:
+    """``A(h)`` for every head on ``scorer``'s data (named ``split`` in the result).
+
+    The scorer supplies the model, the ablation values and the margin (its shared-token rule
+    included); the probe scorer has no differentiable margin and is refused. One forward and one
+    backward pass per batch of ``scorer.batch_size`` examples.
+    """
+    n_layers, n_heads = scorer.shape
+    total = torch.zeros(n_layers, n_heads, dtype=torch.float64)
+    cost = RowCount(n_layers, scorer.data.rows_per_example)
+    with torch.enable_grad(), count_rows(scorer.model, cost):
+        for batch in scorer.data.batches(scorer.batch_size):
+            gates = torch.ones(1, n_layers, n_heads, requires_grad=True)
+            margin = scorer.batch_margins(batch, gates)[0]  # [b]
+            (grad,) = torch.autograd.grad(margin.sum(), gates)  # not .backward(): frozen weights get no .grad
+            total += grad[0].double().cpu()
+    return Attribution(total / scorer.data.n, scorer.data.n, split, cost)
+
+
+def starting_set(scores: dict[str, float], coverage: float = 0.9) -> list[str]:
+    """The fewest heads, best first, whose positive ``A(h)`` sum to ``coverage`` of all positive ``A(h)``.
+
+    Heads with ``A(h) ≤ 0`` never enter: to first order, ablating them does not hurt. The set is
+    a start only: the warm search adds heads back in ``A(h)`` order while it scores below ``U``,
+    then deletes what it does not need. Ties are broken by head name.
+    """
+    if not 0 < coverage <= 1:
+        raise KmshcError(f"coverage: expected a fraction in (0, 1], got {coverage}")
+    ranked = [h for h in sorted(scores, key=lambda h: (-scores[h], h)) if scores[h] > 0]
+    total, chosen, acc = sum(scores[h] for h in ranked), [], 0.0
+    for h in ranked:
+        if acc >= coverage * total:
+            break
+        chosen.append(h)
+        acc += scores[h]
+    return chosen
+
+
+def gates_record(exp, result: Attribution, coverage: float, wall_time_s: float) -> dict[str, Any]:
+    """The ``gates.json`` object: train.py's format (``experiment`` + ``heads: {name: {gate,
+    log_alpha}}``) with ``log_alpha`` = ``A(h)``, plus the method, its rule and its cost."""
+    named = result.named()
+    start = set(starting_set(named, coverage))
+    n_layers, n_heads = result.scores.shape
+    return {"model": exp.model, "task": exp.task_name, "n_layers": n_layers, "n_heads": n_heads, "tau": 0.5,
+            "experiment": exp.to_dict(), "method": "attribution", "split": result.split, "n": result.n,
+            "metric": "mean margin", "start_rule": {"coverage": coverage, "size": len(start)},
+            "heads": {h: {"log_alpha": a, "gate": 1.0 if h in start else 0.0} for h, a in named.items()},
+            "cost": result.cost.to_dict(), "wall_time_s": round(wall_time_s, 3)}
+
+
+def run_rank(args: argparse.Namespace) -> dict[str, Any]:
+    """``kmshc rank``: build the experiment, rank its heads, write ``<runs_dir>/<name>/gates.json``."""
+    from kmshc.experiment import Experiment
+    if args.method not in METHODS:  # argparse's choices already say so; kept for API callers
+        raise KmshcError(f"method: expected one of {', '.join(METHODS)}, got {args.method!r}")
+    out = Path(args.runs_dir) / (args.name or f"rank-{args.method}")
+    if (out / "gates.json").exists() and not args.overwrite:
+        raise KmshcError(f"{out / 'gates.json'} exists; pass --overwrite to replace it or choose another --name")
+    ensure_writable_dir(out, "run directory")  # before the model loads: fail in seconds
+    exp = Experiment(model=args.model, dtype=args.dtype, task=args.task, data=args.data, labels=args.labels,
+                     n=args.n, limit=args.limit, seed=args.seed, scorer=args.scorer, ablation=args.ablation,
+                     per_position=args.per_position, batch_size=args.batch_size)
+    scorer = exp.scorer_for(args.split)  # mean-ablation values are fitted here, outside the count
+    t0 = time.perf_counter()
+    result = head_attribution(scorer, args.split)
+    record = gates_record(exp, result, args.coverage, time.perf_counter() - t0)
+    atomic_write_json(out / "gates.json", record)
+    top = sorted(record["heads"], key=lambda h: (-record["heads"][h]["log_alpha"], h))[:args.top]
+    return {"run_dir": str(out), "method": args.method, "split": args.split, "n": result.n,
+            "start_size": record["start_rule"]["size"], "example_forwards": record["cost"]["example_forwards"],
+            "wall_time_s": record["wall_time_s"],
+            "top": [[h, round(record["heads"][h]["log_alpha"], 6)] for h in top]}
+
+
+def add_rank_parser(sub: argparse._SubParsersAction) -> None:
+    """Register ``kmshc rank``."""
+    p = sub.add_parser("rank", help="rank heads without training (attribution) and write a warm-startable gates.json")
+    p.add_argument("--method", default="attribution", choices=METHODS)
+    p.add_argument("--model", default="smollm2-135m")
+    p.add_argument("--task", required=True, choices=["grammar", "arithmetic", "word_problems", "blimp", "labels"])
+    p.add_argument("--data", help="jsonl file for --task blimp / labels")
+    p.add_argument("--labels", nargs="+", help="label words for --task labels, e.g. ' True' ' False'")
+    p.add_argument("--n", type=int, help="number of generated items (generated tasks)")
+    p.add_argument("--limit", type=int, help="use at most N items (taken after a seeded shuffle)")
+    p.add_argument("--split", default="train", choices=["train", "val", "test"],
+                   help="the seeded 60/20/20 split to rank on (default: train, which the search never scores)")
+    p.add_argument("--ablation", default="mean", choices=["zero", "mean", "resample"])
+    p.add_argument("--per_position", action="store_true", help="mean ablation per position")
+    p.add_argument("--scorer", default="pair_logprob", choices=["pair_logprob", "label_tokens"])
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "auto"])
+    p.add_argument("--batch_size", type=int, default=32, help="examples per forward+backward pass")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--coverage", type=float, default=0.9,
+                   help="starting set: the fewest top heads holding this fraction of the positive attribution")
+    p.add_argument("--runs_dir", default="runs")
+    p.add_argument("--name", help="run folder under --runs_dir (default: rank-<method>)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing gates.json")
+    p.add_argument("--top", type=int, default=10, help="heads listed in the printed summary")
+    p.set_defaults(func=run_rank)

@@ -1,0 +1,101 @@
+"""``kmshc search`` and ``kmshc verify``: Search-K-MSHC and its certificate (what search.py runs).
+
+``kmshc search --config configs/search/tiny.yaml`` runs a mode (``--mode``): ``cold`` searches
+from all heads (``--semantics keep|paper``); ``warm`` refines a training run (``--from_run
+runs/<name>``: its gates.json and experiment); ``verify`` writes a certificate for any circuit
+JSON. ``kmshc verify --circuit PATH`` is that last mode. Every config field can be overridden on
+the command line, e.g. ``--epsilon 0.8 --experiment.limit 300``. ``--exclude CIRCUIT.json``
+(repeatable) searches outside the given circuits (docs/redundancy.md). Outputs:
+``runs/<name>/circuit_searched.json`` (certificate embedded) and ``search_state.json``
+(``--resume true`` continues an interrupted run to the same result; ``--overwrite true``
+replaces one). Verify writes ``circuit_verified.json`` next to the circuit.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import TYPE_CHECKING, Any
+
+from kmshc.entry import add_passthrough_parser
+from kmshc.entry.configs import resolve_config_args
+
+if TYPE_CHECKING:
+    from kmshc.search.run import SearchConfig
+    from kmshc.types import Circuit
+
+
+def parse(args: list[str] | None = None) -> "SearchConfig":
+    """A :class:`~kmshc.search.run.SearchConfig` from command-line ``args`` (``--config`` files first)."""
+    from jsonargparse import ActionConfigFile, ArgumentParser
+
+    from kmshc.search.run import SearchConfig, repeatable
+    from kmshc.types import config_errors
+    parser = ArgumentParser(prog="kmshc search", description=__doc__.splitlines()[0], env_prefix="KMSHC_SEARCH",
+                            default_env=False)
+    parser.add_argument("--config", action=ActionConfigFile, help="a YAML file from configs/search/")
+    parser.add_class_arguments(SearchConfig, nested_key=None, fail_untyped=True)
+    args = repeatable(resolve_config_args(sys.argv[1:] if args is None else args))
+    with config_errors("search config", "a UTF-8 YAML mapping of search fields (see configs/search/)"):
+        ns = parser.instantiate(parser.parse_args(args))
+    return SearchConfig(**{k: v for k, v in vars(ns).items() if k != "config"})
+
+
+def summary(circ: "Circuit") -> dict[str, Any]:
+    """What a person reads after a search: the heads, the cost and the certificate's verdict."""
+    from kmshc.search.certificate import Certificate
+    cert = Certificate.from_dict(circ.certificate) if circ.certificate else None
+    return {"heads": list(circ.heads), "size": len(circ.heads), "method": circ.extra.get("method"),
+            "evaluations": circ.evaluations, "example_forwards": circ.example_forwards,
+            "wall_time_s": circ.extra.get("wall_time_s"),
+            "verified": cert.verified if cert else None,
+            "recovery": cert.circuit.recovery if cert else None,
+            "recovery_lower": cert.circuit.lower if cert else None,
+            "epsilon_range": cert.epsilon_range if cert else None,
+            "failing_heads": cert.failing_heads if cert else None,
+            "classes": {r.head: r.cls for r in cert.removals} if cert else {},
+            "controls_failing": sum(not c.verified for c in cert.controls) if cert else None}
+
+
+def main(args: list[str] | None = None) -> dict[str, Any]:
+    """Run one search (or verify) from command-line ``args``; prints and returns the summary.
+
+    Under ``torchrun --nproc_per_node P`` every rank runs the search, each scoring a share of
+    every evaluation's examples; the result equals the one-process run (docs/scaling.md)."""
+    from tqdm import tqdm
+
+    from kmshc.distributed import is_main, process_group
+    from kmshc.search.run import run
+    cfg = parse(args)
+    with process_group():
+        quiet = not (cfg.progress and is_main())
+        with tqdm(desc=f"search ({cfg.mode})", unit="eval", disable=quiet, file=sys.stderr) as bar:
+            def progress(evaluations: int, size: int | None) -> None:
+                bar.update(evaluations - bar.n)
+                bar.set_postfix_str(f"|C|={size}" if size is not None else "")
+            circ, path = run(cfg, on_progress=progress)
+        result = {"circuit": str(path), **summary(circ)}
+        if is_main():
+            print(json.dumps(result, indent=1))
+    return result
+
+
+def verify_argv(argv: list[str]) -> list[str]:
+    """search's arguments for verify mode; ``--mode verify`` last, so no config file can override it."""
+    return [*argv, "--mode", "verify"]
+
+
+def _search(args: argparse.Namespace) -> None:
+    main(args.argv)  # prints its own summary
+
+
+def _verify(args: argparse.Namespace) -> None:
+    main(verify_argv(args.argv))
+
+
+def add_search_parser(sub) -> None:
+    add_passthrough_parser(sub, "search", "search a minimal sufficient head set and certify it (search.py)", _search)
+
+
+def add_verify_parser(sub) -> None:
+    add_passthrough_parser(sub, "verify", "certify a circuit JSON on held-out data: --circuit PATH", _verify)

@@ -1,0 +1,88 @@
+"""Calibration of the certificate by simulation: per-example outcomes with a known truth.
+
+Each simulated case fixes the true recoveries of ``C`` and of ``C`` without each of its heads,
+draws per-example values for ``M``, ``B``, ``C`` and the removals on ``n`` shared examples, and
+asks :func:`~kmshc.search.checks.verify_values` for the verdict. A case is *truly*
+minimal-sufficient within ``τ`` when ``r(C) ≥ ε − τ``, every ``r(C \\ {h}) < ε + τ`` and every
+drop is positive; the certificate must verify the others at most ``α`` of the time.
+
+Outcomes share each example's difficulty, as nested head sets do on real data:
+* ``accuracy``: example ``i`` has a latent ``u_i ~ U(0, 1)``; a set with success probability
+  ``p`` is right when ``u_i < p``, except that with probability ``1 − coupling`` it draws its
+  own uniform (so sets also disagree on some examples in both directions);
+* ``margin``: ``x_i(A) = μ_A + s_i + e_iA`` with a shared ``s_i ~ N(0, 2²)`` and ``e ~ N(0, 1)``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from kmshc.search.certificate import CertificateConfig
+from kmshc.search.checks import verify_values
+
+
+@dataclass(frozen=True)
+class Case:
+    """One cell of the grid: true recoveries of ``C`` and of each removal, on ``n`` examples."""
+
+    name: str
+    n: int
+    gap: float
+    r_circuit: float
+    r_removals: tuple[float, ...]
+    metric: str = "accuracy"
+
+    def truly_certifiable(self, epsilon: float, tau: float) -> bool:
+        return (self.r_circuit >= epsilon - tau and all(r < epsilon + tau for r in self.r_removals)
+                and all(r < self.r_circuit for r in self.r_removals))
+
+
+def _draw(case: Case, rng: np.random.Generator, coupling: float, base: float = 0.5) -> list[np.ndarray]:
+    """``[x(M), x(B), x(C), x(C \\ h)...]``, each ``[n]``."""
+    rs = [1.0, 0.0, case.r_circuit, *case.r_removals]
+    n = case.n
+    if case.metric == "margin":
+        shared = rng.normal(0, 2, n)
+        return [base + case.gap * 10 * r + shared + rng.normal(0, 1, n) for r in rs]
+    u = rng.uniform(size=n)
+    out = []
+    for r in rs:
+        own = np.where(rng.uniform(size=n) < coupling, u, rng.uniform(size=n))
+        out.append((own < base + case.gap * r).astype(float))
+    return out
+
+
+def simulate(case: Case, *, reps: int, epsilon: float = 0.9, cfg: CertificateConfig = CertificateConfig(),
+             coupling: float = 0.9, seed: int = 0) -> float:
+    """Share of ``reps`` draws of ``case`` that the certificate verifies."""
+    rng = np.random.default_rng(seed)
+    hits = 0
+    for _ in range(reps):
+        x = _draw(case, rng, coupling)
+        acc = None
+        if case.metric == "margin":
+            acc = [(v > 0).astype(float) for v in x[:3]]
+        hits += verify_values(x[0], x[1], x[2], x[3:], epsilon=epsilon, cfg=cfg, metric=case.metric, acc=acc)
+    return hits / reps
+
+
+def grid(epsilon: float = 0.9, tau: float = 0.05, ns: tuple[int, ...] = (200, 400, 800),
+         gaps: tuple[float, ...] = (0.2, 0.4), metric: str = "accuracy") -> list[Case]:
+    """The standard grid: false cases at and beyond each edge of the claim, true ones with margin."""
+    lo, hi = epsilon - tau, epsilon + tau
+    cases = []
+    for n in ns:
+        for gap in gaps:
+            def c(name, rc, rr):
+                return Case(name, n, gap, rc, tuple(rr), metric)
+            cases += [
+                c("insufficient, at the edge", lo - 0.001, [0.5, 0.5, 0.5]),
+                c("insufficient", lo - 0.05, [0.5, 0.5, 0.5]),
+                c("one head irrelevant", 0.95, [0.5, 0.5, 0.95]),
+                c("one removal at the upper edge", 1.0, [0.5, 0.5, hi]),
+                c("one removal above the window", 1.0, [0.5, 0.5, hi + 0.05]),
+                c("minimal-sufficient with margin", 1.0, [0.7, 0.7, 0.7]),
+                c("minimal-sufficient, close to eps", epsilon, [epsilon - 0.15] * 3),
+            ]
+    return cases

@@ -1,0 +1,115 @@
+"""How the search scores a head set: point estimates, or confident (and adaptive) decisions.
+
+The searches compare a score with ``U`` (:mod:`kmshc.search.micro`). With ``decision="confident"``
+the search sees each set ``A`` through the *lower confidence bound of its recovery*
+``r(A) = (S(A) − S(B)) / (S(M) − S(B))`` on the search split, in recovery units where
+``S(M) = 1``, ``S(B) = 0`` and so ``U = ε``. A head is then removed only when the circuit
+without it still clears ``ε`` with confidence, so the search's choices carry less of the
+winner's curse into the held-out certificate.
+
+``adaptive=True`` scores the split in growing chunks (1/8, 1/4, 1/2, all by default) and stops
+as soon as a group-sequential test decides "≥ ε" or "< ε": an O'Brien–Fleming-type error
+spending ``α(t) = α·t²`` (Lan and DeMets 1983; the power family of Kim and DeMets 1987) spends
+``α(t_k) − α(t_{k−1})`` at look ``k`` on each side, so by the union bound the decision's error
+stays at most ``α`` however many looks it takes. A set undecided at the last look gets the
+fixed-n rule at the error left, and the score it returns is then its lower bound.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+
+from kmshc import stats
+
+Outcomes = Callable[[torch.Tensor], Any]
+
+
+def metric_values(out: Any, metric: str) -> np.ndarray:
+    """Per-example values ``[M, n]`` that ``S`` averages: 0/1 correctness or the log-prob margin."""
+    return (out.correct if metric == "accuracy" else out.margin).double().cpu().numpy()
+
+
+def point_scores(outcomes: Outcomes, metric: str) -> Callable[[torch.Tensor], list[float]]:
+    """``evaluate_many`` of the point-estimate search: the mean metric value per mask."""
+    return lambda masks: metric_values(outcomes(masks), metric).mean(-1).tolist()
+
+
+def spending(looks: int, alpha: float) -> list[float]:
+    """Error spent at each of ``looks`` equally spaced-in-log2 looks ``t_k = 2^(k−looks)``."""
+    t = [2.0 ** (k - looks + 1) for k in range(looks)]
+    cum = [alpha * x * x for x in t]
+    return [cum[0]] + [cum[k] - cum[k - 1] for k in range(1, looks)]
+
+
+class RecoveryScores:
+    """``evaluate_many(masks [M, L, H]) -> M`` recovery lower bounds (see the module docstring).
+
+    Args:
+        chunks: outcome functions over consecutive, disjoint parts of the search split; one
+            part for fixed-n decisions, several for adaptive ones.
+        full_mask, base_mask: ``[L, H]`` masks of ``M`` and ``B``; they score exactly 1 and 0.
+        confidence: the one-sided level of each decision (its error is ``1 − confidence``).
+    """
+
+    def __init__(self, chunks: Sequence[Outcomes], *, full_mask: torch.Tensor, base_mask: torch.Tensor,
+                 metric: str, epsilon: float, confidence: float, adaptive: bool) -> None:
+        self.chunks, self.metric, self.epsilon = list(chunks), metric, epsilon
+        self.full_mask, self.base_mask = full_mask.bool(), base_mask.bool()
+        alpha = 1 - confidence
+        self.alphas = spending(len(self.chunks), alpha) if adaptive else [0.0] * (len(self.chunks) - 1) + [alpha]
+        self.adaptive = adaptive
+        self._ref: list[tuple[np.ndarray, np.ndarray]] | None = None  # per chunk: x(M), x(B)
+
+    def _reference(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        if self._ref is None:
+            both = torch.stack([self.full_mask.float(), self.base_mask.float()])
+            self._ref = []
+            for chunk in self.chunks:
+                x = metric_values(chunk(both), self.metric)
+                self._ref.append((x[0], x[1]))
+        return self._ref
+
+    def __call__(self, masks: torch.Tensor) -> list[float]:
+        ref = self._reference()
+        scores: list[float | None] = [None] * masks.shape[0]
+        open_ = []
+        for i, m in enumerate(masks):
+            if torch.equal(m.bool(), self.full_mask):
+                scores[i] = 1.0
+            elif torch.equal(m.bool(), self.base_mask):
+                scores[i] = 0.0
+            else:
+                open_.append(i)
+        seen: dict[int, list[np.ndarray]] = {i: [] for i in open_}
+        spent = 0.0
+        for k, chunk in enumerate(self.chunks):
+            if not open_:
+                break
+            x = metric_values(chunk(masks[open_]), self.metric)
+            spent += self.alphas[k]
+            xm = np.concatenate([r[0] for r in ref[:k + 1]])
+            xb = np.concatenate([r[1] for r in ref[:k + 1]])
+            last = k == len(self.chunks) - 1
+            still = []
+            for j, i in enumerate(open_):
+                seen[i].append(x[j])
+                xa = np.concatenate(seen[i])
+                level = 1 - (self.alphas[k] if self.adaptive else spent)
+                lo, hi = stats.recovery_bounds(xa, xb, xm, level) if level < 1 else (-np.inf, np.inf)
+                if last or lo >= self.epsilon or hi < self.epsilon:
+                    # confidently below: report the upper bound (< ε), else the lower bound
+                    scores[i] = float(hi if hi < self.epsilon and not last else lo)
+                else:
+                    still.append(i)
+            open_ = still
+        # an unbounded ratio (no significant gap on these examples) reads as "not above ε"
+        return [s if np.isfinite(s) else -1.0 for s in scores]
+
+
+def split_chunks(n: int, looks: int) -> list[slice]:
+    """Consecutive slices of ``range(n)`` ending at ``n·2^(k−looks+1)`` for ``k < looks``."""
+    ends = sorted({max(1, round(n * 2.0 ** (k - looks + 1))) for k in range(looks)})
+    starts = [0] + ends[:-1]
+    return [slice(a, b) for a, b in zip(starts, ends) if b > a]

@@ -1,0 +1,74 @@
+"""The search's confident decisions (kmshc.search.decide): error rates by simulation, and savings."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from kmshc.scoring import Outcome
+from kmshc.search.decide import RecoveryScores, spending, split_chunks
+
+FULL, BASE, A = torch.ones(1, 4), torch.zeros(1, 4), torch.tensor([[1.0, 0, 0, 0]])
+EPS, CONF = 0.9, 0.9
+
+
+def fake(values: dict[bytes, np.ndarray], part: slice, calls: list):
+    """Outcomes of the masks in ``values`` (keyed by mask bytes) on examples ``part``."""
+    def outcomes(masks: torch.Tensor) -> Outcome:
+        x = torch.tensor(np.stack([values[m.numpy().tobytes()][part] for m in masks]))
+        calls.append(x.numel())
+        return Outcome((x > 0).float(), x)
+    return outcomes
+
+
+def decider(r_true: float, n: int, rng, adaptive: bool, calls: list) -> RecoveryScores:
+    shared = rng.normal(0, 1, n)
+    values = {FULL.numpy().tobytes(): 2 + shared + rng.normal(0, 0.5, n),
+              BASE.numpy().tobytes(): shared + rng.normal(0, 0.5, n),
+              A.numpy().tobytes(): 2 * r_true + shared + rng.normal(0, 0.5, n)}
+    parts = split_chunks(n, 4) if adaptive else [slice(0, n)]
+    return RecoveryScores([fake(values, p, calls) for p in parts], full_mask=FULL, base_mask=BASE, metric="margin",
+                          epsilon=EPS, confidence=CONF, adaptive=adaptive)
+
+
+@pytest.mark.parametrize("adaptive", [False, True])
+def test_error_rate_at_the_boundary_is_at_most_nominal(adaptive):
+    """A set whose true recovery is exactly eps must be called "above" at most alpha of the time."""
+    rng, reps, calls = np.random.default_rng(0), 1000, []
+    above = sum(decider(EPS, 400, rng, adaptive, calls)(A[None])[0] >= EPS for _ in range(reps))
+    alpha = 1 - CONF
+    assert above / reps <= alpha + 3 * math.sqrt(alpha * (1 - alpha) / reps)
+
+
+def test_the_test_can_fail_a_point_rule_errs_half_the_time():
+    rng = np.random.default_rng(1)
+    hits = 0
+    for _ in range(400):
+        shared = rng.normal(0, 1, 400)
+        xm, xb = 2 + shared + rng.normal(0, 0.5, 400), shared + rng.normal(0, 0.5, 400)
+        xa = 2 * EPS + shared + rng.normal(0, 0.5, 400)
+        hits += (xa.mean() - xb.mean()) / (xm.mean() - xb.mean()) >= EPS
+    assert hits / 400 > 0.3
+
+
+def test_adaptive_stops_early_on_clear_decisions_and_agrees_with_fixed_n():
+    for r_true in (0.5, 1.3):  # clearly below and clearly above eps
+        fixed_calls, adaptive_calls = [], []
+        fixed = decider(r_true, 800, np.random.default_rng(2), False, fixed_calls)(A[None])[0]
+        quick = decider(r_true, 800, np.random.default_rng(2), True, adaptive_calls)(A[None])[0]
+        assert (fixed >= EPS) == (quick >= EPS) == (r_true > EPS)
+        # the M/B reference is scored once on every chunk; the decision itself stopped at the first look
+        assert adaptive_calls[-1] == 800 // 8 and sum(adaptive_calls) < sum(fixed_calls)
+
+
+def test_full_and_baseline_score_exactly_one_and_zero():
+    d = decider(0.7, 100, np.random.default_rng(3), False, [])
+    assert d(torch.stack([FULL, BASE])) == [1.0, 0.0]
+
+
+def test_spending_sums_to_alpha_and_chunks_tile_the_split():
+    assert sum(spending(4, 0.1)) == pytest.approx(0.1) and spending(1, 0.1) == [pytest.approx(0.1)]
+    parts = split_chunks(803, 4)
+    assert [p.stop for p in parts][-1] == 803 and all(a.stop == b.start for a, b in zip(parts, parts[1:]))

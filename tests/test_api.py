@@ -1,0 +1,93 @@
+"""The public API of ``import kmshc``: lazy names, learn/search/certify, Circuit load/save, only_heads."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import kmshc
+from kmshc.search import Recorder, cold_search
+from kmshc.search.run import _accuracies
+from kmshc.types import KmshcError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def exp() -> kmshc.Experiment:
+    return kmshc.Experiment(model="tiny-llama", task="grammar", n=60, ablation="mean")
+
+
+def test_every_public_name_resolves():
+    for name in kmshc.__all__:
+        assert getattr(kmshc, name) is not None and name in dir(kmshc)
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        kmshc.nope  # noqa: B018
+
+
+@pytest.mark.slow
+def test_import_kmshc_does_not_import_torch():
+    code = "import sys, kmshc; print(sorted(m for m in ('torch', 'lightning', 'transformers') if m in sys.modules))"
+    r = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(REPO / "src")},
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and r.stdout.strip() == "[]", r.stderr
+
+
+def test_only_heads_is_the_scorers_mask(exp):
+    """Inside ``only_heads``, the all-heads score equals the score of the circuit's mask."""
+    model, _ = exp.loaded
+    scorer = exp.scorer_for("val")
+    heads = ["L0H1", "L1H2", "L1H3"]
+    mask = kmshc.Circuit(model="m", task="t", heads=tuple(heads), n_heads_total=8).mask(*exp.shape)
+    full = scorer.outcomes(torch.ones(exp.shape)).margin[0]
+    for ablation, values in (("zero", "zero"), ("mean", exp.ablation_values)):
+        ref = kmshc.Experiment(**{**exp.to_dict(), "ablation": ablation}).scorer_for("val").outcomes(mask).margin[0]
+        with kmshc.only_heads(model, heads, ablation=values):
+            inside = scorer.outcomes(torch.ones(exp.shape)).margin[0]
+        torch.testing.assert_close(inside, ref)
+        assert not torch.allclose(inside, full)
+    with pytest.raises(RuntimeError), kmshc.only_heads(model, heads):
+        raise RuntimeError("inside the block")
+    torch.testing.assert_close(scorer.outcomes(torch.ones(exp.shape)).margin[0], full)  # hooks are gone
+
+
+def test_only_heads_refuses_batch_dependent_ablation(exp):
+    model, _ = exp.loaded
+    with pytest.raises(KmshcError, match="resample"):
+        with kmshc.only_heads(model, ["L0H0"], ablation="resample"):
+            pass
+
+
+def test_circuit_save_and_load_round_trip(tmp_path):
+    c = kmshc.Circuit(model="tiny-llama", task="grammar", heads=("L1H0", "L0H3"), n_heads_total=8,
+                      scores={"val": {"accuracy": 0.5}}, extra={"method": "warm"})
+    c.save(tmp_path / "c.json")
+    back = kmshc.Circuit.load(tmp_path / "c.json")
+    assert back == c and back.heads == ("L0H3", "L1H0")
+
+
+def test_learn_gates_is_seeded_and_the_penalty_closes_gates(exp):
+    a = kmshc.learn_gates(exp, steps=6, lam=0.0, seed=1)
+    b = kmshc.learn_gates(exp, steps=6, lam=0.0, seed=1)
+    sparse = kmshc.learn_gates(exp, steps=6, lam=5.0, seed=1)
+    assert a.gates.shape == a.log_alpha.shape == exp.shape
+    torch.testing.assert_close(a.log_alpha, b.log_alpha)
+    assert sparse.log_alpha.sum() < a.log_alpha.sum()
+
+
+def test_search_circuit_runs_the_library_search(exp):
+    """Cold, it is :func:`kmshc.search.cold_search` on the val split; warm, it starts from the gates."""
+    reachable = exp.scorer_for("val")(torch.ones(exp.shape)) - 1e-6  # a random model: S(M) on val
+    cold = kmshc.search_circuit(exp, threshold=reachable, N=4)
+    ref = cold_search(Recorder(_accuracies(exp.scorer_for("val"))), exp.shape, threshold=reachable, N=4,
+                      seed=exp.seed)
+    assert cold.heads == ref.heads and cold.evaluations == ref.evaluations and cold.extra["method"] == "cold"
+    warm = kmshc.search_circuit(exp, gates={f"L{l}H{h}": 0.9 for l in range(2) for h in range(4)}, threshold=reachable)
+    assert warm.extra["method"] == "warm" and warm.scores["val"]["accuracy"] >= reachable
+    certified = kmshc.certify_circuit(exp, warm)
+    assert certified.heads == warm.heads and certified.certificate["split"] == "test"
+    assert certified.scores["test"]["accuracy"] == pytest.approx(exp.scorer_for("test")(warm.mask(*exp.shape)), abs=1e-4)
