@@ -163,8 +163,7 @@ class Scorer:
       split layer of the last multi-mask call;
     * ``skip_shared_tokens`` (pairs, zero/mean/counterfactual ablation): a pair's margin is summed
       only from the first token where its sentences (or their counterfactuals) differ, since the
-      shared prefix cancels. Only margins are
-      reported, never the absolute log-probabilities.
+      shared prefix cancels. Only margins are reported, never the absolute log-probabilities.
     * ``distributed``: under torch.distributed, rank ``r`` scores batches ``r, r+W, …`` of every
       evaluation and the per-example results are gathered, so each rank returns the full
       ``[M, n]``, bitwise equal to one process's (each batch is the same batch either way).
