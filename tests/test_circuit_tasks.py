@@ -6,7 +6,7 @@ import re
 import pytest
 
 from kmshc.tasks import GENERATED_TASKS, greater_than_task, induction_task, ioi_task, make_task, split_task
-from kmshc.tasks.circuits import IOI_NAMES, INDUCTION_WORDS
+from kmshc.tasks.circuits import INDUCTION_PREFIX, INDUCTION_WORDS, IOI_NAMES
 from kmshc.types import KmshcError
 
 CIRCUIT_TASKS = {"ioi": ioi_task, "greater_than": greater_than_task, "induction": induction_task}
@@ -55,7 +55,8 @@ def test_greater_than_good_ends_later_bad_earlier_and_counterfactual_starts_at_0
 
 def test_induction_repeats_the_first_half_and_the_counterfactual_redraws_it():
     for it in induction_task(seed=0, n=200, length=5).items:
-        w, bad, cf = it.good.split(), it.bad.split(), it.counterfactual[0].split()
+        assert all(x.startswith(INDUCTION_PREFIX) for x in (it.good, it.bad, *it.counterfactual))
+        w, bad, cf = (x.removeprefix(INDUCTION_PREFIX).split() for x in (it.good, it.bad, it.counterfactual[0]))
         assert w[:5] == w[5:] and bad[-1] not in w
         assert cf[5:] == w[5:] and not set(cf[:5]) & (set(w) | {bad[-1]})
         assert all(x in INDUCTION_WORDS for x in w + cf)

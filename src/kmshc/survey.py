@@ -110,9 +110,11 @@ def run_tasks(args: argparse.Namespace) -> None:
     from tqdm import tqdm
 
     from kmshc.models import load_model
+    from kmshc.tasks.defects import screen
     tasks = [make_task(name, seed=args.seed) for name in args.tasks]
     tasks += [load_blimp_jsonl(path) for path in args.data or []]
     model, tok = load_model(args.model, dtype=args.dtype)
+    tasks = [screen(t, lambda: tok) for t in tasks]  # as `kmshc score` does: defective pairs left out before the split
     steps = sum(steps_for(t) for t in tasks)
     rows = []
     with tqdm(total=steps, desc="tasks", file=sys.stderr, disable=args.no_progress) as bar:

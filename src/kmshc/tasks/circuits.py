@@ -7,7 +7,7 @@
 * ``greater_than``: Hanna et al. 2023, "How does GPT-2 compute greater-than?": "The war lasted
   from the year 1732 to the year 1783." (good, end year > start year) against "… 1718." (bad).
   Counterfactual: the start year's last two digits set to "01" ("… from the year 1701 …").
-* ``induction``: ``k`` random words, then the same ``k`` words again; the good sequence ends
+* ``induction``: "Words: " and ``k`` random words, then the same ``k`` words again; the good sequence ends
   with the right word, the bad one with a word that never occurred. Counterfactual: the first
   half re-drawn, so the second half has nothing to copy from.
 
@@ -51,6 +51,7 @@ GT_NOUNS = ["war", "expedition", "drought", "siege", "reign", "voyage", "famine"
             "occupation", "pilgrimage", "rebellion", "project", "journey", "trial", "construction"]
 GT_TEMPLATE = "The {noun} lasted from the year {c}{xx:02d} to the year {c}{yy:02d}."
 
+INDUCTION_PREFIX = "Words: "
 INDUCTION_WORDS = [
     "apple", "river", "chair", "table", "window", "garden", "pencil", "doctor", "bottle", "cloud", "forest",
     "island", "mirror", "monkey", "pocket", "rabbit", "rocket", "silver", "summer", "ticket", "tiger", "violin",
@@ -111,7 +112,7 @@ def greater_than_task(seed: int = 0, n: int = 1000) -> Task:
 
 
 def induction_task(seed: int = 0, n: int = 1000, length: int = 6) -> Task:
-    """Repeated random words: ``w1 … wk w1 … wk`` (good) vs the last word replaced by an unseen one (bad).
+    """Repeated random words: ``Words: w1 … wk w1 … wk`` (good) vs the last word replaced by an unseen one (bad).
 
     The counterfactual re-draws the first half from words in neither sentence.
     """
@@ -121,8 +122,9 @@ def induction_task(seed: int = 0, n: int = 1000, length: int = 6) -> Task:
     def draw(rng: random.Random) -> PairItem:
         words = rng.sample(INDUCTION_WORDS, 2 * length + 1)
         seq, other, wrong = words[:length], words[length:2 * length], words[-1]
-        # A leading space makes the first word the same single token as everywhere else.
-        text = lambda ws: " " + " ".join(ws)  # noqa: E731
+        # The prefix makes it a list (SmolLM2: full accuracy 1.00 with it, 0.78 with a bare leading
+        # space) and gives the first word its leading space, so it is one token like its repetition.
+        text = lambda ws: INDUCTION_PREFIX + " ".join(ws)  # noqa: E731
         good, bad = text(seq + seq), text(seq + seq[:-1] + [wrong])
         cf = (text(other + seq), text(other + seq[:-1] + [wrong]))
         return PairItem(good, bad, counterfactual=cf)
