@@ -123,7 +123,7 @@ def test_a_second_search_in_the_same_run_directory_is_refused(tmp_path):
     import os
     import subprocess
     import sys
-    from kmshc.search.run import LOCK, acquire_lock, release_lock
+    from kmshc.search.rundir import LOCK, acquire_lock, release_lock
     out = tmp_path / "r"
     out.mkdir()
     other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
