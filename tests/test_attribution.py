@@ -13,7 +13,7 @@ import kmshc.scoring
 from kmshc.attribution import head_attribution, starting_set
 from kmshc.cli import main as kmshc_main
 from kmshc.scoring import Scorer
-from kmshc.search.run import read_gates
+from kmshc.search.rundir import read_gates
 from kmshc.tasks import grammar_task
 from kmshc.tasks.base import LabelItem, Task
 from kmshc.tiny import tiny_model

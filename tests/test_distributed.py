@@ -63,6 +63,7 @@ def test_two_ranks_equal_one_process(tmp_path, one_process, threshold):
                                                                              "search_state.json"]
 
 
+@pytest.mark.veryslow  # a second pair of 2-rank runs; the equality test above runs in CI
 def test_two_ranks_resume_a_capped_run_to_the_same_circuit(tmp_path, one_process, threshold):
     cap = str(one_process["evaluations"] // 2)
     capped = search(tmp_path, threshold, "--max_evaluations", cap, ranks=2)

@@ -123,7 +123,7 @@ def test_a_second_search_in_the_same_run_directory_is_refused(tmp_path):
     import os
     import subprocess
     import sys
-    from kmshc.search.run import LOCK, acquire_lock, release_lock
+    from kmshc.search.rundir import LOCK, acquire_lock, release_lock
     out = tmp_path / "r"
     out.mkdir()
     other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
@@ -152,7 +152,7 @@ def test_warm_ranks_saturated_gates_by_log_alpha(tmp_path, reachable):
 
 
 def test_gates_json_with_a_non_numeric_log_alpha_names_the_field(tmp_path):
-    from kmshc.search.run import read_gates
+    from kmshc.search.rundir import read_gates
     exp = ENTRY.parse(TINY).experiment
     (tmp_path / "gates.json").write_text(json.dumps({"experiment": exp.to_dict(),
                                                      "heads": {"L0H0": {"gate": 1.0, "log_alpha": "big"}}}))

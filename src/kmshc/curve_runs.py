@@ -13,7 +13,6 @@ margin (MIB normalises a logit difference the same way) and on accuracy.
 from __future__ import annotations
 
 import json
-from collections import defaultdict
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -52,13 +51,8 @@ def compare_curves(entries: Sequence[Entry], out: Path | None = None) -> dict[st
     Returns ``{"curves": {metric: [Curve.to_dict(), ...]}, "skipped": [...], "images": [paths]}``;
     a metric on which the full and the empty model score the same is skipped (nothing to normalise).
     """
-    from kmshc.compare.tables import _experiment_key
-    groups: dict[str, list[Entry]] = defaultdict(list)
-    for e in entries:
-        key = _experiment_key(e)
-        if key is None:
-            raise KmshcError(f"{e.path}: --curves needs 'config.experiment' in the circuit file")
-        groups[key].append(e)
+    from kmshc.compare.tables import group_by_experiment
+    groups = group_by_experiment(entries, "--curves")
     curves, tasks, skipped = _score(groups)
     images = _plot(curves, tasks, out) if out is not None else []
     return {"curves": {m: [c.to_dict() for c in cs] for m, cs in curves.items()}, "skipped": skipped,

@@ -179,8 +179,11 @@ def _check_fields(exp: "Experiment") -> None:
         raise KmshcError(f"field 'labels': expected a list of strings, got {exp.labels!r}")
     if not all(isinstance(k, str) for k in exp.task_args):
         raise KmshcError(f"field 'task_args': keys must be strings, got {list(exp.task_args)!r}")
-    parse_device_spec(exp.device)
-    check_device_map(exp.device_map)
+    for name, check in (("device", parse_device_spec), ("device_map", check_device_map)):
+        try:
+            check(getattr(exp, name))
+        except KmshcError as e:  # name the field, as every other check here does
+            raise KmshcError(f"field '{name}': {e}") from None
     fr = exp.split_fractions
     if len(fr) != 3 or not all(isinstance(f, (int, float)) and not isinstance(f, bool) and 0 <= f <= 1 for f in fr) \
             or abs(sum(fr) - 1) > 1e-6:

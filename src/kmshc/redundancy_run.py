@@ -16,7 +16,8 @@ from typing import Any, Optional
 from kmshc.experiment import Experiment
 from kmshc.redundancy import Analysis, Found, analyze, find_circuits
 from kmshc.search.certificate import Certificate
-from kmshc.search.run import SEARCHED, STATE, SearchConfig, acquire_lock, read_gates, release_lock, run
+from kmshc.search.run import SEARCHED, STATE, SearchConfig, run
+from kmshc.search.rundir import acquire_lock, read_gates, release_lock
 from kmshc.types import Circuit, KmshcError, atomic_write_json, ensure_writable_dir, read_circuit
 
 RESULT = "redundancy.json"

@@ -138,6 +138,19 @@ def percentile_ci(samples: torch.Tensor, confidence: float = 0.95) -> list[float
     return list(percentile_interval(samples, confidence))
 
 
+def group_by_experiment(entries: Sequence[Entry], option: str) -> dict[str, list[Entry]]:
+    """Entries grouped by their ``config.experiment`` (as a key), so each group is scored in one
+    batched call; ``option`` names the flag in the error for a circuit file without one."""
+    from kmshc.types import KmshcError
+    groups: dict[str, list[Entry]] = defaultdict(list)
+    for e in entries:
+        key = _experiment_key(e)
+        if key is None:
+            raise KmshcError(f"{e.path}: {option} needs 'config.experiment' in the circuit file")
+        groups[key].append(e)
+    return groups
+
+
 def rescore(entries: Sequence[Entry], n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
     """Score every circuit on the test split of its own ``config.experiment`` (loads the model).
 
@@ -146,13 +159,7 @@ def rescore(entries: Sequence[Entry], n_boot: int = 1000, seed: int = 0) -> dict
     accuracy difference. Returns ``{label: {...}, "pairs": {"a|b": {...}}}``.
     """
     from kmshc.experiment import Experiment
-    from kmshc.types import KmshcError
-    groups: dict[str, list[Entry]] = defaultdict(list)
-    for e in entries:
-        key = _experiment_key(e)
-        if key is None:
-            raise KmshcError(f"{e.path}: --rescore needs 'config.experiment' in the circuit file")
-        groups[key].append(e)
+    groups = group_by_experiment(entries, "--rescore")
     out: dict[str, Any] = {"pairs": {}}
     for key, es in groups.items():
         exp = Experiment.from_dict(json.loads(key), where=f"{es[0].path}: config.experiment")

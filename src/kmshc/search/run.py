@@ -7,8 +7,6 @@ on ``test`` (``verify_split``), which the search never sees.
 """
 from __future__ import annotations
 
-import json
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -22,6 +20,7 @@ from kmshc.search.certificate import Certificate, CertificateConfig
 from kmshc.search.common import indices, mask_of, names
 from kmshc.search.decide import RecoveryScores, point_scores, split_chunks
 from kmshc.search.refine import cold_search, refine
+from kmshc.search.rundir import acquire_lock, read_gates, release_lock
 from kmshc.search.state import Recorder
 from kmshc.search.verify import certify
 from kmshc.types import Circuit, KmshcError, ensure_writable_dir, read_circuit
@@ -102,32 +101,6 @@ def _experiment(d: Any, where: str) -> Experiment:
     return Experiment.from_dict(d, where=where)
 
 
-def read_gates(run_dir: Path) -> tuple[Experiment, dict[str, float], dict[str, float] | None]:
-    """``(experiment, {head name: gate}, {head name: log_alpha} or None)`` from ``run_dir/gates.json``."""
-    path = run_dir / "gates.json"
-    try:
-        d = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise KmshcError(f"{path}: not found; warm mode needs a finished train.py run (from_run)") from None
-    except (OSError, json.JSONDecodeError) as e:
-        raise KmshcError(f"{path}: cannot read gates ({e})") from None
-    for key in ("experiment", "heads"):
-        if not isinstance(d.get(key), dict):
-            raise KmshcError(f"{path}: field '{key}' missing or not an object")
-    gates, log_alpha = {}, {}
-    for name, v in d["heads"].items():
-        if not isinstance(v, dict) or not isinstance(v.get("gate"), (int, float)):
-            raise KmshcError(f"{path}: field 'heads.{name}.gate' must be a number")
-        gates[name] = float(v["gate"])
-        if "log_alpha" in v:
-            if not isinstance(v["log_alpha"], (int, float)):
-                raise KmshcError(f"{path}: field 'heads.{name}.log_alpha' must be a number")
-            log_alpha[name] = float(v["log_alpha"])
-    # log_alpha ranks heads whose gates saturate at 1.0; without it for every head, rank by gate
-    ranks = log_alpha if len(log_alpha) == len(gates) else None
-    return _experiment(d["experiment"], f"{path}: field 'experiment'"), gates, ranks
-
-
 def output_dir(cfg: SearchConfig) -> Path:
     if cfg.mode == "warm" and not cfg.from_run:
         raise KmshcError("warm mode needs --from_run runs/<name> (a train.py run directory)")
@@ -170,53 +143,6 @@ def prepare(out: Path, cfg: SearchConfig) -> None:
     if cfg.overwrite:
         for p in ours:
             p.unlink(missing_ok=True)
-
-
-LOCK = ".search.lock"
-
-
-def acquire_lock(out: Path) -> None:
-    """One search per run directory: two at once would interleave ``search_state.json``.
-
-    The lock file holds the owner's pid; a lock whose process is gone is stale and taken over.
-    """
-    lock = out / LOCK
-    for _ in range(3):
-        try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
-            try:
-                pid = int(lock.read_text().strip() or 0)
-            except (OSError, ValueError):
-                pid = 0
-            if pid and pid != os.getpid() and _alive(pid):
-                raise KmshcError(f"{out}: another search (pid {pid}) is running in this run directory; "
-                                 f"wait for it, or stop it and use --resume true") from None
-            lock.unlink(missing_ok=True)
-            continue
-        with os.fdopen(fd, "w") as f:
-            f.write(str(os.getpid()))
-        return
-    raise KmshcError(f"{lock}: cannot take the run directory's lock")
-
-
-def release_lock(out: Path) -> None:
-    lock = out / LOCK
-    try:
-        if int(lock.read_text().strip() or 0) == os.getpid():
-            lock.unlink()
-    except (OSError, ValueError):
-        pass
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _overridden(exp: Experiment, cfg: SearchConfig) -> Experiment:

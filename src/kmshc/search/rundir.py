@@ -1,0 +1,83 @@
+"""What a search reads from and writes into run directories: a training run's gates, and the
+lock that keeps two searches out of one directory."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from kmshc.experiment import Experiment
+from kmshc.types import KmshcError
+
+
+def read_gates(run_dir: Path) -> tuple[Experiment, dict[str, float], dict[str, float] | None]:
+    """``(experiment, {head name: gate}, {head name: log_alpha} or None)`` from ``run_dir/gates.json``."""
+    path = run_dir / "gates.json"
+    try:
+        d = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise KmshcError(f"{path}: not found; warm mode needs a finished train.py run (from_run)") from None
+    except (OSError, json.JSONDecodeError) as e:
+        raise KmshcError(f"{path}: cannot read gates ({e})") from None
+    for key in ("experiment", "heads"):
+        if not isinstance(d.get(key), dict):
+            raise KmshcError(f"{path}: field '{key}' missing or not an object")
+    gates, log_alpha = {}, {}
+    for name, v in d["heads"].items():
+        if not isinstance(v, dict) or not isinstance(v.get("gate"), (int, float)):
+            raise KmshcError(f"{path}: field 'heads.{name}.gate' must be a number")
+        gates[name] = float(v["gate"])
+        if "log_alpha" in v:
+            if not isinstance(v["log_alpha"], (int, float)):
+                raise KmshcError(f"{path}: field 'heads.{name}.log_alpha' must be a number")
+            log_alpha[name] = float(v["log_alpha"])
+    # log_alpha ranks heads whose gates saturate at 1.0; without it for every head, rank by gate
+    ranks = log_alpha if len(log_alpha) == len(gates) else None
+    return Experiment.from_dict(d["experiment"], where=f"{path}: field 'experiment'"), gates, ranks
+
+
+LOCK = ".search.lock"
+
+
+def acquire_lock(out: Path) -> None:
+    """One search per run directory: two at once would interleave ``search_state.json``.
+
+    The lock file holds the owner's pid; a lock whose process is gone is stale and taken over.
+    """
+    lock = out / LOCK
+    for _ in range(3):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            try:
+                pid = int(lock.read_text().strip() or 0)
+            except (OSError, ValueError):
+                pid = 0
+            if pid and pid != os.getpid() and _alive(pid):
+                raise KmshcError(f"{out}: another search (pid {pid}) is running in this run directory; "
+                                 f"wait for it, or stop it and use --resume true") from None
+            lock.unlink(missing_ok=True)
+            continue
+        with os.fdopen(fd, "w") as f:
+            f.write(str(os.getpid()))
+        return
+    raise KmshcError(f"{lock}: cannot take the run directory's lock")
+
+
+def release_lock(out: Path) -> None:
+    lock = out / LOCK
+    try:
+        if int(lock.read_text().strip() or 0) == os.getpid():
+            lock.unlink()
+    except (OSError, ValueError):
+        pass
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
