@@ -20,13 +20,6 @@ from typing import Any, Optional
 from kmshc.types import KmshcError
 
 
-def _r(x: float | None, nd: int = 4) -> float | None:
-    """Rounded for JSON; infinities (an unbounded ratio) become None."""
-    if x is None or x != x or x in (float("inf"), float("-inf")):
-        return None
-    return round(float(x), nd)
-
-
 @dataclass(frozen=True)
 class CertificateConfig:
     """Every default of the certificate, in one place.

@@ -59,7 +59,6 @@ class RecoveryScores:
         self.full_mask, self.base_mask = full_mask.bool(), base_mask.bool()
         alpha = 1 - confidence
         self.alphas = spending(len(self.chunks), alpha) if adaptive else [0.0] * (len(self.chunks) - 1) + [alpha]
-        self.adaptive = adaptive
         self._ref: list[tuple[np.ndarray, np.ndarray]] | None = None  # per chunk: x(M), x(B)
 
     def _reference(self) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -83,12 +82,10 @@ class RecoveryScores:
             else:
                 open_.append(i)
         seen: dict[int, list[np.ndarray]] = {i: [] for i in open_}
-        spent = 0.0
         for k, chunk in enumerate(self.chunks):
             if not open_:
                 break
             x = metric_values(chunk(masks[open_]), self.metric)
-            spent += self.alphas[k]
             xm = np.concatenate([r[0] for r in ref[:k + 1]])
             xb = np.concatenate([r[1] for r in ref[:k + 1]])
             last = k == len(self.chunks) - 1
@@ -96,7 +93,7 @@ class RecoveryScores:
             for j, i in enumerate(open_):
                 seen[i].append(x[j])
                 xa = np.concatenate(seen[i])
-                level = 1 - (self.alphas[k] if self.adaptive else spent)
+                level = 1 - self.alphas[k]  # the error this look may spend (all of it at the last)
                 lo, hi = stats.recovery_bounds(xa, xb, xm, level) if level < 1 else (-np.inf, np.inf)
                 if last or lo >= self.epsilon or hi < self.epsilon:
                     # confidently below: report the upper bound (< ε), else the lower bound
