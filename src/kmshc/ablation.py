@@ -12,7 +12,7 @@ from torch import nn
 
 from kmshc.architectures import head_shape
 from kmshc.device import input_device
-from kmshc.encoding import Batch, Encoded, pad
+from kmshc.encoding import Batch, Encoded, final_token_pairs, pad
 from kmshc.hooks import capture_head_outputs
 from kmshc.memory import TensorLRU
 from kmshc.types import KmshcError
@@ -180,6 +180,22 @@ def require_counterfactuals(data: Encoded) -> None:
         raise KmshcError(f"task {data.name or '?'!r} has no counterfactuals, so the 'counterfactual' ablation "
                          "cannot be used on it; use zero, mean or resample, or a task that defines them "
                          "(ioi, greater_than, induction)")
+
+
+def folds_exactly(data: Encoded, ablation: "Ablation") -> bool:
+    """Whether scoring each pair of ``data`` from one folded row (:func:`kmshc.encoding.fold_final_tokens`)
+    gives exactly the two-row margin under ``ablation``.
+
+    The pairs must differ in their final token alone, and the ablation values must agree on a
+    pair's two rows before it: zero and mean act per position alike on both rows, and the
+    counterfactual rows must be final-token pairs too. Resample patches each row from another
+    example whose final token may fall inside the row, so it does not fold.
+    """
+    if data.kind != "pairs" or not final_token_pairs(data.seqs):
+        return False
+    if isinstance(ablation, CounterfactualAblation):
+        return data.cf_seqs is not None and final_token_pairs(data.cf_seqs)
+    return isinstance(ablation, (ZeroAblation, MeanAblation))
 
 
 def make_ablation(kind: str, model: nn.Module, train: Encoded | None, per_position: bool = False,

@@ -83,6 +83,9 @@ class Batch:
     input_ids: torch.Tensor
     attention_mask: torch.Tensor
     data: "Encoded | None" = None  # the split the rows index into
+    # Set on a folded batch (:func:`fold_final_tokens`): ``[b, 2]`` the good and bad final token of
+    # each pair, both scored at the last real position of its one prompt row.
+    candidates: torch.Tensor | None = None
 
     def to(self, device: torch.device | str) -> "Batch":
         """The same batch with its token ids and attention mask on ``device`` (indices stay on the CPU)."""
@@ -99,6 +102,29 @@ def pad(seqs: list[torch.Tensor], pad_id: int, length: int | None = None) -> tup
         ids[i, : len(s)] = s
         att[i, : len(s)] = 1
     return ids, att
+
+
+def final_token_pairs(seqs: list[torch.Tensor]) -> bool:
+    """Whether every pair ``seqs[2i]``/``seqs[2i+1]`` differs in its final token alone.
+
+    Then, under one mask and ablation values that agree on the shared positions, both rows give
+    the same hidden states up to the last shared token, and the pair's margin is
+    ``log p(good final) − log p(bad final)`` read from one row (IOI, greater-than, induction).
+    """
+    return bool(seqs) and all(len(g) == len(b) > 1 and torch.equal(g[:-1], b[:-1])
+                              for g, b in zip(seqs[0::2], seqs[1::2]))
+
+
+def fold_final_tokens(batch: Batch) -> Batch:
+    """One row per pair: the good sentence without its final token, ``[b, T−1]``, with
+    ``candidates`` ``[b, 2]`` (good and bad final token). ``rows`` keeps the good rows (``2i``),
+    so per-row caches and ablation values index the split as before. Needs
+    :func:`final_token_pairs` to hold for the batch's split."""
+    good = batch.rows[0::2]
+    seqs = [batch.data.seqs[i] for i in good.tolist()]
+    ids, att = pad([s[:-1] for s in seqs], batch.data.pad_id)
+    cands = torch.stack([torch.stack([batch.data.seqs[i][-1], batch.data.seqs[i + 1][-1]]) for i in good.tolist()])
+    return Batch(batch.examples, good, ids, att, data=batch.data, candidates=cands)
 
 
 def encode(task: Task, tokenizer) -> Encoded:

@@ -20,12 +20,13 @@ from kmshc import objectives as obj
 from kmshc.cost import RowCount
 from kmshc.datamodule import batch_of
 from kmshc.device import input_device
-from kmshc.encoding import Batch, Encoded, encode
+from kmshc.ablation import folds_exactly
+from kmshc.encoding import Batch, Encoded, encode, fold_final_tokens
 from kmshc.experiment import Experiment
 from kmshc.gates import HardConcreteGates
 from kmshc.hooks import count_rows, gated
 from kmshc.probe import Probe, fit_probe
-from kmshc.scoring import (Scorer, class_margin, final_hidden, label_logits, last_positions,
+from kmshc.scoring import (Scorer, class_margin, final_hidden, final_token_logprobs, label_logits, last_positions,
                            logits_from_hidden, sequence_logprobs)
 from kmshc.types import KmshcError
 
@@ -158,6 +159,9 @@ class GateModule(L.LightningModule):
                                     att[:, 1:])
         if data.kind == "labels":
             return obj.label_ce_loss(label_logits(model, h, att, data.label_ids), data.gold[batch.examples].to(h.device))
+        if batch.candidates is not None:  # folded pairs: both final tokens from one row
+            lp = final_token_logprobs(model, h, att, batch.candidates)
+            return obj.pair_margin_loss(lp[:, 0], lp[:, 1])
         lp = sequence_logprobs(model, h, ids, att).view(-1, 2)
         return obj.pair_margin_loss(lp[:, 0], lp[:, 1])
 
@@ -166,8 +170,12 @@ class GateModule(L.LightningModule):
         return obj.ramped_target(self.global_step, self.hparams.warmup_steps, 1.0, self.target_frac)
 
     def training_step(self, examples: torch.Tensor, batch_idx: int) -> torch.Tensor:
-        batch = batch_of(self.train_data, examples.cpu()).to(input_device(self.lm))
-        r = self.train_data.rows_per_example
+        batch = batch_of(self.train_data, examples.cpu())
+        fold = self.hparams.objective == "task" and folds_exactly(self.train_data, self.experiment.ablation_values)
+        if fold:  # pairs that differ in their final token alone: one row each, the same loss
+            batch = fold_final_tokens(batch)
+        batch = batch.to(input_device(self.lm))
+        r = 1 if fold else self.train_data.rows_per_example
         # One gate draw per example; both sentences of a pair share it, so their margin
         # compares the same circuit.
         gates = self.gates.sample(examples.numel()).repeat_interleave(r, dim=0)

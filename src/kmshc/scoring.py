@@ -13,13 +13,13 @@ import torch
 from torch import nn
 from torchmetrics.functional.classification import binary_accuracy
 
-from kmshc.ablation import (Ablation, CounterfactualAblation, MeanAblation, ZeroAblation, make_ablation,
+from kmshc.ablation import (Ablation, CounterfactualAblation, MeanAblation, ZeroAblation, folds_exactly, make_ablation,
                             require_counterfactuals)
 from kmshc.architectures import head_shape
 from kmshc.cost import RowCount
 from kmshc.device import input_device
 from kmshc.distributed import gather_owned, owner_of, rank
-from kmshc.encoding import Batch, Encoded, encode
+from kmshc.encoding import Batch, Encoded, encode, fold_final_tokens
 from kmshc.hooks import count_rows, gated
 from kmshc.memory import logits_chunk_tokens, rows_per_forward
 from kmshc.prefix import PrefixCache, first_differing_layer, hidden_entering, start_at_layer
@@ -85,6 +85,14 @@ def sequence_logprobs(model: nn.Module, h: torch.Tensor, ids: torch.Tensor, att:
         parts.append(logits.gather(-1, ids[r, c + 1][:, None])[:, 0] - logits.logsumexp(-1))
     lp = torch.cat(parts) if parts else h.new_zeros(0, dtype=torch.float32)
     return torch.zeros(ids.shape[0], dtype=lp.dtype, device=lp.device).index_add(0, rows, lp)
+
+
+def final_token_logprobs(model: nn.Module, h: torch.Tensor, att: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
+    """``[R, 2]`` log-probabilities of each row's two ``candidates`` ``[R, 2]`` at its last real
+    position; ``h`` ``[R, T, F]``. The scores of folded pairs (:func:`kmshc.encoding.fold_final_tokens`)."""
+    last = h[torch.arange(h.shape[0], device=h.device), last_positions(att)]
+    logits = logits_from_hidden(model, last)
+    return logits.gather(-1, candidates.to(logits.device)) - logits.logsumexp(-1, keepdim=True)
 
 
 def first_differing_tokens(seqs: list[torch.Tensor]) -> torch.Tensor:
@@ -208,6 +216,8 @@ class Scorer:
         self._split_hint = 0  # split layer of the last multi-mask call, reused by single masks
         self._start = self._shared_token_starts() if skip_shared_tokens and self.data.kind == "pairs" else None
         self._logit_tokens = logits_chunk_tokens(model)
+        # Pairs that differ in their final token alone run one row each (kmshc.ablation.folds_exactly).
+        self._fold = skip_shared_tokens and folds_exactly(self.data, self.ablation)
 
     def _shared_token_starts(self) -> torch.Tensor | None:
         """Per row, the first token whose log-probability can differ between a pair's two rows.
@@ -234,6 +244,9 @@ class Scorer:
             return last.float().view(m, -1, last.shape[-1])
         if kind == "labels":
             return label_logits(self.model, h, batch.attention_mask.repeat(m, 1), data.label_ids).view(m, -1, len(data.label_ids))
+        if batch.candidates is not None:  # folded pairs: good and bad final token from one row
+            return final_token_logprobs(self.model, h, batch.attention_mask.repeat(m, 1),
+                                        batch.candidates.repeat(m, 1)).view(m, -1)
         start = None if self._start is None or data is not self.data else self._start[batch.rows].repeat(m)
         return sequence_logprobs(self.model, h, batch.input_ids.repeat(m, 1), batch.attention_mask.repeat(m, 1),
                                  chunk_tokens=self._logit_tokens, start=start).view(m, -1)
@@ -273,6 +286,8 @@ class Scorer:
             owner[idx] = owner_of(i)
             if self.distributed and owner_of(i) != rank():
                 continue
+            if kind == "logprobs" and self._fold and data is self.data:
+                batch = fold_final_tokens(batch)  # half the rows, the same margins
             batch = batch.to(self.device)
             rows, t = batch.input_ids.shape
             max_rows = self.max_rows or rows_per_forward(self.model, t)
@@ -302,6 +317,8 @@ class Scorer:
         if self.data.kind == "labels":
             gold = self.data.gold[batch.examples]
             return torch.stack([class_margin(l, gold) for l in self._batch_scores(self.data, batch, masks, "labels")])
+        if self._fold and batch.candidates is None:
+            batch = fold_final_tokens(batch).to(batch.input_ids.device)
         lp = self._batch_scores(self.data, batch, masks, "logprobs")
         return lp[:, 0::2] - lp[:, 1::2]
 
