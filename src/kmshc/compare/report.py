@@ -141,6 +141,9 @@ def markdown(result: dict, images: Sequence[Path], out: Path, title: str) -> str
         from kmshc.curve_runs import curve_rows, markdown_section
         md += markdown_section(curve_rows(result["faithfulness"]["curves"]), result["faithfulness"]["skipped"],
                                _table)
+    if "diagnostics" in result:
+        from kmshc.compare.head_scores import markdown_section as diagnostics_section
+        md += diagnostics_section(result["diagnostics"], _table)
     md += ["## Plots", ""]
     md += [f"![{p.stem}]({p.relative_to(out).as_posix()})" for p in images]
     return "\n".join(md) + "\n"
@@ -159,6 +162,9 @@ def run_compare(args: argparse.Namespace) -> dict[str, Any]:
         curves = compare_curves(entries, Path(args.out) if args.out else None)
         images += curves.pop("images")
         result["faithfulness"] = curves
+    if args.diagnostics:
+        from kmshc.compare.head_scores import compare_diagnostics
+        result["diagnostics"] = compare_diagnostics(entries, top_k=args.diagnostics_top_k)
     if args.out:
         out = Path(args.out)
         images = write_plots(entries, result, out) + images
