@@ -93,3 +93,10 @@ def test_compare_diagnostics_refuses_circuits_of_two_models(runs):
             config={"experiment": {**IOI, "model": "tiny-gpt2"}}).save(other / "circuit_searched.json")
     with pytest.raises(KmshcError, match="one model"):
         compare_diagnostics(load_entries([runs]))
+
+
+def test_a_circuit_of_every_head_has_no_outside_and_no_test():
+    row = summarise(torch.arange(8.0).view(2, 4), [frozenset(f"L{l}H{h}" for l in range(2) for h in range(4))],
+                    task="t", method="m", diagnostic="d", top_k=3)
+    assert row.outside is None and row.p_value is None and row.inside == pytest.approx(3.5)
+    assert row.top_k_in_circuit == 3 == row.top_k_random

@@ -39,8 +39,8 @@ class DiagnosticRow:
     diagnostic: str
     n_circuits: int
     mean_size: float
-    inside: float  # mean over circuits of the mean score of the circuit's heads
-    outside: float  # mean over circuits of the mean score of every other head
+    inside: float | None  # mean over circuits of the mean score of the circuit's heads
+    outside: float | None  # mean over circuits of the mean score of every other head
     top_k: int
     top_k_in_circuit: float  # mean over circuits: how many of the model's top-k heads it holds
     top_k_random: float  # what a random set of the same size would hold: k·|C|/N
@@ -59,18 +59,23 @@ def summarise(scores: torch.Tensor, circuits: Sequence[frozenset[str]], *, task:
     for c in circuits:
         mask = torch.zeros(flat.numel(), dtype=torch.bool)
         mask[indices(c, shape, where=f"{task}/{method} circuit")] = True
-        inside.append(float(flat[mask].mean()) if mask.any() else float("nan"))
-        outside.append(float(flat[~mask].mean()) if (~mask).any() else float("nan"))
+        inside.append(float(flat[mask].mean()) if mask.any() else None)
+        outside.append(float(flat[~mask].mean()) if (~mask).any() else None)  # None: C holds every head
         hits.append(len(top & set(mask.nonzero().flatten().tolist())))
     union = torch.zeros(flat.numel(), dtype=torch.bool)
     union[indices(set().union(*circuits), shape)] = True
     p = (float(mannwhitneyu(flat[union].numpy(), flat[~union].numpy(), alternative="greater").pvalue)
          if union.any() and (~union).any() else None)
     sizes = [len(c) for c in circuits]
-    mean = lambda xs: sum(xs) / len(xs)  # noqa: E731
     return DiagnosticRow(task=task, method=method, diagnostic=diagnostic, n_circuits=len(circuits),
-                         mean_size=mean(sizes), inside=mean(inside), outside=mean(outside), top_k=k,
-                         top_k_in_circuit=mean(hits), top_k_random=k * mean(sizes) / flat.numel(), p_value=p)
+                         mean_size=_mean(sizes), inside=_mean(inside), outside=_mean(outside), top_k=k,
+                         top_k_in_circuit=_mean(hits), top_k_random=k * _mean(sizes) / flat.numel(), p_value=p)
+
+
+def _mean(xs: Sequence[float | None]) -> float | None:
+    """Mean of the defined values (``None`` where none is: JSON has no NaN)."""
+    xs = [x for x in xs if x is not None]
+    return sum(xs) / len(xs) if xs else None
 
 
 def answer_scores(model, tokenizer, task, *, n_items: int = 128, min_share: float = 0.9) -> torch.Tensor | None:
