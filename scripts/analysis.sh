@@ -1,13 +1,20 @@
 #!/usr/bin/env bash
-# Regenerates docs/analysis.md's data: learned (train.py) and warm-searched (search.py) circuits
-# for 4 tasks x SEEDS seeds on SmolLM2-135M-Instruct, then `kmshc compare` over all of them.
-#   bash scripts/analysis.sh                      # the grid of docs/analysis.md
-#   MODEL=tiny-llama OUT=/tmp/an LIMIT=60 STEPS=6 bash scripts/analysis.sh  # pipeline smoke run
-#     (a random tiny model has no full-vs-ablated gap, so its searches stop with an error, noted in failures.txt)
-# Partial grids: SEEDS="1 2" ONLY="det_noun arithmetic" COMPARE=0 bash scripts/analysis.sh
+# Regenerates docs/analysis.md's data: learned (train.py) and warm-searched, certified (search.py)
+# circuits for the tasks with a full-vs-ablated gap x SEEDS seeds on SmolLM2-135M-Instruct, then
+# `kmshc compare` over all of them, with faithfulness curves (CPR/CMD) and head diagnostics.
+#   bash scripts/analysis.sh                      # the grid of docs/analysis.md (4 tasks x 3 seeds)
+#   ONLY="det_noun det_noun_2 ioi greater_than induction" bash scripts/analysis.sh   # all 5 tasks
+#   MODEL=tiny-llama OUT=/tmp/an FIG=/tmp/an/fig LIMIT=60 STEPS=4 bash scripts/analysis.sh  # pipeline smoke run
+#     (a random tiny model has no full-vs-ablated gap, so its searches may stop with an error, noted in failures.txt)
+# Partial grids: SEEDS="1 2" ONLY="ioi induction" COMPARE=0 bash scripts/analysis.sh
 # (SEARCH=0: train only; a later run without it adds the searches.)
 # Resumable: a run whose circuit file exists is skipped; a half-finished training run restarts,
 # a half-finished search resumes from its search_state.json. Runs one process at a time.
+#
+# Every task uses the main job's splits: 1000 pairs (generated, or one BLiMP paradigm's 1000),
+# 200 train / 400 val (the search) / 400 test (the certificate). Gates: configs/train/default.yaml
+# for the generated tasks, configs/train/blimp.yaml for BLiMP. Search: configs/search/default.yaml
+# for all (warm mode reads the experiment from the run; margin metric, confident decisions).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export WANDB_MODE=${WANDB_MODE:-offline} HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
@@ -16,48 +23,55 @@ MODEL=${MODEL:-smollm2-135m}
 OUT=${OUT:-runs/analysis}          # run directories go here
 FIG=${FIG:-docs/figures/analysis}  # compare output (report, tables, PNGs)
 SEEDS=${SEEDS:-"0 1 2"}
-ONLY=${ONLY:-"det_noun subj_verb arithmetic word_problems"}  # which tasks, in this order per seed
-LIMIT=${LIMIT:-200}                # pairs per task: 60/20/20 -> 120 train, 40 val, 40 test
-STEPS=${STEPS:-60}                 # gate-training steps (configs/train/blimp.yaml: lambda*E[L0], lambda 0.02)
-BATCH=${BATCH:-8}                  # pairs per step
-EPSILON=${EPSILON:-0.9}
+ONLY=${ONLY:-"det_noun ioi greater_than induction"}  # which tasks, in this order per seed
+SPLITS="[0.2,0.4,0.4]"
 BLIMP=../shared/data/blimp
-# float32: bf16 is faster for forward passes on this CPU, but gate training (backward) in bf16
-# ran >8x slower than expected here (det_noun_s0: 60 steps unfinished after 47 min).
-DTYPE=${DTYPE:-float32}
+# Optional overrides (empty: the configs' values): STEPS gate-training steps, BATCH pairs per step,
+# LIMIT items per task (after the seeded shuffle; for smoke runs), EPSILON, DTYPE (default: the
+# configs' `auto`, bf16 only where the CPU or GPU has it natively).
+STEPS=${STEPS:-} BATCH=${BATCH:-} LIMIT=${LIMIT:-} EPSILON=${EPSILON:-} DTYPE=${DTYPE:-}
 
-# name | experiment overrides
+# name | train config | experiment overrides
 TASKS=(
-  "det_noun|--data.experiment.task blimp --data.experiment.data $BLIMP/determiner_noun_agreement_1.jsonl"
-  "subj_verb|--data.experiment.task blimp --data.experiment.data $BLIMP/regular_plural_subject_verb_agreement_1.jsonl"
-  "arithmetic|--data.experiment.task arithmetic --data.experiment.data null"
-  "word_problems|--data.experiment.task word_problems --data.experiment.data null"
+  "det_noun|blimp|--data.experiment.data $BLIMP/determiner_noun_agreement_1.jsonl"
+  "det_noun_2|blimp|--data.experiment.data $BLIMP/determiner_noun_agreement_2.jsonl"
+  "ioi|default|--data.experiment.task ioi"
+  "greater_than|default|--data.experiment.task greater_than"
+  "induction|default|--data.experiment.task induction"
 )
+
+train_args=() search_args=()
+[[ -n $STEPS ]] && train_args+=(--trainer.max_steps "$STEPS" --trainer.val_check_interval "$STEPS")
+[[ -n $BATCH ]] && train_args+=(--data.batch_size "$BATCH")
+[[ -n $LIMIT ]] && train_args+=(--data.experiment.limit "$LIMIT")
+[[ -n $EPSILON ]] && train_args+=(--model.epsilon "$EPSILON") && search_args+=(--epsilon "$EPSILON")
+[[ -n $DTYPE ]] && train_args+=(--data.experiment.dtype "$DTYPE") && search_args+=(--dtype "$DTYPE")
 
 for seed in $SEEDS; do
   for task in $ONLY; do
     spec=$(printf '%s\n' "${TASKS[@]}" | grep "^$task|") || { echo "unknown task $task"; exit 2; }
-    name="${task}_s$seed"; args="${spec#*|}"; run="$OUT/$name"
+    name="${task}_s$seed"; run="$OUT/$name"
+    config=${spec#*|}; args=${config#*|}; config=${config%%|*}
     if [[ ! -f $run/circuit_learned.json ]]; then
       echo "== train $name"
       # shellcheck disable=SC2086
-      $PY train.py fit --config configs/train/blimp.yaml --name "$name" --runs_dir "$OUT" --overwrite \
-        --log_to csv --seed_everything "$seed" --trainer.max_steps "$STEPS" --trainer.val_check_interval "$STEPS" --data.batch_size "$BATCH" \
-        --model.epsilon "$EPSILON" \
-        --data.experiment.model "$MODEL" --data.experiment.dtype "$DTYPE" --data.experiment.seed "$seed" \
-        --data.experiment.limit "$LIMIT" $args
+      $PY train.py fit --config "configs/train/$config.yaml" --name "$name" --runs_dir "$OUT" --overwrite \
+        --log_to csv --seed_everything "$seed" --data.experiment.seed "$seed" --data.experiment.model "$MODEL" \
+        --data.experiment.split_fractions "$SPLITS" ${train_args[@]+"${train_args[@]}"} $args
     fi
     if [[ ${SEARCH:-1} == 1 && ! -f $run/circuit_searched.json ]]; then
       echo "== warm search $name"
       resume=false; [[ -f $run/search_state.json ]] && resume=true
       # A search can fail for a reason worth reporting (e.g. no gap between full model and baseline):
       # note it and go on, so the other runs still finish.
-      $PY search.py --mode warm --from_run "$run" --epsilon "$EPSILON" --progress false --resume $resume \
+      $PY search.py --config configs/search/default.yaml --mode warm --from_run "$run" --progress false \
+        --resume $resume ${search_args[@]+"${search_args[@]}"} \
         || echo "$name: search failed (exit $?)" | tee -a "$OUT/failures.txt"
     fi
   done
 done
 
 [[ ${COMPARE:-1} == 1 ]] || exit 0
-echo "== compare"
-$PY -m kmshc compare "$OUT" --out "$FIG" --title "SmolLM2-135M: learned vs searched circuits, 4 tasks x seeds ($MODEL)"
+echo "== compare (faithfulness curves and head diagnostics load the model)"
+$PY -m kmshc compare "$OUT" --out "$FIG" --curves --diagnostics \
+  --title "Learned vs searched circuits, tasks with a gap x seeds ($MODEL)"

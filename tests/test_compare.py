@@ -158,3 +158,15 @@ def test_load_errors_name_the_path(tmp_path, runs):
     (runs / "A_s0" / "gates.json").write_text(json.dumps({"heads": {"L0H0": 0.3}}))
     with pytest.raises(KmshcError, match="gates.json"):
         load_entries([runs / "A_s0"])
+
+
+def test_recorded_scores_read_the_statistical_certificate(tmp_path):
+    """The certificate of search.py today: a threshold in the metric's units, recovery with its lower bound."""
+    cert = {"split": "test", "n": 400, "metric": "margin", "threshold": -1.25, "epsilon_range": [0.0, 0.93],
+            "full": {"value": -1.0, "accuracy": 0.97}, "baseline": {"value": -3.5, "accuracy": 0.52},
+            "circuit": {"value": -1.2, "accuracy": 0.95, "recovery": 0.92, "lower": 0.9, "upper": 0.94},
+            "verified": True}
+    Circuit(model="m", task="ioi", heads=("L0H0",), n_heads_total=12, certificate=cert).save(tmp_path / "c.json")
+    s = recorded_scores(load_entries([tmp_path / "c.json"])[0])
+    assert (s["threshold"], s["metric"], s["recovery"], s["recovery_lower"]) == (-1.25, "margin", 0.92, 0.9)
+    assert s["epsilon_range"] == [0.0, 0.93] and s["full_accuracy"] == 0.97 and s["accuracy"] == 0.95

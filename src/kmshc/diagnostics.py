@@ -7,7 +7,9 @@
 * induction score: on ``r r``, attention from a token of the second copy to the token *after*
   its earlier occurrence (Olsson et al., 2022, "In-context learning and induction heads");
 * position score: attention from each sequence's final position to a given position per
-  example (for IOI: to the indirect-object name, as in Wang et al., 2022).
+  example (for IOI: to the indirect-object name, as in Wang et al., 2022);
+  :func:`answer_positions` finds, for a minimal pair, the position read and the earlier
+  occurrence of the answer token (the IO name in IOI).
 
 Patterns come from ``output_attentions=True`` under eager attention (SDPA kernels return no
 weights); :func:`eager_attention` switches the model's implementation for the duration and
@@ -93,6 +95,29 @@ def final_position_scores(patterns: torch.Tensor, attention_mask: torch.Tensor, 
     if (targets > last).any() or (targets < 0).any():
         raise ValueError("a target position lies outside its row's tokens")
     return attention_at(patterns, last[:, None], targets.long()[:, None])
+
+
+def answer_positions(good: Sequence[torch.Tensor], bad: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor,
+                                                                                          torch.Tensor]:
+    """Per pair: the last shared position and the latest earlier occurrence of the good answer token.
+
+    ``good[i]`` and ``bad[i]`` are 1-D token ids of a minimal pair that first differ at ``d``:
+    the model reads position ``d − 1`` (the query) and predicts ``good[i][d]``. The key is the
+    last position ``p < d`` holding that same token: for IOI the indirect-object name (Wang et
+    al. 2022's name movers attend there), for the induction task the word to copy. A pair whose
+    answer does not occur earlier (greater-than, BLiMP) is not valid.
+    Returns ``query``, ``key`` (``[n]`` long) and ``valid`` (``[n]`` bool).
+    """
+    query, key, valid = [], [], []
+    for g, b in zip(good, bad, strict=True):
+        n = min(len(g), len(b))
+        diff = (g[:n] != b[:n]).nonzero()
+        d = int(diff[0]) if len(diff) else n
+        earlier = (g[:d] == g[d]).nonzero() if 0 < d < len(g) else torch.empty(0, 1)
+        query.append(max(d - 1, 0))
+        key.append(int(earlier[-1]) if len(earlier) else 0)
+        valid.append(len(earlier) > 0)
+    return torch.tensor(query), torch.tensor(key), torch.tensor(valid)
 
 
 # ---------------------------------------------------------------- running the model

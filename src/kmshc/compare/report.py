@@ -102,8 +102,8 @@ def markdown(result: dict, images: Sequence[Path], out: Path, title: str) -> str
     """The report; images are linked relative to ``out``."""
     a = result["analysis"]
     d = a["definitions"]
-    cols = ["label", "task", "method", "seed", "size", "accuracy", "ci", "margin_recovery", "full_accuracy",
-            "threshold", "verified", "evaluations", "wall_time_s"]
+    cols = ["label", "task", "method", "seed", "size", "accuracy", "ci", "metric", "recovery", "recovery_lower",
+            "full_accuracy", "threshold", "verified", "epsilon_range", "evaluations", "wall_time_s"]
     if any("rescored_accuracy" in r for r in result["circuits"]):
         cols += ["rescored_n", "rescored_accuracy", "rescored_ci", "rescored_full_accuracy"]
     md = [f"# {title}", "", f"{len(result['circuits'])} circuits, model shape {result['shape'][0]} layers × "
@@ -141,6 +141,9 @@ def markdown(result: dict, images: Sequence[Path], out: Path, title: str) -> str
         from kmshc.curve_runs import curve_rows, markdown_section
         md += markdown_section(curve_rows(result["faithfulness"]["curves"]), result["faithfulness"]["skipped"],
                                _table)
+    if "diagnostics" in result:
+        from kmshc.compare.head_scores import markdown_section as diagnostics_section
+        md += diagnostics_section(result["diagnostics"], _table)
     md += ["## Plots", ""]
     md += [f"![{p.stem}]({p.relative_to(out).as_posix()})" for p in images]
     return "\n".join(md) + "\n"
@@ -159,6 +162,9 @@ def run_compare(args: argparse.Namespace) -> dict[str, Any]:
         curves = compare_curves(entries, Path(args.out) if args.out else None)
         images += curves.pop("images")
         result["faithfulness"] = curves
+    if args.diagnostics:
+        from kmshc.compare.head_scores import compare_diagnostics
+        result["diagnostics"] = compare_diagnostics(entries, top_k=args.diagnostics_top_k)
     if args.out:
         out = Path(args.out)
         images = write_plots(entries, result, out) + images

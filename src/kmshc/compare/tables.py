@@ -22,12 +22,22 @@ from kmshc.compare.entries import (LEVELS, Entry, classify_heads, depth_summary,
 
 # --------------------------------------------------------------------------- scores
 def recorded_scores(entry: Entry) -> dict[str, Any]:
-    """Test-split scores as the circuit file records them: certificate first, then ``scores.test``."""
+    """Test-split scores as the circuit file records them: certificate first, then ``scores.test``.
+
+    Reads both certificate layouts: the statistical one (``threshold`` a number in the metric's
+    units; ``circuit.recovery`` with its lower confidence bound ``circuit.lower``) and the older
+    point one (``threshold: {"value": ...}``).
+    """
     c = entry.circuit
     cert = c.certificate or {}
     test = (c.scores or {}).get("test") or {}
     circ = cert.get("circuit") or {}
+    threshold = cert.get("threshold")
     return {
+        "metric": cert.get("metric", test.get("metric")),
+        "recovery": circ.get("recovery", test.get("recovery")),
+        "recovery_lower": circ.get("lower", test.get("recovery_lower")),
+        "epsilon_range": cert.get("epsilon_range"),
         "split": cert.get("split", "test" if test else None),
         "n": cert.get("n", test.get("n")),
         "accuracy": circ.get("accuracy", test.get("accuracy")),
@@ -35,7 +45,7 @@ def recorded_scores(entry: Entry) -> dict[str, Any]:
         "margin_recovery": circ.get("margin_recovery", test.get("margin_recovery")),
         "full_accuracy": (cert.get("full") or {}).get("accuracy", test.get("full_accuracy")),
         "baseline_accuracy": (cert.get("baseline") or {}).get("accuracy"),
-        "threshold": (cert.get("threshold") or {}).get("value"),
+        "threshold": threshold.get("value") if isinstance(threshold, dict) else threshold,
         "verified": cert.get("verified"),
     }
 

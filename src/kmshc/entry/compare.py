@@ -15,6 +15,12 @@ def add_compare_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--curves", action="store_true",
                    help="MIB-style faithfulness curves with CPR and CMD for each circuit's head ranking, scored on "
                         "test (loads the model; see kmshc.curve_runs)")
+    p.add_argument("--diagnostics", action="store_true",
+                   help="head diagnostics (previous-token, duplicate-token, induction, attention to the answer's "
+                        "earlier occurrence): circuit heads against the rest (loads the model once; see "
+                        "kmshc.compare.head_scores)")
+    p.add_argument("--diagnostics_top_k", type=int, default=10,
+                   help="--diagnostics: count how many of the model's top k heads by each score a circuit holds")
     p.add_argument("--wandb", action="store_true", help="also log tables and images to W&B (offline by default)")
     p.add_argument("--wandb_project", default="kmshc-compare")
     p.add_argument("--shape", help="layers x heads, e.g. 30x9 (default: inferred from gates or head counts)")
