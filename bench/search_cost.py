@@ -97,12 +97,17 @@ def verdicts(routes: dict[str, Route], r: Ratios) -> list[str]:
         ok = r.attribution_share <= ATTRIBUTION_GOAL and att.verified is True
         out.append(f"attribution: total {r.attribution_share:.2f} of the learned route with the same decisions "
                    f"({rival.name}; goal ≤ {ATTRIBUTION_GOAL:g}), verified {att.verified}; circuit {att.size} vs "
-                   f"{rival.size} heads, CPR {fmt(att.cpr)} vs {fmt(rival.cpr)}: {'met' if ok else 'missed'}")
+                   f"{rival.size} heads, CPR {table_cell(att.cpr)} vs {table_cell(rival.cpr)}: {'met' if ok else 'missed'}")
     return out
 
 
-def fmt(x) -> str:
-    return "-" if x is None else f"{x:.3g}" if isinstance(x, float) else str(x)
+def table_cell(x) -> str:
+    return "-" if x is None else f"{x:.3g}"
+
+
+def fmt(x):
+    """``-`` for a stage that does not apply; numbers are left to :func:`common.table`'s format."""
+    return "-" if x is None else x
 
 
 # ---------------------------------------------------------------------------- reading the runs
@@ -173,8 +178,7 @@ def rows(routes: dict[str, Route], r: Ratios) -> list[list]:
             continue
         saving = ratio(fixed and fixed.search, x.search)
         share = r.attribution_share if name == ATTRIBUTION else None
-        out.append([name, fmt(x.training), fmt(x.ranking), round(x.search, 1), round(x.certificate, 1),
-                    round(x.total, 1), fmt(saving), fmt(share), x.evaluations, round(x.wall_s),
+        out.append([name, fmt(x.training), fmt(x.ranking), x.search, x.certificate, x.total, fmt(saving), fmt(share), x.evaluations, round(x.wall_s),
                     x.size, fmt(x.verified), fmt(x.recovery), fmt(x.cpr)])
     return out
 
