@@ -1,150 +1,211 @@
-"""Cost of a circuit: cold Search-K-MSHC against learned gates → refinement, from finished runs.
+"""Search cost: forward passes per certified circuit, from finished runs, one table per task.
 
-For each case it reads ``<train run>/circuit_learned.json`` (gate training),
-``<train run>/circuit_searched.json`` (the warm refinement) and ``<cold run>/circuit_searched.json``.
-One evaluation is one pass over the scored (val) split; a training step counts as 3 forward
-passes of its batch, i.e. ``3 · batch / n_val`` evaluations. The floor is ``|C| + 1``: the
-evaluations that checking sufficiency and every single-head removal of ``C`` needs.
-Goals (issue #6): warm ≤ 2× its floor, and ≥ 5× fewer evaluations than cold.
+Three routes to a circuit on the same experiment (model, task, splits, ablation):
 
-    python train.py fit --config configs/train/blimp.yaml            # -> runs/blimp
-    python search.py --config configs/search/blimp.yaml --mode warm --from_run runs/blimp
-    python search.py --config configs/search/blimp.yaml --name blimp-cold-keep
-    python bench/search_cost.py --case det_noun_1 runs/blimp runs/blimp-cold-keep
+* **learned, fixed-n**: gate training (``train.py``), then the warm search deciding every removal on
+  the whole val split (``<learned run>/circuit_searched.json``);
+* **learned, adaptive**: the same gates, warm search with ``--adaptive true`` (sequential decisions
+  that stop scoring once a removal is clearly decided);
+* **attribution**: ``kmshc rank --method attribution`` (one forward+backward pass over train), then
+  the warm search started from that ranking.
+
+Every stage is counted in **example forwards** (:mod:`kmshc.cost`: one example through all decoder
+layers; a backward counts like a forward), read from the run files: training from
+``circuit_learned.json`` (its training steps and in-training validation), ranking from the rank run's
+``gates.json``, search from ``circuit_searched.json`` and certificate from its ``verify_cost``.
+``total`` = training + ranking + search: what finding the circuit costs; the certificate (same kind
+of check for every route) is listed apart. Goals: fixed/adaptive search cost ≥ 3 with a circuit no
+larger that still verifies; attribution total ≤ 1/2 of the learned route with the same decisions.
+
+    bash scripts/search_cost.sh          # runs the adaptive and attribution routes, then this script
+    python bench/search_cost.py --case ioi runs/analysis/ioi_s0 runs/analysis/ioi_s0-adaptive \\
+        runs/analysis/ioi_s0-att [--case ...] [--cpr]
 """
 from __future__ import annotations
 
-import json
 import sys
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import ROOT, parse, parser, peak_rss_mb, report, table  # noqa: E402
 
-from kmshc.experiment import Experiment  # noqa: E402
-from kmshc.types import KmshcError  # noqa: E402
+from kmshc.attribution import read_rank_record  # noqa: E402
+from kmshc.cost import CostRecord  # noqa: E402
+from kmshc.search.certificate import Certificate  # noqa: E402
+from kmshc.types import Circuit, KmshcError, read_circuit  # noqa: E402
 
 LEARNED, SEARCHED = "circuit_learned.json", "circuit_searched.json"
+FIXED, ADAPTIVE, ATTRIBUTION = "learned + warm, fixed-n", "learned + warm, adaptive", "attribution + search"
+ADAPTIVE_GOAL, ATTRIBUTION_GOAL = 3.0, 0.5
 
 
-def read(path: Path) -> dict | None:
-    if not path.exists():
-        return None
-    try:
-        return json.loads(path.read_text())
-    except ValueError as e:
-        raise KmshcError(f"{path}: not a circuit JSON ({e})") from None
+@dataclass(frozen=True)
+class Route:
+    """One route's costs (example forwards; ``None``: the stage does not apply) and its circuit."""
+
+    name: str
+    search: float
+    certificate: float
+    evaluations: int
+    wall_s: float
+    size: int
+    verified: bool | None
+    recovery: float | None
+    adaptive: bool
+    training: float | None = None
+    ranking: float | None = None
+    cpr: float | None = None
+
+    @property
+    def total(self) -> float:
+        """What finding the circuit cost: training or ranking, plus the search (not the certificate)."""
+        return (self.training or 0.0) + (self.ranking or 0.0) + self.search
 
 
-def progress(run_dir: Path) -> dict | None:
-    """An unfinished search's ``search_state.json``: evaluations and wall time so far, current size."""
-    state = read(run_dir / "search_state.json")
-    if state is None or state.get("done"):
-        return None
-    size = None
-    for ev in state.get("trace", []):
-        if ev.get("event") == "threshold":
-            size = ev.get("start")
-        elif size is not None and "bundle" in ev and ev.get("event", "").startswith("remove"):
-            size -= len(ev["bundle"])
-        elif size is not None and ev.get("event") in ("drop_head", "remove_head"):
-            size -= 1
-        elif size is not None and ev.get("event") == "restored_in_gate_order":
-            size += ev.get("added", 0)
-    return {"evaluations": len(state.get("log", [])), "wall_time_s": state.get("wall_time_s", float("nan")),
-            "size": size}
+@dataclass(frozen=True)
+class Ratios:
+    """``search_saving``: fixed-n search cost / adaptive; ``attribution_share``: attribution total /
+    the learned route's total with the same decisions (``None`` where a route is missing)."""
+
+    search_saving: float | None
+    attribution_share: float | None
 
 
-def n_val(circ: dict) -> int:
-    """Size of the split the search scored: from the circuit, else rebuilt from its experiment."""
-    val = circ.get("scores", {}).get("val", {})
-    if isinstance(val.get("n"), int):
-        return val["n"]
-    return len(Experiment(**circ["config"]["experiment"]).splits["val"])
+def ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if a is not None and b else None
 
 
-def training_equivalents(learned: dict, n: int) -> tuple[float, int, int]:
-    """``(evaluation equivalents, steps, batch)`` of a gate-training run."""
-    steps = int(learned.get("steps") or learned["config"]["train"]["trainer"]["max_steps"])
-    batch = int(learned["config"]["train"].get("data", {}).get("batch_size", 16))
-    return 3 * steps * batch / n, steps, batch
+def ratios(routes: dict[str, Route]) -> Ratios:
+    fixed, adaptive, att = routes.get(FIXED), routes.get(ADAPTIVE), routes.get(ATTRIBUTION)
+    rival = (adaptive if att is not None and att.adaptive else fixed)
+    return Ratios(search_saving=ratio(fixed and fixed.search, adaptive and adaptive.search),
+                  attribution_share=ratio(att and att.total, rival and rival.total))
 
 
-def row(label: str, method: str, circ: dict, extra_evals: float = 0.0, extra_s: float = 0.0) -> list:
-    size = len(circ["heads"])
-    ev = circ.get("evaluations", 0)
-    cert = circ.get("certificate") or {}
-    test = circ.get("scores", {}).get("test", {}).get("accuracy", float("nan"))
-    verified = cert.get("verified", "-")
-    return [label, method, ev, f"{ev / (size + 1):.1f}×", cert.get("evaluations", "-"),
-            round(ev + extra_evals, 1), round(circ.get("wall_time_s", float("nan")) + extra_s), size, test, verified,
-            circ.get("peak_rss_mb", "-")]
+def verdicts(routes: dict[str, Route], r: Ratios) -> list[str]:
+    """One line per goal: met or missed, with the numbers it rests on."""
+    out = []
+    fixed, adaptive, att = routes.get(FIXED), routes.get(ADAPTIVE), routes.get(ATTRIBUTION)
+    if fixed and adaptive and r.search_saving is not None:
+        ok = r.search_saving >= ADAPTIVE_GOAL and adaptive.size <= fixed.size and adaptive.verified is True
+        out.append(f"adaptive: search {r.search_saving:.2f}× cheaper than fixed-n (goal ≥ {ADAPTIVE_GOAL:g}×), "
+                   f"circuit {adaptive.size} vs {fixed.size} heads, verified {adaptive.verified}: "
+                   f"{'met' if ok else 'missed'}")
+    if att and r.attribution_share is not None:
+        rival = adaptive if att.adaptive else fixed
+        ok = r.attribution_share <= ATTRIBUTION_GOAL and att.verified is True
+        out.append(f"attribution: total {r.attribution_share:.2f} of the learned route with the same decisions "
+                   f"({rival.name}; goal ≤ {ATTRIBUTION_GOAL:g}), verified {att.verified}; circuit {att.size} vs "
+                   f"{rival.size} heads, CPR {table_cell(att.cpr)} vs {table_cell(rival.cpr)}: {'met' if ok else 'missed'}")
+    return out
 
 
-def rss_note(values: list) -> str:
-    known = [v for v in values if isinstance(v, (int, float))]
-    return f"peak RSS {max(known):.0f} MiB (largest run)" if known else f"peak RSS {peak_rss_mb():.0f} MiB (this script)"
+def table_cell(x) -> str:
+    return "-" if x is None else f"{x:.3g}"
 
 
-def main(argv: list[str] | None = None) -> dict:
+def fmt(x):
+    """``-`` for a stage that does not apply; numbers are left to :func:`common.table`'s format."""
+    return "-" if x is None else x
+
+
+# ---------------------------------------------------------------------------- reading the runs
+def searched_route(name: str, circ: Circuit, *, training: float | None = None, ranking: float | None = None,
+                   extra_wall_s: float = 0.0, where: str) -> Route:
+    """A :class:`Route` from a search's circuit (certificate and verify cost embedded)."""
+    if circ.example_forwards is None:
+        raise KmshcError(f"{where}: no 'example_forwards' (written before costs were recorded); rerun the search")
+    cert = Certificate.from_dict(circ.certificate, where=f"{where}: certificate") if circ.certificate else None
+    verify = CostRecord.from_dict(circ.extra.get("verify_cost"), where=f"{where}: field 'verify_cost'")
+    search_cfg = circ.config.get("search", {})
+    return Route(name=name, training=training, ranking=ranking, search=circ.example_forwards,
+                 certificate=verify.example_forwards, evaluations=circ.evaluations,
+                 wall_s=float(circ.extra.get("wall_time_s", 0.0)) + extra_wall_s, size=len(circ.heads),
+                 verified=cert.verified if cert else None, recovery=cert.circuit.recovery if cert else None,
+                 adaptive=bool(search_cfg.get("adaptive", False)))
+
+
+def read_routes(learned_dir: Path, adaptive_dir: Path, att_dir: Path) -> tuple[dict[str, Route], dict, list[str]]:
+    """``(routes, {route name: (searched circuit, its path)}, notes)``; a missing file is noted, not fatal."""
+    routes, circuits, notes = {}, {}, []
+    learned = read_circuit(learned_dir / LEARNED) if (learned_dir / LEARNED).is_file() else None
+    if learned is not None and learned.example_forwards is None:
+        raise KmshcError(f"{learned_dir / LEARNED}: no 'example_forwards'; retrain with this kmshc to count it")
+    train_s = float(learned.extra.get("wall_time_s", 0.0)) if learned else 0.0
+    specs = [(FIXED, learned_dir), (ADAPTIVE, adaptive_dir), (ATTRIBUTION, att_dir)]
+    for name, d in specs:
+        path = d / SEARCHED
+        needs = [path] + ([learned_dir / LEARNED] if name != ATTRIBUTION and learned is None else [])
+        if not all(p.is_file() for p in needs):
+            notes.append(f"{name}: missing {', '.join(str(p) for p in needs if not p.is_file())} (not run or not finished)")
+            continue
+        circ = read_circuit(path)
+        if name == ATTRIBUTION:
+            rank = read_rank_record(d)
+            routes[name] = searched_route(name, circ, ranking=rank.cost.example_forwards,
+                                          extra_wall_s=rank.wall_time_s, where=str(path))
+        else:
+            routes[name] = searched_route(name, circ, training=learned.example_forwards, extra_wall_s=train_s,
+                                          where=str(path))
+        circuits[name] = (circ, path)
+    return routes, circuits, notes
+
+
+def cprs(circuits: dict[str, tuple[Circuit, Path]]) -> dict[str, float]:
+    """CPR (margin) of each searched circuit's ranking: its heads first, then the rest by the
+    ``log_alpha`` of the gates it started from (learned gates or attribution). Loads the model."""
+    from kmshc.compare.entries import Entry
+    from kmshc.curve_runs import compare_curves
+    entries = []
+    for name, (circ, path) in circuits.items():
+        source = Path(str(circ.extra.get("source") or path))  # curve_runs reads log_alpha next to the path
+        source = source if source.is_absolute() else ROOT / source
+        entries.append(Entry(label=name, path=source.parent / path.name, circuit=circ, method="searched"))
+    return {c["label"]: c["cpr"] for c in compare_curves(entries)["curves"].get("margin", [])}
+
+
+# ---------------------------------------------------------------------------- the table
+HEADERS = ["route", "training", "ranking", "search", "certificate", "total", "fixed/this search",
+           "total / learned", "evaluations", "wall s", "circuit size", "verified", "recovery (test)", "CPR"]
+
+
+def rows(routes: dict[str, Route], r: Ratios) -> list[list]:
+    fixed = routes.get(FIXED)
+    out = []
+    for name in (FIXED, ADAPTIVE, ATTRIBUTION):
+        if (x := routes.get(name)) is None:
+            continue
+        saving = ratio(fixed and fixed.search, x.search)
+        share = r.attribution_share if name == ATTRIBUTION else None
+        out.append([name, fmt(x.training), fmt(x.ranking), x.search, x.certificate, x.total, fmt(saving), fmt(share), x.evaluations, round(x.wall_s),
+                    x.size, fmt(x.verified), fmt(x.recovery), fmt(x.cpr)])
+    return out
+
+
+def main(argv: list[str] | None = None) -> dict[str, Ratios]:
     p = parser(__doc__.splitlines()[0])
-    p.add_argument("--case", nargs=3, action="append", metavar=("LABEL", "TRAIN_RUN", "COLD_RUN"), required=True)
+    p.add_argument("--case", nargs=4, action="append", required=True,
+                   metavar=("TASK", "LEARNED_RUN", "ADAPTIVE_OUT", "ATTRIBUTION_RUN"),
+                   help="a task's runs: train.py run (with its fixed-n warm search), the adaptive search's --out "
+                        "folder, the kmshc rank run (with its search)")
+    p.add_argument("--cpr", action="store_true", help="also score each circuit's faithfulness curve (loads the model)")
     args = parse(p, argv, __file__)
-    rows, notes, out = [], [], {}
-    for label, train_dir, cold_dir in args.case:
-        learned, warm = read(ROOT / train_dir / LEARNED), read(ROOT / train_dir / SEARCHED)
-        cold = read(ROOT / cold_dir / SEARCHED)
-        missing = [str(Path(d) / f) for d, f, c in [(train_dir, LEARNED, learned), (train_dir, SEARCHED, warm),
-                                                    (cold_dir, SEARCHED, cold)] if c is None]
-        if missing:
-            notes.append(f"{label}: missing {', '.join(missing)} (not finished when this ran); unfinished searches are shown with their evaluations so far.")
-        train_eq = train_s = 0.0
-        if learned is not None:
-            n = n_val(warm or learned)
-            train_eq, steps, batch = training_equivalents(learned, n)
-            train_s = float(learned.get("wall_time_s", 0.0))
-            rows.append([label, f"gate training ({steps} steps × batch {batch})", "-", "-", "-",
-                         round(train_eq, 1), round(train_s), len(learned["heads"]),
-                         learned.get("scores", {}).get("test", {}).get("accuracy", float("nan")), "-",
-                         learned.get("peak_rss_mb", "-")])
-        if warm is not None:
-            rows.append(row(label, "warm: learned → refined", warm, train_eq, train_s))
-        elif (running := progress(ROOT / train_dir)) is not None:
-            rows.append([label, "warm (unfinished: so far)", f"≥ {running['evaluations']}", "-", "-",
-                         f"≥ {running['evaluations'] + train_eq:.0f}", f"≥ {running['wall_time_s'] + train_s:.0f}",
-                         "-", "-", "-", "-"])
-            notes.append(f"{label}: the warm search had not finished; its evaluations are a lower bound.")
-        if cold is not None:
-            capped = " — stopped at its evaluation budget" if cold.get("capped") else ""
-            rows.append(row(label, f"cold ({cold.get('semantics', 'keep')}){capped}", cold))
-        elif (running := progress(ROOT / cold_dir)) is not None:
-            cold = {"evaluations": running["evaluations"], "heads": [], "partial": True}
-            rows.append([label, "cold (unfinished: so far)", f"≥ {running['evaluations']}", "-", "-",
-                         f"≥ {running['evaluations']}", f"≥ {running['wall_time_s']:.0f}",
-                         f"{running['size']} (so far)", "-", "-", "-"])
-            notes.append(f"{label}: the cold search had not finished; its evaluations are a lower bound.")
-        if warm is not None:
-            floor = len(warm["heads"]) + 1
-            w = warm["evaluations"]
-            out[label] = {"warm_over_floor": w / floor}
-            notes.append(f"{label}: warm spent {w} evaluations = {w / floor:.1f}× its floor |C|+1 = {floor} "
-                         f"(goal ≤ 2×: {'met' if w <= 2 * floor else 'missed'}); with training "
-                         f"({train_eq:.0f} evaluation equivalents) {w + train_eq:.0f}.")
-            if cold is not None:
-                c = cold["evaluations"]
-                out[label].update(cold_over_warm=c / max(1, w), cold_over_warm_with_training=c / (w + train_eq))
-                unfinished = cold.get("partial") or cold.get("capped")  # its count is a lower bound
-                verdict = "met" if c >= 5 * w else ("not yet decided" if unfinished else "missed")
-                bound = "≥ " if unfinished else ""
-                notes.append(f"{label}: cold/warm evaluations {bound}{c / max(1, w):.1f}× (goal ≥ 5×: {verdict}); "
-                             f"counting training {bound}{c / (w + train_eq):.1f}×.")
-    notes.append(f"`evals / floor` divides by the floor, circuit size + 1; `total evals` adds gate training's evaluation equivalents to the warm search; `wall s` likewise adds "
-                 f"training time. Verification evaluations are listed apart. `peak RSS MiB` is each run's own "
-                 f"(recorded in its circuit file; '-' for runs made before it was recorded); "
-                 f"{rss_note([r[-1] for r in rows])}.")
-    headers = ["case", "method", "search evals", "evals / floor", "verify evals", "total evals", "wall s",
-               "circuit size", "test S(C)", "verified", "peak RSS MiB"]
-    report(args, "search_cost: cold vs learned → refined", table(headers, rows), notes)
+    out = {}
+    for label, *dirs in args.case:
+        routes, circuits, notes = read_routes(*(ROOT / d for d in dirs))
+        if args.cpr and circuits:
+            scored = cprs(circuits)
+            routes = {k: replace(v, cpr=scored.get(k)) for k, v in routes.items()}
+        out[label] = r = ratios(routes)
+        notes = verdicts(routes, r) + notes + [
+            "Costs in example forwards (one example through all decoder layers; backward counted like forward). "
+            "`total` = training + ranking + search; the certificate (test split) is listed apart. "
+            "`total / learned`: against the learned route with the same decisions (fixed-n or adaptive). "
+            "`wall s` adds training or ranking time to the search's. "
+            f"`recovery (test)`: the certificate's r(C); CPR on the margin (docs/curves.md). Peak RSS {peak_rss_mb():.0f} MiB (this script)."]
+        report(args, f"search_cost: forward passes per certified circuit ({label})", table(HEADERS, rows(routes, r)),
+               notes)
     return out
 
 

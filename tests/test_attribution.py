@@ -99,13 +99,7 @@ def test_starting_set_covers_a_fraction_of_the_positive_attribution():
 def rank(tmp_path: Path, *extra: str) -> dict:
     args = ["rank", "--method", "attribution", "--model", "tiny-gpt2", "--task", "grammar", "--n", "300",
             "--runs_dir", str(tmp_path), "--name", "att", *extra]
-    import contextlib
-    import io
-    buf = io.StringIO()
-    with contextlib.redirect_stdout(buf):
-        code = kmshc_main(args)
-    assert code == 0
-    return json.loads(buf.getvalue())
+    return json.loads(_rank_stdout(args))
 
 
 def test_rank_writes_gates_a_warm_search_starts_from(tmp_path):
@@ -135,3 +129,36 @@ def test_rank_refuses_to_overwrite_without_the_flag(tmp_path, capsys):
                        "--runs_dir", str(tmp_path), "--name", "att"]) == 2
     assert "--overwrite" in capsys.readouterr().err
     assert rank(tmp_path, "--overwrite")["n"] == 180
+
+
+def test_rank_reuses_an_earlier_runs_experiment(tmp_path):
+    """--experiment_from: the ranking runs on that run's experiment (here n=60, zero ablation), not the flags'."""
+    from kmshc.attribution import read_rank_record
+    from kmshc.experiment import Experiment
+    from kmshc.types import atomic_write_json
+    src = tmp_path / "learned"
+    exp = Experiment(model="tiny-gpt2", task="grammar", n=60, ablation="zero", seed=3)
+    atomic_write_json(src / "gates.json", {"experiment": exp.to_dict(), "heads": {"L0H0": {"gate": 1.0}}})
+    out = json.loads(_rank_stdout(["rank", "--experiment_from", str(src), "--runs_dir", str(tmp_path),
+                                   "--name", "att2"]))
+    assert out["n"] == 36  # 60 % of 60 items; the flags' default task would give another size
+    assert read_gates(tmp_path / "att2")[0] == exp
+    rec = read_rank_record(tmp_path / "att2")
+    assert rec.n == 36 and rec.cost.forward == rec.cost.backward == 36 and rec.cost.example_forwards == 72
+    with pytest.raises(KmshcError, match="a `kmshc rank` run"):
+        read_rank_record(src)  # a training run's gates.json carries no ranking cost
+
+
+def test_rank_refuses_a_task_together_with_experiment_from(tmp_path, capsys):
+    assert kmshc_main(["rank", "--experiment_from", str(tmp_path), "--task", "grammar",
+                       "--runs_dir", str(tmp_path), "--name", "x"]) == 2
+    assert "--experiment_from" in capsys.readouterr().err
+
+
+def _rank_stdout(args: list[str]) -> str:
+    import contextlib
+    import io
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        assert kmshc_main(args) == 0
+    return buf.getvalue()

@@ -20,6 +20,7 @@ def load(name: str):
     sys.path.insert(0, str(BENCH))
     spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
     mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # dataclasses look their module up there
     spec.loader.exec_module(mod)
     return mod
 
@@ -82,20 +83,29 @@ def test_oracle_reports_exact_minimum_rates(tmp_path):
 
 @pytest.mark.slow
 def test_search_cost_reads_real_tiny_runs(tmp_path):
-    """Train tiny gates, refine them (warm) and search cold, then let the benchmark read the runs."""
+    """Train tiny gates and refine them (fixed-n and adaptive), rank by attribution and search from
+    that ranking, as scripts/search_cost.sh does; then let the benchmark read the three routes."""
     root = Path(__file__).resolve().parents[1]
     sys.path.insert(0, str(root))
     import search
     import train
+    from kmshc.cli import main as kmshc_main
     train.main(["fit", "--config", str(root / "configs/train/tiny.yaml"), "--runs_dir", str(tmp_path),
                 "--name", "t", "--trainer.enable_progress_bar", "false"])
-    search_cfg = str(root / "configs/search/tiny.yaml")
-    search.main(["--config", search_cfg, "--mode", "warm", "--from_run", str(tmp_path / "t")])
-    search.main(["--config", search_cfg, "--runs_dir", str(tmp_path), "--name", "c"])
+    cfg = ["--config", str(root / "configs/search/tiny.yaml"), "--mode", "warm", "--progress", "false"]
+    t, a, r = (str(tmp_path / x) for x in ("t", "a", "r"))
+    search.main([*cfg, "--from_run", t])
+    search.main([*cfg, "--from_run", t, "--out", a, "--adaptive", "true"])
+    assert kmshc_main(["rank", "--experiment_from", t, "--runs_dir", str(tmp_path), "--name", "r"]) == 0
+    search.main([*cfg, "--from_run", r])
     doc = tmp_path / "b.md"
-    out = load("search_cost").main(["--case", "tiny", str(tmp_path / "t"), str(tmp_path / "c"), "--doc", str(doc)])
-    warm = json.loads((tmp_path / "t" / "circuit_searched.json").read_text())
-    assert out["tiny"]["warm_over_floor"] == pytest.approx(warm["evaluations"] / (len(warm["heads"]) + 1))
-    assert out["tiny"]["cold_over_warm"] > 0
-    text = section(doc, "search_cost: cold vs learned → refined", "search_cost")
-    assert "gate training (20 steps × batch 8)" in text and "warm: learned → refined" in text
+    out = load("search_cost").main(["--case", "tiny", t, a, r, "--doc", str(doc)])
+    fixed, adaptive, att = (json.loads((tmp_path / x / "circuit_searched.json").read_text()) for x in "tar")
+    assert out["tiny"].search_saving == pytest.approx(fixed["example_forwards"] / adaptive["example_forwards"])
+    learned = json.loads((tmp_path / "t" / "circuit_learned.json").read_text())
+    ranking = json.loads((tmp_path / "r" / "gates.json").read_text())["cost"]["example_forwards"]
+    assert out["tiny"].attribution_share == pytest.approx(
+        (ranking + att["example_forwards"]) / (learned["example_forwards"] + fixed["example_forwards"]))
+    text = doc.read_text()
+    assert "### search_cost: forward passes per certified circuit (tiny)" in text and "`python bench/search_cost.py" in text
+    assert "| learned + warm, adaptive |" in text and "| attribution + search |" in text

@@ -18,6 +18,7 @@ A rank run writes a ``gates.json`` that ``search.py --mode warm`` starts from un
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +26,7 @@ from typing import Any
 
 import torch
 
-from kmshc.cost import RowCount
+from kmshc.cost import CostRecord, RowCount
 from kmshc.hooks import count_rows
 from kmshc.scoring import Scorer
 from kmshc.types import KmshcError, atomic_write_json, ensure_writable_dir, head_name
@@ -100,18 +101,61 @@ def gates_record(exp, result: Attribution, coverage: float, wall_time_s: float) 
             "cost": result.cost.to_dict(), "wall_time_s": round(wall_time_s, 3)}
 
 
+@dataclass(frozen=True)
+class RankRecord:
+    """What a rank run's ``gates.json`` says about its own run: method, examples, starting-set size, cost."""
+
+    method: str
+    n: int
+    start_size: int
+    cost: CostRecord
+    wall_time_s: float
+
+
+def read_rank_record(run_dir: str | Path) -> RankRecord:
+    """The :class:`RankRecord` of ``run_dir/gates.json``; a training run's gates (no ``method``) are refused."""
+    path = Path(run_dir) / "gates.json"
+    try:
+        d = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise KmshcError(f"{path}: not found; expected the gates.json of a `kmshc rank` run") from None
+    except (OSError, ValueError) as e:
+        raise KmshcError(f"{path}: cannot read it ({e})") from None
+    if not isinstance(d, dict) or d.get("method") not in METHODS:
+        raise KmshcError(f"{path}: field 'method' must be one of {', '.join(METHODS)} (a `kmshc rank` run)")
+    try:
+        return RankRecord(method=d["method"], n=int(d["n"]), start_size=int(d["start_rule"]["size"]),
+                          cost=CostRecord.from_dict(d["cost"], where=f"{path}: field 'cost'"),
+                          wall_time_s=float(d["wall_time_s"]))
+    except (KeyError, TypeError, ValueError) as e:
+        raise KmshcError(f"{path}: field {e} missing or malformed") from None
+
+
+def rank_experiment(args: argparse.Namespace):
+    """The experiment to rank on: an earlier run's (``--experiment_from``, so the ranking and that
+    run share model, task, splits and ablation) or one built from the flags."""
+    from kmshc.experiment import Experiment
+    from kmshc.search.rundir import read_gates
+    if args.experiment_from:
+        if args.task or args.data:
+            raise KmshcError("--experiment_from takes the task from that run; drop --task/--data")
+        return read_gates(Path(args.experiment_from))[0]
+    if not args.task:
+        raise KmshcError("rank: pass --task (with its data), or --experiment_from RUN to reuse a run's experiment")
+    return Experiment(model=args.model, dtype=args.dtype, task=args.task, data=args.data, labels=args.labels,
+                      n=args.n, limit=args.limit, seed=args.seed, scorer=args.scorer, ablation=args.ablation,
+                      per_position=args.per_position, batch_size=args.batch_size)
+
+
 def run_rank(args: argparse.Namespace) -> dict[str, Any]:
     """``kmshc rank``: build the experiment, rank its heads, write ``<runs_dir>/<name>/gates.json``."""
-    from kmshc.experiment import Experiment
     if args.method not in METHODS:  # argparse's choices already say so; kept for API callers
         raise KmshcError(f"method: expected one of {', '.join(METHODS)}, got {args.method!r}")
     out = Path(args.runs_dir) / (args.name or f"rank-{args.method}")
     if (out / "gates.json").exists() and not args.overwrite:
         raise KmshcError(f"{out / 'gates.json'} exists; pass --overwrite to replace it or choose another --name")
     ensure_writable_dir(out, "run directory")  # before the model loads: fail in seconds
-    exp = Experiment(model=args.model, dtype=args.dtype, task=args.task, data=args.data, labels=args.labels,
-                     n=args.n, limit=args.limit, seed=args.seed, scorer=args.scorer, ablation=args.ablation,
-                     per_position=args.per_position, batch_size=args.batch_size)
+    exp = rank_experiment(args)
     scorer = exp.scorer_for(args.split)  # mean-ablation values are fitted here, outside the count
     t0 = time.perf_counter()
     result = head_attribution(scorer, args.split)
@@ -129,7 +173,12 @@ def add_rank_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("rank", help="rank heads without training (attribution) and write a warm-startable gates.json")
     p.add_argument("--method", default="attribution", choices=METHODS)
     p.add_argument("--model", default="smollm2-135m")
-    p.add_argument("--task", required=True, choices=["grammar", "arithmetic", "word_problems", "blimp", "labels"])
+    from kmshc.tasks import TASKS
+    p.add_argument("--task", choices=TASKS)
+    p.add_argument("--experiment_from", metavar="RUN",
+                   help="rank on the experiment of an earlier run (its gates.json: model, task, splits, ablation, "
+                        "scorer, dtype, batch size), e.g. the training run whose learned gates this ranking rivals; "
+                        "the experiment flags below are then not used")
     p.add_argument("--data", help="jsonl file for --task blimp / labels")
     p.add_argument("--labels", nargs="+", help="label words for --task labels, e.g. ' True' ' False'")
     p.add_argument("--n", type=int, help="number of generated items (generated tasks)")

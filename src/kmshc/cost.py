@@ -25,6 +25,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+from kmshc.types import KmshcError
+
 
 @dataclass
 class RowCount:
@@ -95,3 +97,25 @@ class RowCount:
 def total_example_forwards(*counts: RowCount) -> float:
     """The summed :attr:`RowCount.example_forwards` of several counters (e.g. one per scorer)."""
     return sum(c.example_forwards for c in counts)
+
+
+@dataclass(frozen=True)
+class CostRecord:
+    """A cost as recorded in a run file (:meth:`RowCount.to_dict`), in example forwards."""
+
+    example_forwards: float
+    forward: float
+    backward: float
+
+    @classmethod
+    def from_dict(cls, d: Any, where: str = "cost") -> "CostRecord":
+        """Read a recorded cost; a missing or non-numeric field is a :class:`KmshcError` naming it."""
+        if not isinstance(d, Mapping):
+            raise KmshcError(f"{where}: expected an object with 'example_forwards', got {type(d).__name__}")
+        values = {}
+        for key in ("example_forwards", "forward", "backward"):
+            v = d.get(key, 0.0 if key != "example_forwards" else None)
+            if not isinstance(v, (int, float)) or isinstance(v, bool):
+                raise KmshcError(f"{where}: field '{key}' must be a number, got {v!r}")
+            values[key] = float(v)
+        return cls(**values)

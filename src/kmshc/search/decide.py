@@ -59,19 +59,19 @@ class RecoveryScores:
         self.full_mask, self.base_mask = full_mask.bool(), base_mask.bool()
         alpha = 1 - confidence
         self.alphas = spending(len(self.chunks), alpha) if adaptive else [0.0] * (len(self.chunks) - 1) + [alpha]
-        self._ref: list[tuple[np.ndarray, np.ndarray]] | None = None  # per chunk: x(M), x(B)
+        self._ref: list[tuple[np.ndarray, np.ndarray]] = []  # per chunk scored so far: x(M), x(B)
 
-    def _reference(self) -> list[tuple[np.ndarray, np.ndarray]]:
-        if self._ref is None:
+    def _reference(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """``x(M), x(B)`` on chunks ``0..k``, concatenated. A chunk's reference is scored the first
+        time a decision reaches it: a search whose decisions all stop early never pays for the rest."""
+        while len(self._ref) <= k:
             both = torch.stack([self.full_mask.float(), self.base_mask.float()])
-            self._ref = []
-            for chunk in self.chunks:
-                x = metric_values(chunk(both), self.metric)
-                self._ref.append((x[0], x[1]))
-        return self._ref
+            x = metric_values(self.chunks[len(self._ref)](both), self.metric)
+            self._ref.append((x[0], x[1]))
+        return (np.concatenate([r[0] for r in self._ref[:k + 1]]),
+                np.concatenate([r[1] for r in self._ref[:k + 1]]))
 
     def __call__(self, masks: torch.Tensor) -> list[float]:
-        ref = self._reference()
         scores: list[float | None] = [None] * masks.shape[0]
         open_ = []
         for i, m in enumerate(masks):
@@ -86,8 +86,7 @@ class RecoveryScores:
             if not open_:
                 break
             x = metric_values(chunk(masks[open_]), self.metric)
-            xm = np.concatenate([r[0] for r in ref[:k + 1]])
-            xb = np.concatenate([r[1] for r in ref[:k + 1]])
+            xm, xb = self._reference(k)
             last = k == len(self.chunks) - 1
             still = []
             for j, i in enumerate(open_):
