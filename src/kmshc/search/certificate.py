@@ -167,6 +167,8 @@ class Certificate:
         c, rng = self.circuit, self.epsilon_range
         lines = [f"certificate on {self.split} (n = {self.n}, metric {self.metric}, {self.confidence:.0%}): "
                  f"verified = {self.verified}",
+                 f"  {self.metric}: full model {self.full.value}, all heads ablated {self.baseline.value}, "
+                 f"circuit {c.value} (accuracy {self.full.accuracy} / {self.baseline.accuracy} / {c.accuracy})",
                  f"  recovery r(C) = {c.recovery} (lower bound {c.lower}); target eps = {self.epsilon} ± {self.tau}; "
                  f"epsilon_range = {rng if rng else 'none'}"]
         classes: dict[str, int] = {}

@@ -1,14 +1,17 @@
 """Seeded generators for the field's standard circuit tasks, as minimal pairs with counterfactuals.
 
 * ``ioi``: indirect-object identification (Wang et al. 2022, "Interpretability in the Wild"):
-  "When Mary and John went to the store, John gave a drink to Mary." (good) against "… to John."
+  "When Mary and John went to the store, John gave a drink to Mary" (good) against "… to John"
   (bad), in ABBA and BABA order. Counterfactual: the "ABC" corruption, where the second
-  mention of the subject is a third name ("…, Laura gave a drink to Mary.").
+  mention of the subject is a third name ("…, Laura gave a drink to Mary").
 * ``greater_than``: Hanna et al. 2023, "How does GPT-2 compute greater-than?": "The war lasted
-  from the year 1732 to the year 1783." (good, end year > start year) against "… 1718." (bad).
+  from the year 1732 to the year 1783" (good, end year > start year) against "… 1718" (bad).
   Counterfactual: the start year's last two digits set to "01" ("… from the year 1701 …").
 * ``induction``: "Words: " and ``k`` random words, then the same ``k`` words again; the good sequence ends
-  with the right word, the bad one with a word that never occurred. Counterfactual: the first
+  with the right word, the bad one with a word that never occurred.
+* Every sentence ends at its answer, with no closing punctuation: the pair's margin is the
+  log-probability of the answer alone, the logit-difference metric of the papers above, and a
+  single-token answer lets the scorer run one row per pair (:func:`kmshc.encoding.fold_final_tokens`). Counterfactual: the first
   half re-drawn, so the second half has nothing to copy from.
 
 Every word that varies between a prompt and its counterfactual is drawn from one list of words
@@ -39,17 +42,17 @@ IOI_OBJECTS = ["ring", "kiss", "bone", "basketball", "computer", "necklace", "dr
                "letter", "gift", "ball", "cake", "flower", "key"]
 # {A} and {B} are the two names of the first clause; {S} is the repeated subject, {IO} the answer.
 IOI_TEMPLATES = [
-    "When {A} and {B} went to the {place}, {S} gave a {obj} to {IO}.",
-    "Then, {A} and {B} went to the {place}. {S} gave a {obj} to {IO}.",
-    "After {A} and {B} went to the {place}, {S} gave a {obj} to {IO}.",
-    "While {A} and {B} were working at the {place}, {S} gave a {obj} to {IO}.",
-    "Then, {A} and {B} had a lot of fun at the {place}. {S} gave a {obj} to {IO}.",
-    "Friends {A} and {B} went to the {place}. {S} gave a {obj} to {IO}.",
+    "When {A} and {B} went to the {place}, {S} gave a {obj} to {IO}",
+    "Then, {A} and {B} went to the {place}. {S} gave a {obj} to {IO}",
+    "After {A} and {B} went to the {place}, {S} gave a {obj} to {IO}",
+    "While {A} and {B} were working at the {place}, {S} gave a {obj} to {IO}",
+    "Then, {A} and {B} had a lot of fun at the {place}. {S} gave a {obj} to {IO}",
+    "Friends {A} and {B} went to the {place}. {S} gave a {obj} to {IO}",
 ]
 
 GT_NOUNS = ["war", "expedition", "drought", "siege", "reign", "voyage", "famine", "dispute",
             "occupation", "pilgrimage", "rebellion", "project", "journey", "trial", "construction"]
-GT_TEMPLATE = "The {noun} lasted from the year {c}{xx:02d} to the year {c}{yy:02d}."
+GT_TEMPLATE = "The {noun} lasted from the year {c}{xx:02d} to the year {c}{yy:02d}"
 
 INDUCTION_PREFIX = "Words: "
 INDUCTION_WORDS = [
