@@ -80,9 +80,9 @@ def run_case(tab: torch.Tensor, shape: tuple[int, int], seed: int, eps: float, N
     rnd = random.Random(seed)
     methods = {
         "cold (keep)": lambda rec: cold_search(rec, shape, semantics="keep", epsilon=eps, N=N, seed=seed),
-        "warm, drop-ranked gates": lambda rec: refine(rec, shape, ranked, epsilon=eps, N=N, seed=seed),
+        "warm, drop-ranked gates": lambda rec: refine(rec, shape, ranked, epsilon=eps, N=N, seed=seed, strategy="bundles"),
         "warm, random gates": lambda rec: refine(rec, shape, {h: rnd.random() for h in range(n)},
-                                                 epsilon=eps, N=N, seed=seed),
+                                                 epsilon=eps, N=N, seed=seed, strategy="bundles"),
     }
     out = {}
     for name, fn in methods.items():

@@ -11,7 +11,8 @@ import torch
 
 import kmshc
 from kmshc.search import Recorder, cold_search
-from kmshc.search.run import _accuracies
+from kmshc.search.config import SearchConfig
+from kmshc.search.decide import RecoveryScores, point_scores
 from kmshc.types import KmshcError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -83,11 +84,38 @@ def test_search_circuit_runs_the_library_search(exp):
     """Cold, it is :func:`kmshc.search.cold_search` on the val split; warm, it starts from the gates."""
     reachable = exp.scorer_for("val")(torch.ones(exp.shape)) - 1e-6  # a random model: S(M) on val
     cold = kmshc.search_circuit(exp, threshold=reachable, N=4)
-    ref = cold_search(Recorder(_accuracies(exp.scorer_for("val"))), exp.shape, threshold=reachable, N=4,
-                      seed=exp.seed)
+    ref = cold_search(Recorder(point_scores(exp.scorer_for("val").outcomes, "accuracy")), exp.shape,
+                      threshold=reachable, N=4, seed=exp.seed)
     assert cold.heads == ref.heads and cold.evaluations == ref.evaluations and cold.extra["method"] == "cold"
     warm = kmshc.search_circuit(exp, gates={f"L{l}H{h}": 0.9 for l in range(2) for h in range(4)}, threshold=reachable)
-    assert warm.extra["method"] == "warm" and warm.scores["val"]["accuracy"] >= reachable
+    assert warm.extra["method"] == "warm" and warm.scores["val"]["score"] >= reachable
     certified = kmshc.certify_circuit(exp, warm)
     assert certified.heads == warm.heads and certified.certificate["split"] == "test"
     assert certified.scores["test"]["accuracy"] == pytest.approx(exp.scorer_for("test")(warm.mask(*exp.shape)), abs=1e-4)
+
+
+def test_search_circuit_searches_with_the_search_configs_defaults(exp, monkeypatch):
+    """No setting given, the API searches as ``kmshc search`` does: SearchConfig's defaults
+    (confident decisions on the recovery's lower bound) with the given settings replaced; a wrong
+    name is a clear error. (A random tiny model has no full-vs-empty gap to search in recovery
+    units, so the driver call is captured rather than run.)"""
+    import kmshc.search.run as run_module
+    from dataclasses import replace as dc_replace
+    seen = []
+
+    def capture(cfg, rec, shape, **kw):
+        seen.append((cfg, rec, kw))
+        raise StopIteration
+
+    monkeypatch.setattr(run_module, "drive", capture)
+    with pytest.raises(StopIteration):
+        kmshc.search_circuit(exp, N=4)
+    cfg, rec, kw = seen[-1]
+    assert cfg == dc_replace(SearchConfig(), experiment=exp, N=4) and cfg.confident
+    assert isinstance(rec._scorers[""], RecoveryScores) and kw["gates"] is None
+    with pytest.raises(StopIteration):
+        kmshc.search_circuit(exp, gates={"L0H0": 0.9}, decision="point")
+    cfg, rec, kw = seen[-1]
+    assert not cfg.confident and cfg.strategy == SearchConfig().strategy and kw["gates"] == {"L0H0": 0.9}
+    with pytest.raises(KmshcError, match="nope"):
+        kmshc.search_circuit(exp, nope=1)

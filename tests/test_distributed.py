@@ -14,8 +14,6 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from kmshc.experiment import Experiment
-
 pytestmark = pytest.mark.slow  # subprocesses: two ranks each load torch and the tiny model
 
 REPO = Path(__file__).resolve().parents[1]
@@ -30,6 +28,7 @@ SAME = ("heads", "evaluations", "scores", "certificate", "semantics", "epsilon",
 @pytest.fixture(scope="module")
 def threshold() -> list[str]:
     """An absolute threshold the tiny model just reaches (its full val score): a non-empty circuit."""
+    from kmshc.experiment import Experiment  # here, not at the top: mp.spawn's workers import this module
     exp = Experiment(model="tiny-gpt2", task="grammar", n=300, ablation="mean")
     return ["--threshold", str(exp.scorer_for("val")(torch.ones(exp.shape)) - 1e-6)]
 
@@ -51,7 +50,12 @@ def comparable(circ: dict) -> dict:
 
 @pytest.fixture(scope="module")
 def one_process(tmp_path_factory, threshold) -> dict:
-    return search(tmp_path_factory.mktemp("one"), threshold)
+    """The one-process reference, run in this process (a subprocess would only add start-up time;
+    the ``search.py`` entry point is covered by the search CLI tests)."""
+    from kmshc.entry.search import main
+    runs = tmp_path_factory.mktemp("one")
+    main([*ARGS[1:], *threshold, "--runs_dir", str(runs)])
+    return json.loads((runs / "tiny-search" / "circuit_searched.json").read_text())
 
 
 def test_two_ranks_equal_one_process(tmp_path, one_process, threshold):

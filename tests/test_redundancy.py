@@ -131,11 +131,12 @@ def test_warm_refine_outside_an_excluded_circuit_starts_from_the_learned_set_min
     outcomes = planted(either)
     gates = {h: (0.95 if h in A else 0.7 if h in B else 0.01) for h in range(16)}
     rec = Recorder(point_scores(outcomes, "accuracy"))
-    res = refine(rec, SHAPE, gates, epsilon=0.9, seed=0, universe=set(range(16)) - A)
+    res = refine(rec, SHAPE, gates, epsilon=0.9, seed=0, strategy="bundles", universe=set(range(16)) - A)
     assert set(indices(res.heads, SHAPE)) == B
     assert res.trace[0]["start"] == 3  # the learned set {A, B} (gates > tau = 0.5) minus A
     with pytest.raises(NoSufficientSet):
-        refine(Recorder(point_scores(outcomes, "accuracy")), SHAPE, gates, epsilon=0.9, universe=set(range(16)) - A - B)
+        refine(Recorder(point_scores(outcomes, "accuracy")), SHAPE, gates, epsilon=0.9, strategy="bundles",
+               universe=set(range(16)) - A - B)
 
 
 def test_paper_semantics_refuses_exclusions():

@@ -12,7 +12,7 @@ import pytest
 from kmshc.entry.redundancy import parse
 from kmshc.redundancy_run import redundancy
 from kmshc.search.common import NoSufficientSet
-from kmshc.search.run import repeatable
+from kmshc.entry.search import repeatable
 from kmshc.types import KmshcError, read_circuit
 from test_search_cli import ENTRY, REPO, TINY, reachable  # noqa: F401  (a fixture)
 

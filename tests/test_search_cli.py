@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from kmshc.experiment import Experiment
-from kmshc.search.run import SearchConfig
+from kmshc.search.config import SearchConfig
 from kmshc.types import KmshcError, read_circuit
 
 REPO = Path(__file__).resolve().parents[1]

@@ -65,7 +65,7 @@ def run_all(kind: str, seeds: range) -> tuple[int, int]:
         U = float(table[0] + 0.9 * (table[-1] - table[0]))
         best = oracle(table, U)
         gates = {h: float(torch.rand(1, generator=torch.Generator().manual_seed(seed * 100 + h))) for h in range(N_HEADS)}
-        for res in (refine(Recorder(lookup(table)), SHAPE, gates, epsilon=0.9, N=6, seed=seed),
+        for res in (refine(Recorder(lookup(table)), SHAPE, gates, epsilon=0.9, N=6, seed=seed, strategy="bundles"),
                     cold_search(Recorder(lookup(table)), SHAPE, semantics="keep", epsilon=0.9, N=6, seed=seed)):
             assert res.threshold == pytest.approx(U)
             found = as_set(res.heads)
@@ -107,7 +107,8 @@ def test_tiny_model_exhaustive_oracle():
     best = int(masks.view(len(masks), -1).sum(-1)[table >= U].min())
     idx = lambda s: sum(1 << h for h in s)  # noqa: E731
     for res in (cold_search(Recorder(evaluate_many), shape, semantics="keep", epsilon=0.5, N=4, seed=0),
-                refine(Recorder(evaluate_many), shape, {h: 0.3 + 0.05 * h for h in range(n)}, epsilon=0.5, N=4)):
+                refine(Recorder(evaluate_many), shape, {h: 0.3 + 0.05 * h for h in range(n)}, epsilon=0.5, N=4,
+                       strategy="bundles")):
         found = {int(h[1:].split("H")[0]) * shape[1] + int(h.split("H")[1]) for h in res.heads}
         assert table[idx(found)] >= U - 1e-6
         assert all(table[idx(found - {h})] < U for h in found)

@@ -75,7 +75,8 @@ def test_warm_refinement_keeps_the_planted_set_and_prefers_high_gates(weighted):
     required, groups = {2, 11, 30}, [{5, 6, 7}]
     gates = {h: 0.02 for h in range(48)}
     gates.update({2: 0.99, 11: 0.97, 30: 0.9, 5: 0.95, 6: 0.6, 7: 0.55, 20: 0.7, 21: 0.65})  # 20, 21 are noise
-    res = refine(Recorder(planted(required, groups)), SHAPE, gates, epsilon=0.9, N=6, weighted=weighted, seed=0)
+    res = refine(Recorder(planted(required, groups)), SHAPE, gates, epsilon=0.9, N=6, weighted=weighted, seed=0,
+                 strategy="bundles")
     assert is_planted_minimal(idx(res), required, groups), res.heads
     assert not res.capped and res.trace[0]["event"] == "threshold"
 
@@ -84,7 +85,7 @@ def test_warm_refinement_restores_heads_in_gate_order_when_start_is_insufficient
     required = {0, 1, 2, 3}
     gates = {h: 0.0 for h in range(48)}
     gates.update({0: 0.9, 1: 0.8, 2: 0.3, 3: 0.2, 4: 0.25})  # tau 0.5 keeps only 0 and 1
-    res = refine(Recorder(planted(required, [])), SHAPE, gates, epsilon=0.9, N=4, seed=1)
+    res = refine(Recorder(planted(required, [])), SHAPE, gates, epsilon=0.9, N=4, seed=1, strategy="bundles")
     events = [t["event"] for t in res.trace]
     assert "restored_in_gate_order" in events
     restored = next(t for t in res.trace if t["event"] == "restored_in_gate_order")

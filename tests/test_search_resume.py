@@ -36,7 +36,8 @@ def planted(calls: list[int], crash_after: int | None = None):
 SEARCHES = {
     "cold-keep": lambda rec: cold_search(rec, SHAPE, semantics="keep", N=5, seed=7),
     "cold-paper": lambda rec: cold_search(rec, SHAPE, semantics="paper", N=5, seed=7, window=1, percentile=50),
-    "warm": lambda rec: refine(rec, SHAPE, {h: random.Random(h).random() for h in range(30)}, N=5, seed=7),
+    "warm": lambda rec: refine(rec, SHAPE, {h: random.Random(h).random() for h in range(30)}, N=5, seed=7,
+                               strategy="bundles"),
     "warm-ordered": lambda rec: refine(rec, SHAPE, {h: random.Random(h).random() for h in range(30)}, seed=7,
                                        strategy="ordered"),
 }

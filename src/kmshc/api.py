@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from typing import Any, Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping
 
 import torch
 from torch import nn
@@ -24,6 +24,9 @@ from kmshc.architectures import head_shape
 from kmshc.experiment import Experiment
 from kmshc.hooks import gated
 from kmshc.types import Circuit, KmshcError, head_name, heads_to_mask, mask_to_heads
+
+if TYPE_CHECKING:
+    from kmshc.search.config import SearchConfig
 
 
 @dataclass(frozen=True)
@@ -72,35 +75,38 @@ def learn_gates(experiment: Experiment, *, steps: int = 200, batch_size: int = 1
 
 
 def search_circuit(experiment: Experiment, *, gates: LearnedGates | Mapping[str, float] | None = None,
-                   epsilon: float = 0.9, threshold: float | None = None, N: int = 10, seed: int | None = None,
-                   semantics: str = "keep", strategy: str = "ordered", tau: float = 0.5,
-                   max_evaluations: int | None = None) -> Circuit:
-    """Search-K-MSHC on the experiment's ``val`` split; returns the circuit (not yet certified).
+                   config: "SearchConfig | None" = None, **settings: Any) -> Circuit:
+    """Search-K-MSHC on the experiment's ``val`` split, as ``kmshc search`` runs it; returns the
+    circuit (not yet certified).
 
     With ``gates`` (from :func:`learn_gates`, or ``{head name: gate}``) the search refines the
     learned circuit (warm; ``tau``, ``strategy``); without, it searches from all heads (cold;
-    ``semantics``). ``threshold`` is an absolute accuracy instead of ``U_ε``.
+    ``semantics``). The settings are ``config`` (a :class:`~kmshc.search.config.SearchConfig`;
+    default: its defaults, e.g. removals decided on the recovery's lower confidence bound) with
+    ``settings`` replaced, e.g. ``epsilon=0.8, N=4, max_evaluations=200``; ``threshold`` is an
+    absolute accuracy instead of ``U_ε`` (decisions are then on point estimates).
     """
-    from kmshc.search import Recorder, cold_search, refine
-    from kmshc.search.common import indices
-    from kmshc.search.run import _accuracies
-    shape, seed = experiment.shape, experiment.seed if seed is None else seed
+    from kmshc.search import Recorder
+    from kmshc.search.config import SearchConfig
+    from kmshc.search.run import drive, search_scores
+    try:
+        cfg = replace(config or SearchConfig(), experiment=experiment, **settings)
+    except TypeError as e:  # an unknown keyword: name it
+        raise KmshcError(f"search_circuit: {e}; the settings are SearchConfig's fields") from None
+    shape, seed = experiment.shape, experiment.seed if cfg.seed is None else cfg.seed
     val = experiment.scorer_for("val")
-    rec = Recorder(_accuracies(val), max_evaluations=max_evaluations)
-    if gates is None:
-        res = cold_search(rec, shape, semantics=semantics, epsilon=epsilon, threshold=threshold, N=N, seed=seed)
-    else:
+    evaluate, _ = search_scores(cfg, experiment, shape, val)
+    by_name = ranks = None
+    if gates is not None:
         by_name = gates.by_head() if isinstance(gates, LearnedGates) else dict(gates)
         ranks = gates.by_head(gates.log_alpha) if isinstance(gates, LearnedGates) else None
-        flat = {n: indices([n], shape, where="gates")[0] for n in by_name}
-        res = refine(rec, shape, {flat[n]: g for n, g in by_name.items()}, epsilon=epsilon, threshold=threshold,
-                     tau=tau, N=N, seed=seed, strategy=strategy,
-                     importance={flat[n]: a for n, a in ranks.items()} if ranks else None)
+    res = drive(cfg, Recorder(evaluate, max_evaluations=cfg.max_evaluations), shape, seed=seed, gates=by_name,
+                ranks=ranks)
     return Circuit(model=experiment.model, task=experiment.task_name, heads=res.heads,
                    n_heads_total=shape[0] * shape[1], scorer=experiment.scorer, ablation=experiment.ablation,
-                   semantics=res.semantics, epsilon=epsilon, evaluations=res.evaluations, seed=seed,
-                   scores={"val": {"accuracy": res.score, "threshold": res.threshold, "n": val.n}},
-                   config={"experiment": experiment.to_dict(), "threshold": threshold},
+                   semantics=res.semantics, epsilon=cfg.epsilon, K=cfg.K, evaluations=res.evaluations, seed=seed,
+                   scores={"val": {"score": res.score, "threshold": res.threshold, "n": val.n, "units": cfg.units}},
+                   config={"experiment": experiment.to_dict(), "search": cfg.recorded(), "threshold": cfg.threshold},
                    extra={"method": "cold" if gates is None else "warm", "capped": res.capped})
 
 

@@ -16,8 +16,9 @@ from typing import Any, Optional
 from kmshc.experiment import Experiment
 from kmshc.redundancy import Analysis, Found, analyze, find_circuits
 from kmshc.search.certificate import Certificate
-from kmshc.search.run import SEARCHED, STATE, SearchConfig, run
-from kmshc.search.rundir import acquire_lock, read_gates, release_lock
+from kmshc.search.config import SearchConfig
+from kmshc.search.run import run
+from kmshc.search.rundir import SEARCHED, STATE, acquire_lock, read_gates, release_lock
 from kmshc.types import Circuit, KmshcError, atomic_write_json, ensure_writable_dir, read_circuit
 
 RESULT = "redundancy.json"

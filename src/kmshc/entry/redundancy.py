@@ -15,7 +15,7 @@ def parse(args: list[str]):
     from jsonargparse import ActionConfigFile, ArgumentParser
 
     from kmshc.redundancy_run import __doc__ as doc
-    from kmshc.search.run import SearchConfig
+    from kmshc.search.config import SearchConfig
     from kmshc.types import config_errors
     p = ArgumentParser(prog="kmshc redundancy", description=doc.splitlines()[0], default_env=False)
     p.add_argument("--config", action=ActionConfigFile, help="a YAML file from configs/search/")

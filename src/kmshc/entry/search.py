@@ -21,15 +21,15 @@ from kmshc.entry import add_passthrough_parser
 from kmshc.entry.configs import resolve_config_args
 
 if TYPE_CHECKING:
-    from kmshc.search.run import SearchConfig
+    from kmshc.search.config import SearchConfig
     from kmshc.types import Circuit
 
 
 def parse(args: list[str] | None = None) -> "SearchConfig":
-    """A :class:`~kmshc.search.run.SearchConfig` from command-line ``args`` (``--config`` files first)."""
+    """A :class:`~kmshc.search.config.SearchConfig` from command-line ``args`` (``--config`` files first)."""
     from jsonargparse import ActionConfigFile, ArgumentParser
 
-    from kmshc.search.run import SearchConfig, repeatable
+    from kmshc.search.config import SearchConfig
     from kmshc.types import config_errors
     parser = ArgumentParser(prog="kmshc search", description=__doc__.splitlines()[0], env_prefix="KMSHC_SEARCH",
                             default_env=False)
@@ -39,6 +39,23 @@ def parse(args: list[str] | None = None) -> "SearchConfig":
     with config_errors("search config", "a UTF-8 YAML mapping of search fields (see configs/search/)"):
         ns = parser.instantiate(parser.parse_args(args))
     return SearchConfig(**{k: v for k, v in vars(ns).items() if k != "config"})
+
+
+def repeatable(args: list[str], flag: str = "--exclude") -> list[str]:
+    """``--exclude A --exclude B`` (or ``--exclude=A``) as jsonargparse's append form ``--exclude+ A``,
+    so that a list flag repeats like any command-line flag; a JSON list (``--exclude [A, B]``) is kept."""
+    out, i = [], 0
+    while i < len(args):
+        a = args[i]
+        if a == flag and i + 1 < len(args) and not args[i + 1].lstrip().startswith("["):
+            out += [flag + "+", args[i + 1]]
+            i += 2
+            continue
+        if a.startswith(flag + "=") and not a[len(flag) + 1:].lstrip().startswith("["):
+            a = flag + "+=" + a[len(flag) + 1:]
+        out.append(a)
+        i += 1
+    return out
 
 
 def summary(circ: "Circuit") -> dict[str, Any]:

@@ -1,6 +1,11 @@
 """Search-K-MSHC: macro layer search, micro head search (keep and paper semantics), refinement
 from learned gates, and the held-out certificate. Searches are pure functions of a
-:class:`Recorder`, which wraps ``evaluate_many(masks [M, L, H]) -> M scores``."""
+:class:`Recorder`, which wraps ``evaluate_many(masks [M, L, H]) -> M scores``.
+
+Modules: ``settings`` (the drivers' defaults) and ``config`` (one run's settings); ``macro``,
+``micro`` and ``refine`` (the searches); ``decide`` (point or confident scores); ``state`` (the
+recorder, resume); ``plan``, ``checks``, ``controls``, ``verify`` and ``certificate`` (the
+certificate); ``run`` and ``rundir`` (a search run with its files)."""
 from kmshc.search.common import SearchResult, draw_bundles, mask_of, threshold_value
 from kmshc.search.macro import MacroResult, macro_layer_search
 from kmshc.search.micro import removal_loop, restore_loop, single_head_pass

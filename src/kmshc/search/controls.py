@@ -20,6 +20,7 @@ from kmshc.search.certificate import Control, Removal
 from kmshc.search.checks import Checks
 from kmshc.search.common import mask_of, names
 from kmshc.search.decide import metric_values
+from kmshc.search.plan import CertificatePlan
 
 
 def first_stage(kind: str, S: list[int], C: list[int], row: dict, chk: Checks, x: np.ndarray,
@@ -42,16 +43,14 @@ def first_stage(kind: str, S: list[int], C: list[int], row: dict, chk: Checks, x
     return None
 
 
-def controls(plan: Any, chk: Checks, x: np.ndarray, acc: np.ndarray,
+def controls(plan: CertificatePlan, chk: Checks, x: np.ndarray, acc: np.ndarray,
              outcomes: Callable[[torch.Tensor], Any], removals: Sequence[Removal]) -> list[Control]:
     """All controls of ``plan`` with their verdicts (see the module docstring)."""
     shape, C = plan.shape, plan.C
     sets = list(plan.controls)
     if plan.semantics == "keep" and len(C) > 1 and removals:
         top = max(removals, key=lambda r: (r.drop, r.head))
-        S = sorted(set(C) - {C[list(names(C, shape)).index(top.head)]})
-        plan.row[("set", tuple(S))] = plan.row[("without", C[list(names(C, shape)).index(top.head)])]
-        sets.append(("minus_top", S))
+        sets.append(("minus_top", plan.without(C[list(names(C, shape)).index(top.head)])))
     results: list[Control | None] = []
     second: list[tuple[int, list[int]]] = []
     for i, (kind, S) in enumerate(sets):
@@ -65,7 +64,7 @@ def controls(plan: Any, chk: Checks, x: np.ndarray, acc: np.ndarray,
     return [r for r in results if r is not None]
 
 
-def _full_check(kind: str, S: list[int], plan: Any, chk: Checks, outcomes, x: np.ndarray) -> Control:
+def _full_check(kind: str, S: list[int], plan: CertificatePlan, chk: Checks, outcomes, x: np.ndarray) -> Control:
     shape = plan.shape
     everything = set(range(shape[0] * shape[1]))
     if plan.semantics == "paper":  # restore every single head of S on top of M \\ S

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from kmshc.search.common import allowed_heads, mask_of
+from kmshc.search.settings import DEFAULTS
 from kmshc.search.state import Recorder
 from kmshc.types import KmshcError
 
@@ -65,14 +66,15 @@ def mean_window_drops(full: float, window_scores: list[float], n_layers: int, w:
             for layer in range(n_layers)]
 
 
-def select_layers(drops: list[float], percentile: float = 75.0) -> tuple[int, ...]:
+def select_layers(drops: list[float], percentile: float = DEFAULTS.percentile) -> tuple[int, ...]:
     """Layers whose drop is at or above the ``percentile``-th percentile (ties kept)."""
     cut = float(np.percentile(np.asarray(drops, dtype=float), percentile))
     return tuple(i for i, d in enumerate(drops) if d >= cut - 1e-12)
 
 
 def macro_layer_search(rec: Recorder, shape: tuple[int, int], full: float | None = None, window: int | None = None,
-                       fraction: float = 0.2, percentile: float = 75.0, edge_correction: bool = False,
+                       fraction: float = DEFAULTS.window_fraction, percentile: float = DEFAULTS.percentile,
+                       edge_correction: bool = DEFAULTS.edge_correction,
                        rng: random.Random | None = None, using: str = "",
                        universe: set[int] | None = None) -> MacroResult:
     """Score every full window in one batch and select layers. ``full``: ``S(M)`` if already known;

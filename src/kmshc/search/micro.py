@@ -26,6 +26,7 @@ from typing import Mapping
 import torch
 
 from kmshc.search.common import check_bundle_floor, draw_bundles, mask_of
+from kmshc.search.settings import DEFAULTS
 from kmshc.search.state import BudgetExhausted, Recorder
 
 
@@ -34,7 +35,8 @@ def _halve(k: int, floor: int, ceil: bool) -> int:
 
 
 def restore_loop(rec: Recorder, shape: tuple[int, int], candidates: set[int], U: float, rng: random.Random,
-                 N: int = 10, K: int = 1, ceil: bool = False, halve_when_large: bool = False) -> tuple[set[int], float]:
+                 N: int = DEFAULTS.N, K: int = DEFAULTS.K, ceil: bool = DEFAULTS.ceil,
+                 halve_when_large: bool = DEFAULTS.halve_when_large) -> tuple[set[int], float]:
     """The paper's loop; returns ``(C, worst restore score of the last round)``.
 
     ``ceil``/``halve_when_large`` are the released code's variants (``paper`` preset): k halves
@@ -70,7 +72,7 @@ def restore_loop(rec: Recorder, shape: tuple[int, int], candidates: set[int], U:
 
 
 def removal_loop(rec: Recorder, shape: tuple[int, int], start: set[int], U: float, rng: random.Random,
-                 N: int = 10, weights: Mapping[int, float] | None = None, score: float | None = None,
+                 N: int = DEFAULTS.N, weights: Mapping[int, float] | None = None, score: float | None = None,
                  k: int | None = None) -> tuple[set[int], float | None]:
     """Bundle-halving removal in keep semantics, down to k = 2; returns ``(C, S(C) if known)``.
 

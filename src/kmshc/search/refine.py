@@ -15,6 +15,7 @@ from kmshc.search.common import (NoSufficientSet, SearchResult, allowed_heads, c
                                  threshold_value)
 from kmshc.search.macro import macro_layer_search
 from kmshc.search.micro import ordered_deletion, removal_loop, restore_loop, single_head_pass
+from kmshc.search.settings import DEFAULTS
 from kmshc.search.state import BudgetExhausted, Recorder
 from kmshc.types import KmshcError
 
@@ -71,10 +72,11 @@ def importance_weights(importance: Mapping[int, float], heads: set[int]) -> dict
     return {h: (len(order) - i) / len(order) for i, h in enumerate(order)}
 
 
-def refine(rec: Recorder, shape: tuple[int, int], gates: Mapping[int, float], *, epsilon: float = 0.9,
-           threshold: float | None = None, tau: float = 0.5, N: int = 10, weighted: bool = True,
-           seed: int = 0, strategy: str = "bundles", importance: Mapping[int, float] | None = None,
-           margin: float = 0.0, universe: set[int] | None = None) -> SearchResult:
+def refine(rec: Recorder, shape: tuple[int, int], gates: Mapping[int, float], *, epsilon: float = DEFAULTS.epsilon,
+           threshold: float | None = DEFAULTS.threshold, tau: float = DEFAULTS.tau, N: int = DEFAULTS.N,
+           weighted: bool = DEFAULTS.weighted, seed: int = 0, strategy: str = DEFAULTS.strategy,
+           importance: Mapping[int, float] | None = None, margin: float = DEFAULTS.search_margin,
+           universe: set[int] | None = None) -> SearchResult:
     """Warm search (keep semantics) from learned deterministic gates ``{flat index: gate}``.
 
     ``C0 = {gate > τ}``; if ``S(C0) < U``, heads are restored in gate order. Then either
@@ -116,12 +118,14 @@ def refine(rec: Recorder, shape: tuple[int, int], gates: Mapping[int, float], *,
                    removals={names([h], shape)[0]: s for h, s in last.items()})
 
 
-def cold_search(rec: Recorder, shape: tuple[int, int], *, semantics: str = "keep", epsilon: float = 0.9,
-                threshold: float | None = None, N: int = 10, K: int = 1, seed: int = 0, macro: bool | None = None,
-                window: int | None = None, window_fraction: float = 0.2, percentile: float = 75.0,
-                edge_correction: bool = False, baseline: str = "empty", ceil: bool = False,
-                halve_when_large: bool = False, macro_using: str = "", margin: float = 0.0,
-                universe: set[int] | None = None) -> SearchResult:
+def cold_search(rec: Recorder, shape: tuple[int, int], *, semantics: str = DEFAULTS.semantics,
+                epsilon: float = DEFAULTS.epsilon, threshold: float | None = DEFAULTS.threshold, N: int = DEFAULTS.N,
+                K: int = DEFAULTS.K, seed: int = 0, macro: bool | None = DEFAULTS.macro,
+                window: int | None = DEFAULTS.window, window_fraction: float = DEFAULTS.window_fraction,
+                percentile: float = DEFAULTS.percentile, edge_correction: bool = DEFAULTS.edge_correction,
+                baseline: str = DEFAULTS.baseline, ceil: bool = DEFAULTS.ceil,
+                halve_when_large: bool = DEFAULTS.halve_when_large, macro_using: str = "",
+                margin: float = DEFAULTS.search_margin, universe: set[int] | None = None) -> SearchResult:
     """The paper's search from all heads: optional macro layer search, then the micro search.
 
     ``semantics="keep"`` uses the same removal loop as :func:`refine` (like-for-like with warm);

@@ -7,142 +7,27 @@ on ``test`` (``verify_split``), which the search never sees.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Mapping
 
 from kmshc.distributed import barrier, is_main, main_then_all, world_size
 from kmshc.cost import total_example_forwards
 from kmshc.experiment import Experiment
 from kmshc.memory import peak_rss_mb
 from kmshc.scoring import Scorer
-from kmshc.search.certificate import Certificate, CertificateConfig
+from kmshc.search.certificate import Certificate
 from kmshc.search.common import indices, mask_of, names
 from kmshc.search.decide import RecoveryScores, point_scores, split_chunks
+from kmshc.search.config import SearchConfig
 from kmshc.search.refine import cold_search, refine
-from kmshc.search.rundir import acquire_lock, read_gates, release_lock
+from kmshc.search.rundir import SEARCHED, STATE, VERIFIED, output_dir, prepare, read_gates, release_lock
 from kmshc.search.state import Recorder
 from kmshc.search.verify import certify
-from kmshc.types import Circuit, KmshcError, ensure_writable_dir, read_circuit
-
-STATE, SEARCHED, VERIFIED = "search_state.json", "circuit_searched.json", "circuit_verified.json"
-
-
-@dataclass
-class SearchConfig:
-    """One search run. ``name``: output folder under ``runs_dir`` for cold runs (warm writes into the
-    train run's folder, verify next to the circuit). ``macro``: ``null`` = on for paper semantics only."""
-
-    mode: Literal["cold", "warm", "verify"] = "cold"
-    name: str | None = None
-    runs_dir: str = "runs"
-    from_run: str | None = None
-    circuit: str | None = None
-    semantics: Literal["keep", "paper"] = "keep"
-    epsilon: float = 0.9
-    threshold: float | None = None
-    search_margin: float = 0.0  # search against U + search_margin on val; the certificate uses plain U
-    K: int = 1
-    N: int = 10
-    tau: float = 0.5
-    weighted: bool = True
-    strategy: Literal["ordered", "bundles"] = "ordered"  # warm only: deletion filter by log_alpha, or bundles
-    seed: int | None = None
-    macro: bool | None = None
-    window: int | None = None
-    window_fraction: float = 0.2
-    percentile: float = 75.0
-    edge_correction: bool = False
-    baseline: Literal["empty", "complement"] = "empty"
-    ceil: bool = False
-    halve_when_large: bool = False
-    macro_probe_dim: int | None = None
-    max_evaluations: int | None = None
-    # what S averages: 0/1 accuracy (the paper's) or the log-prob margin (lower variance)
-    metric: Literal["accuracy", "margin"] = "accuracy"
-    # keep semantics: decide each removal on the recovery's lower confidence bound ("confident")
-    # or on the point estimate ("point", the paper's); see kmshc.search.decide
-    decision: Literal["confident", "point"] = "confident"
-    decision_confidence: float = 0.9
-    adaptive: bool = False  # score the search split in growing chunks; stop when a decision is clear
-    looks: int = 4
-    certificate: CertificateConfig = field(default_factory=CertificateConfig)
-    verify_split: Literal["val", "test"] = "test"
-    dtype: Literal["float32", "bfloat16", "auto"] | None = None  # override the experiment's (also a warm run's) dtype
-    device: str | None = None  # auto|cpu|cuda|cuda:N: override the experiment's device (also a warm run's)
-    resume: bool = False
-    overwrite: bool = False
-    progress: bool = True
-    # circuit JSON files whose heads the search may not use: they stay ablated, so the search finds a
-    # backup circuit among the other heads; U still comes from the true S(M) and S(B) (docs/redundancy.md)
-    exclude: list[str] = field(default_factory=list)
-    out: str | None = None  # write here instead of the mode's folder (one folder per circuit in a redundancy run)
-    experiment: Experiment = field(default_factory=Experiment)
-
-
-def repeatable(args: list[str], flag: str = "--exclude") -> list[str]:
-    """``--exclude A --exclude B`` (or ``--exclude=A``) as jsonargparse's append form ``--exclude+ A``,
-    so that a list flag repeats like any command-line flag; a JSON list (``--exclude [A, B]``) is kept."""
-    out, i = [], 0
-    while i < len(args):
-        a = args[i]
-        if a == flag and i + 1 < len(args) and not args[i + 1].lstrip().startswith("["):
-            out += [flag + "+", args[i + 1]]
-            i += 2
-            continue
-        if a.startswith(flag + "=") and not a[len(flag) + 1:].lstrip().startswith("["):
-            a = flag + "+=" + a[len(flag) + 1:]
-        out.append(a)
-        i += 1
-    return out
+from kmshc.types import Circuit, KmshcError, circuit_from_dict, read_circuit
 
 
 def _experiment(d: Any, where: str) -> Experiment:
     return Experiment.from_dict(d, where=where)
-
-
-def output_dir(cfg: SearchConfig) -> Path:
-    if cfg.mode == "warm" and not cfg.from_run:
-        raise KmshcError("warm mode needs --from_run runs/<name> (a train.py run directory)")
-    if cfg.mode == "verify" and not cfg.circuit:
-        raise KmshcError("verify mode needs --circuit PATH (a circuit JSON file)")
-    if cfg.out:
-        return Path(cfg.out)
-    if cfg.mode == "warm":  # the searched circuit goes next to the gates it refines (docs/search.md)
-        return Path(cfg.from_run)
-    if cfg.mode == "verify":  # the certificate goes next to the circuit it checks
-        return Path(cfg.circuit).parent
-    if cfg.name:
-        return Path(cfg.runs_dir) / cfg.name
-    return Path(cfg.runs_dir) / f"{cfg.mode}-{cfg.semantics}"
-
-
-def prepare(out: Path, cfg: SearchConfig) -> None:
-    """Check cheap config values, take the run directory's lock, and refuse to clobber earlier
-    results unless ``overwrite`` (or ``resume``)."""
-    if not 0 < cfg.epsilon <= 1:
-        raise KmshcError(f"epsilon: expected a value in (0, 1], got {cfg.epsilon}")
-    if cfg.threshold is not None and not 0 <= cfg.threshold <= 1:
-        raise KmshcError(f"threshold: expected an accuracy in [0, 1], got {cfg.threshold}")
-    for key in ("K", "N"):
-        if getattr(cfg, key) < 1:
-            raise KmshcError(f"{key}: expected a positive integer, got {getattr(cfg, key)}")
-    if cfg.exclude and (cfg.semantics == "paper" or cfg.mode == "verify"):
-        raise KmshcError("exclude: only for searches with keep semantics (paper semantics keeps the heads outside C "
-                         "active, so excluded heads could not stay ablated)")
-    if cfg.resume and cfg.overwrite:
-        raise KmshcError("--resume and --overwrite exclude each other")
-    fresh_cold = cfg.mode == "cold" and not (out.exists() and any(out.iterdir()))
-    ensure_writable_dir(out, "run directory")  # before the model loads: fail in seconds, not after the search
-    acquire_lock(out)
-    ours = [out / VERIFIED] if cfg.mode == "verify" else [out / SEARCHED, out / STATE]
-    existing = [p for p in ours if p.exists()] or ([out] if cfg.mode == "cold" and not fresh_cold else [])
-    if existing and not (cfg.overwrite or cfg.resume):
-        release_lock(out)
-        raise KmshcError(f"{existing[0]} exists; pass --overwrite true to replace it or --resume true to continue")
-    if cfg.overwrite:
-        for p in ours:
-            p.unlink(missing_ok=True)
 
 
 def _overridden(exp: Experiment, cfg: SearchConfig) -> Experiment:
@@ -157,24 +42,19 @@ def _accuracies(scorer: Scorer):
 
 
 def search_scores(cfg: SearchConfig, exp: Experiment, shape: tuple[int, int], val: Scorer):
-    """``(evaluate_many, decider)`` of the search on the val split ``val``: point means of the
-    metric, or recovery lower bounds (:class:`~kmshc.search.decide.RecoveryScores`)."""
-    if not confident(cfg):
-        return point_scores(val.outcomes, cfg.metric), None, [val]
+    """``(evaluate_many, scorers)`` of the search on the val split ``val``: point means of the metric,
+    or recovery lower bounds (:class:`~kmshc.search.decide.RecoveryScores`) when ``cfg.confident``;
+    ``scorers``: every scorer used, for the cost count."""
+    if not cfg.confident:
+        return point_scores(val.outcomes, cfg.metric), [val]
     task = exp.splits["val"]
     parts = split_chunks(len(task), cfg.looks) if cfg.adaptive else [slice(0, len(task))]
     scorers = [val] if len(parts) == 1 else [exp.scorer_for("val", items=task.items[p], distributed=True)
                                              for p in parts]
-    rs = RecoveryScores([sc.outcomes for sc in scorers], full_mask=mask_of(range(shape[0] * shape[1]), shape), base_mask=mask_of((), shape),
-                        metric=cfg.metric, epsilon=cfg.epsilon, confidence=cfg.decision_confidence,
+    rs = RecoveryScores([sc.outcomes for sc in scorers], full_mask=mask_of(range(shape[0] * shape[1]), shape),
+                        base_mask=mask_of((), shape), metric=cfg.metric, epsilon=cfg.epsilon, confidence=cfg.decision_confidence,
                         adaptive=cfg.adaptive)
-    return rs, rs, scorers
-
-
-def confident(cfg: SearchConfig) -> bool:
-    """Confident decisions need a relative threshold and an empty baseline (recovery units)."""
-    return (cfg.decision == "confident" and cfg.semantics == "keep" and cfg.threshold is None
-            and cfg.baseline == "empty")
+    return rs, scorers
 
 
 def run(cfg: SearchConfig, on_progress=None) -> tuple[Circuit, Path]:
@@ -197,7 +77,7 @@ def _search(cfg: SearchConfig, out: Path, on_progress) -> tuple[Circuit, Path]:
     excluded = excluded_heads(cfg.exclude, exp, shape)
     universe = set(range(shape[0] * shape[1])) - set(indices(excluded, shape)) if excluded else None
     val = exp.scorer_for("val", distributed=True)
-    evaluate, decider, scorers = search_scores(cfg, exp, shape, val)
+    evaluate, scorers = search_scores(cfg, exp, shape, val)
     others = {}
     if cfg.macro_probe_dim is not None:
         model, tok = exp.loaded
@@ -205,7 +85,7 @@ def _search(cfg: SearchConfig, out: Path, on_progress) -> tuple[Circuit, Path]:
                               train=exp.splits["train"], probe_dim=cfg.macro_probe_dim, seed=exp.seed,
                               distributed=True))
         others["macro"] = _accuracies(scorers[-1])
-    search_cfg = {k: v for k, v in asdict(cfg).items() if k not in ("resume", "overwrite", "progress", "experiment")}
+    search_cfg = cfg.recorded()
     # the cap only decides where a run stops, not its path: a capped run may resume with a larger one;
     # the certificate's settings do not change the search either, nor does the device: a run may
     # resume elsewhere (it must then replay to the same decisions); exclusions count by their heads
@@ -218,8 +98,8 @@ def _search(cfg: SearchConfig, out: Path, on_progress) -> tuple[Circuit, Path]:
                    max_evaluations=cfg.max_evaluations, on_progress=on_progress, others=others, save_state=is_main(),
                    forwards=lambda: total_example_forwards(*(s.cost for s in scorers)))
     barrier()  # every rank has read the state before rank 0 rewrites it
-    res = _run_search(cfg, rec, shape, seed, gates, ranks, source, macro_using="macro" if others else "",
-                      universe=universe)
+    res = drive(cfg, rec, shape, seed=seed, gates=gates, ranks=ranks, source=source or "gates",
+                macro_using="macro" if others else "", universe=universe)
     base_on = []
     if cfg.baseline == "complement" and "macro" in res.info:
         used = res.info["macro"]["layers_corrected" if cfg.edge_correction else "layers_paper"]
@@ -229,10 +109,9 @@ def _search(cfg: SearchConfig, out: Path, on_progress) -> tuple[Circuit, Path]:
                     K=cfg.K, baseline_heads=base_on, scorer=verifier,
                     pool=names(universe, shape) if universe is not None else None)
     method = "warm" if cfg.mode == "warm" else ("cold" if res.semantics == "keep" else "cold-paper")
-    units = "recovery lower bound" if decider is not None else cfg.metric
     circ = Circuit(model=exp.model, task=exp.task_name, heads=res.heads, n_heads_total=shape[0] * shape[1],
                    scorer=exp.scorer, ablation=exp.ablation, semantics=res.semantics, epsilon=cfg.epsilon, K=cfg.K,
-                   scores={"val": {"score": res.score, "threshold": res.threshold, "n": val.n, "units": units},
+                   scores={"val": {"score": res.score, "threshold": res.threshold, "n": val.n, "units": cfg.units},
                            cfg.verify_split: _split_scores(cert)},
                    certificate=cert.to_dict(), evaluations=res.evaluations,
                    example_forwards=round(rec.example_forwards, 3), seed=seed,
@@ -247,11 +126,15 @@ def _search(cfg: SearchConfig, out: Path, on_progress) -> tuple[Circuit, Path]:
     return circ, out / SEARCHED
 
 
-def _run_search(cfg: SearchConfig, rec: Recorder, shape, seed: int, gates, ranks, source, macro_using: str,
-                universe: set[int] | None = None):
+def drive(cfg: SearchConfig, rec: Recorder, shape: tuple[int, int], *, seed: int,
+          gates: Mapping[str, float] | None = None, ranks: Mapping[str, float] | None = None, source: str = "gates",
+          macro_using: str = "", universe: set[int] | None = None):
+    """The search driver ``cfg`` asks for, on ``rec``: :func:`~kmshc.search.refine.refine` from
+    ``gates`` (``{head name: gate}``, ranked by ``ranks``; ``source`` names them in errors) when
+    given, else :func:`~kmshc.search.refine.cold_search`."""
     # confident decisions score sets in recovery units, where S(M) = 1, S(B) = 0 and U = epsilon
-    threshold = None if confident(cfg) else cfg.threshold
-    if cfg.mode == "warm":
+    threshold = None if cfg.confident else cfg.threshold
+    if gates is not None:
         flat = {n: indices([n], shape, where=f"{source}: heads")[0] for n in gates}
         return refine(rec, shape, {flat[n]: g for n, g in gates.items()}, epsilon=cfg.epsilon, threshold=threshold,
                       tau=cfg.tau, N=cfg.N, weighted=cfg.weighted, seed=seed, strategy=cfg.strategy,
@@ -301,7 +184,6 @@ def _verify_only(cfg: SearchConfig, out: Path) -> tuple[Circuit, Path]:
     d["certificate"] = cert.to_dict()
     d.setdefault("scores", {})[cfg.verify_split] = _split_scores(cert)
     d["verified_from"] = str(cfg.circuit)
-    from kmshc.types import circuit_from_dict
     circ = circuit_from_dict(d, where=str(cfg.circuit))
     if is_main():
         circ.save(out / VERIFIED)

@@ -1,5 +1,6 @@
-"""What a search reads from and writes into run directories: a training run's gates, and the
-lock that keeps two searches out of one directory."""
+"""A search's run directory: where it is, what it reads (a training run's gates) and writes
+(its file names), the checks before a run starts, and the lock that keeps two searches out of one
+directory."""
 from __future__ import annotations
 
 import json
@@ -7,7 +8,10 @@ import os
 from pathlib import Path
 
 from kmshc.experiment import Experiment
-from kmshc.types import KmshcError
+from kmshc.search.config import SearchConfig
+from kmshc.types import KmshcError, ensure_writable_dir
+
+STATE, SEARCHED, VERIFIED = "search_state.json", "circuit_searched.json", "circuit_verified.json"
 
 
 def read_gates(run_dir: Path) -> tuple[Experiment, dict[str, float], dict[str, float] | None]:
@@ -81,3 +85,48 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def output_dir(cfg: SearchConfig) -> Path:
+    """The run directory of ``cfg``: ``out`` if set, else the mode's folder."""
+    if cfg.mode == "warm" and not cfg.from_run:
+        raise KmshcError("warm mode needs --from_run runs/<name> (a train.py run directory)")
+    if cfg.mode == "verify" and not cfg.circuit:
+        raise KmshcError("verify mode needs --circuit PATH (a circuit JSON file)")
+    if cfg.out:
+        return Path(cfg.out)
+    if cfg.mode == "warm":  # the searched circuit goes next to the gates it refines (docs/search.md)
+        return Path(cfg.from_run)
+    if cfg.mode == "verify":  # the certificate goes next to the circuit it checks
+        return Path(cfg.circuit).parent
+    if cfg.name:
+        return Path(cfg.runs_dir) / cfg.name
+    return Path(cfg.runs_dir) / f"{cfg.mode}-{cfg.semantics}"
+
+
+def prepare(out: Path, cfg: SearchConfig) -> None:
+    """Check cheap config values, take the run directory's lock, and refuse to clobber earlier
+    results unless ``overwrite`` (or ``resume``)."""
+    if not 0 < cfg.epsilon <= 1:
+        raise KmshcError(f"epsilon: expected a value in (0, 1], got {cfg.epsilon}")
+    if cfg.threshold is not None and not 0 <= cfg.threshold <= 1:
+        raise KmshcError(f"threshold: expected an accuracy in [0, 1], got {cfg.threshold}")
+    for key in ("K", "N"):
+        if getattr(cfg, key) < 1:
+            raise KmshcError(f"{key}: expected a positive integer, got {getattr(cfg, key)}")
+    if cfg.exclude and (cfg.semantics == "paper" or cfg.mode == "verify"):
+        raise KmshcError("exclude: only for searches with keep semantics (paper semantics keeps the heads outside C "
+                         "active, so excluded heads could not stay ablated)")
+    if cfg.resume and cfg.overwrite:
+        raise KmshcError("--resume and --overwrite exclude each other")
+    fresh_cold = cfg.mode == "cold" and not (out.exists() and any(out.iterdir()))
+    ensure_writable_dir(out, "run directory")  # before the model loads: fail in seconds, not after the search
+    acquire_lock(out)
+    ours = [out / VERIFIED] if cfg.mode == "verify" else [out / SEARCHED, out / STATE]
+    existing = [p for p in ours if p.exists()] or ([out] if cfg.mode == "cold" and not fresh_cold else [])
+    if existing and not (cfg.overwrite or cfg.resume):
+        release_lock(out)
+        raise KmshcError(f"{existing[0]} exists; pass --overwrite true to replace it or --resume true to continue")
+    if cfg.overwrite:
+        for p in ours:
+            p.unlink(missing_ok=True)

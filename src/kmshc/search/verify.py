@@ -8,10 +8,7 @@ The rules are in :mod:`kmshc.search.certificate` and docs/certificate.md.
 """
 from __future__ import annotations
 
-import math
-import random
 import time
-from itertools import combinations
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -22,7 +19,8 @@ from kmshc.search.certificate import Certificate, CertificateConfig, Control, Kn
 from kmshc.search.checks import Checks
 from kmshc.search.controls import controls as _controls
 from kmshc.search.decide import metric_values
-from kmshc.search.common import indices, mask_of, names
+from kmshc.search.common import indices, names
+from kmshc.search.plan import CertificatePlan
 from kmshc.types import KmshcError
 
 
@@ -58,7 +56,7 @@ def certify(outcomes: Callable[[torch.Tensor], Any], shape: tuple[int, int], hea
     if semantics == "paper" and C and not 1 <= K <= len(C):
         raise KmshcError(f"K: the bundle size must be between 1 and |C| = {len(C)}, got {K}")
     allowed = None if pool is None else set(indices(pool, shape, where="control pool")) | set(C)
-    plan = _Plan(shape, C, semantics, K, config, indices(baseline_heads, shape), allowed)
+    plan = CertificatePlan(shape, C, semantics, K, config, indices(baseline_heads, shape), allowed)
     out = outcomes(torch.stack(plan.masks))
     x, acc = _values(out, metric)
     if threshold is not None:
@@ -70,65 +68,7 @@ def certify(outcomes: Callable[[torch.Tensor], Any], shape: tuple[int, int], hea
                        wall_time_s=round(time.perf_counter() - t0, 3))
 
 
-class _Plan:
-    """The masks of one certificate, in order, and where each one's row is."""
-
-    def __init__(self, shape, C: list[int], semantics: str, K: int, cfg: CertificateConfig, base_on: list[int],
-                 allowed: set[int] | None = None):
-        self.shape, self.C, self.semantics, self.K, self.cfg = shape, C, semantics, K, cfg
-        everything = set(range(shape[0] * shape[1]))
-        self.masks: list[torch.Tensor] = []
-        self.row: dict[tuple, int] = {}
-        self.add(("full",), everything)
-        self.add(("base",), set(base_on))
-        self.add(("circuit",), set(C))
-        self.add(("knockout",), everything - set(C))
-        rng = random.Random(cfg.seed)
-        if semantics == "keep":
-            for h in C:
-                self.add(("without", h), set(C) - {h})
-        else:
-            self.bundles, self.sampled = _restore_bundles(C, K, cfg.restore_samples, cfg.seed) if C else ([], False)
-            for b in self.bundles:
-                self.add(("restore", b), (everything - set(C)) | set(b))
-        pool = sorted(everything if allowed is None else allowed)
-        self.controls: list[tuple[str, list[int]]] = []
-        for i in range(cfg.random_controls if C else 0):
-            S = sorted(rng.sample(pool, len(C)))
-            self.controls.append(("random", S))
-            self.add(("set", tuple(S)), set(S) if semantics == "keep" else everything - set(S))
-        outside = sorted(set(pool) - set(C))
-        if semantics == "keep" and C and cfg.extra_heads and len(outside) >= cfg.extra_heads:
-            E = sorted(rng.sample(outside, cfg.extra_heads))
-            S = sorted(set(C) | set(E))
-            self.controls.append(("plus_random", S))
-            self.add(("set", tuple(S)), set(S))
-            for e in E:
-                self.add(("set", tuple(sorted(set(S) - {e}))), set(S) - {e})
-        self.first_stage = len(self.masks)
-
-    def add(self, key: tuple, active: set[int]) -> int:
-        if key not in self.row:
-            self.row[key] = len(self.masks)
-            self.masks.append(mask_of(active, self.shape))
-        return self.row[key]
-
-    @property
-    def evaluations(self) -> int:
-        return len(self.masks)
-
-
-def _restore_bundles(C: list[int], K: int, n_samples: int, seed: int) -> tuple[list[tuple[int, ...]], bool]:
-    """Every K-bundle of ``C`` when there are at most ``n_samples``, else ``n_samples`` random ones."""
-    total = math.comb(len(C), K)
-    if total <= n_samples:
-        return [tuple(b) for b in combinations(C, K)], False
-    rng = random.Random(seed)
-    return [tuple(sorted(rng.sample(C, K))) for _ in range(n_samples)], True
-
-
-
-def _assemble(plan: _Plan, chk: Checks, x: np.ndarray, acc: np.ndarray, outcomes, split: str) -> dict:
+def _assemble(plan: CertificatePlan, chk: Checks, x: np.ndarray, acc: np.ndarray, outcomes, split: str) -> dict:
     """Every field of the certificate but the bookkeeping ones, from the first-stage values."""
     cfg, C, shape = chk.cfg, plan.C, plan.shape
     est = {k: chk.estimate(x[i], acc[i]) for k, i in plan.row.items()}
@@ -190,7 +130,7 @@ def knockout_verdict(chk: Checks, e) -> str:
     return "collapse" if e.upper is not None and e.upper <= 0.5 else "partial"
 
 
-def _n_needed(plan: _Plan, chk: Checks, x: np.ndarray, acc: np.ndarray, removals, usable: bool) -> int | None:
+def _n_needed(plan: CertificatePlan, chk: Checks, x: np.ndarray, acc: np.ndarray, removals, usable: bool) -> int | None:
     """Test-split size at which every failing check would pass with 80% power, from the observed
     effects; ``None`` when some failing check points the wrong way (no size would pass it)."""
     cfg, xm, xb = chk.cfg, chk.x_full, chk.x_base

@@ -1,0 +1,37 @@
+"""The settings of the search drivers and their defaults, in one place.
+
+:class:`SearchSettings` holds what :func:`~kmshc.search.refine.refine` and
+:func:`~kmshc.search.refine.cold_search` take; :class:`~kmshc.search.config.SearchConfig` (one
+search run: files, data, certificate) extends it, and the drivers' keyword defaults are read
+from :data:`DEFAULTS`, so a default is written once. Pure: no model or data import.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    """How Search-K-MSHC searches. ``macro``: ``null`` = on for paper semantics only."""
+
+    semantics: Literal["keep", "paper"] = "keep"
+    epsilon: float = 0.9
+    threshold: float | None = None
+    search_margin: float = 0.0  # search against U + search_margin on val; the certificate uses plain U
+    K: int = 1
+    N: int = 10
+    tau: float = 0.5
+    weighted: bool = True
+    strategy: Literal["ordered", "bundles"] = "ordered"  # warm only: deletion filter by log_alpha, or bundles
+    macro: bool | None = None
+    window: int | None = None
+    window_fraction: float = 0.2
+    percentile: float = 75.0
+    edge_correction: bool = False
+    baseline: Literal["empty", "complement"] = "empty"
+    ceil: bool = False
+    halve_when_large: bool = False
+
+
+DEFAULTS = SearchSettings()
