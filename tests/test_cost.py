@@ -10,7 +10,8 @@ import torch
 
 from kmshc.cost import RowCount
 from kmshc.hooks import count_rows, gated
-from kmshc.scoring import Scorer, final_hidden
+from kmshc.readout import final_hidden
+from kmshc.scoring import Scorer
 from kmshc.search import Recorder, refine
 from kmshc.tasks import grammar_task
 from kmshc.tasks.base import LabelItem, Task

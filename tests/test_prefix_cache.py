@@ -12,7 +12,8 @@ from kmshc import memory
 from kmshc.architectures import decoder_layers
 from kmshc.hooks import gated
 from kmshc.prefix import PrefixCache, first_differing_layer, hidden_entering, start_at_layer
-from kmshc.scoring import Scorer, final_hidden, first_differing_tokens, sequence_logprobs
+from kmshc.readout import final_hidden, first_differing_tokens, sequence_logprobs
+from kmshc.scoring import Scorer
 from kmshc.tasks import grammar_task
 from kmshc.tiny import TINY_ARCHS, tiny_model
 

@@ -19,8 +19,12 @@ from typing import Iterator
 import torch
 from torch import nn
 
+from kmshc.ablation import Ablation
 from kmshc.architectures import decoder_layers
+from kmshc.encoding import Batch
+from kmshc.hooks import gated
 from kmshc.memory import TensorLRU
+from kmshc.readout import final_hidden
 
 _MISSING = object()
 
@@ -68,7 +72,7 @@ def start_at_layer(model: nn.Module, layer: int, hidden: torch.Tensor) -> Iterat
     """Inside the block, forward passes skip layers ``< layer`` and feed ``hidden`` into ``layer``.
 
     ``hidden`` is ``[R, T, F]``; a batch of ``M·R`` rows gets it repeated ``M`` times
-    (mask-major, as in :func:`kmshc.scoring.gated_hidden`). Embeddings still run (cheap) so the
+    (mask-major, as in :func:`gated_hidden`). Embeddings still run (cheap) so the
     model builds its own attention masks and position embeddings for the full batch.
     """
     layers = decoder_layers(model)
@@ -104,6 +108,32 @@ def start_at_layer(model: nn.Module, layer: int, hidden: torch.Tensor) -> Iterat
                 blk.forward = old
         if handle is not None:
             handle.remove()
+
+
+def gated_hidden(model: nn.Module, batch: Batch, masks: torch.Tensor, ablation: Ablation,
+                 start_layer: int = 0, prefix: torch.Tensor | None = None) -> torch.Tensor:
+    """Final hidden states for ``M`` masks at once: ``[M·R, T, F]``. ``masks``: ``[M, L, H]``.
+
+    With ``prefix`` (the stream ``[R, T, F]`` entering ``start_layer``, computed under gates
+    that all ``masks`` share below that layer), layers ``< start_layer`` are skipped.
+    """
+    m, r = masks.shape[0], batch.input_ids.shape[0]
+    masks = masks.to(batch.input_ids.device)  # one copy; hooks move gates on to each layer's device
+    ids = batch.input_ids.repeat(m, 1)
+    att = batch.attention_mask.repeat(m, 1)
+    gates = masks.repeat_interleave(r, dim=0) if m > 1 else masks[0]
+    with gated(model, gates, ablation.values(batch, m)):
+        if prefix is None or start_layer == 0:
+            return final_hidden(model, ids, att)
+        with start_at_layer(model, start_layer, prefix):
+            return final_hidden(model, ids, att)
+
+
+def prefix_hidden(model: nn.Module, batch: Batch, mask: torch.Tensor, ablation: Ablation, layer: int) -> torch.Tensor:
+    """The stream ``[R, T, F]`` entering ``layer`` under ``mask`` ``[L, H]`` (only rows ``< layer`` matter)."""
+    with gated(model, mask, ablation.values(batch, 1)):
+        return hidden_entering(model, layer, batch.input_ids, batch.attention_mask)
+
 
 
 class PrefixCache(TensorLRU):
