@@ -19,7 +19,7 @@ from kmshc.distributed import gather_owned, owner_of, rank
 from kmshc.encoding import Batch, Encoded, encode, fold_final_tokens
 from kmshc.hooks import count_rows
 from kmshc.memory import logits_chunk_tokens, rows_per_forward
-from kmshc.prefix import PrefixCache, first_differing_layer, gated_hidden, prefix_hidden
+from kmshc.prefix import PrefixCache, SplitPlan, gated_hidden, plan_splits, prefix_streams, unique_masks
 from kmshc.probe import Probe, fit_probe
 from kmshc.readout import (Outcome, class_margin, final_token_logprobs, first_differing_tokens, label_logits,
                            last_positions, sequence_logprobs)
@@ -40,9 +40,12 @@ class Scorer:
     Speed levers (none changes a result beyond float rounding):
 
     * masks are stacked along the batch, ``max_rows`` rows per forward (default: sized from free memory);
-    * ``prefix_cache``: layers below the first one whose gates differ across the masks run once
-      per batch and are cached per prefix mask (:mod:`kmshc.prefix`); a single mask reuses the
-      split layer of the last multi-mask call;
+    * identical masks of one call run once;
+    * ``prefix_cache``: masks are grouped by the layer where they first differ from a reference
+      mask (:func:`kmshc.prefix.plan_splits`); the reference's streams entering those layers come
+      from one prefix pass per batch, are cached per prefix mask (:mod:`kmshc.prefix`), and each
+      group skips the layers below its own; a single mask reuses the split layer of the last
+      multi-mask call;
     * ``skip_shared_tokens`` (pairs, zero/mean/counterfactual ablation): a pair's margin is summed
       only from the first token where its sentences (or their counterfactuals) differ, since the
       shared prefix cancels. Only margins are reported, never the absolute log-probabilities.
@@ -125,36 +128,65 @@ class Scorer:
         return sequence_logprobs(self.model, h, batch.input_ids.repeat(m, 1), batch.attention_mask.repeat(m, 1),
                                  chunk_tokens=self._logit_tokens, start=start).view(m, -1)
 
-    def _split_layer(self, masks: torch.Tensor) -> int:
-        """Where the shared prefix ends for ``masks``: 0 means no prefix (plain forward)."""
+    def _plan(self, masks: torch.Tensor) -> SplitPlan:
+        """Where each mask starts (:func:`kmshc.prefix.plan_splits`); all at 0 without the cache."""
         if self.cache is None:
-            return 0
-        n_layers = self.shape[0]
-        layer = first_differing_layer(masks)
-        if layer >= n_layers:  # one mask (or identical ones): split where the search last did
-            return self._split_hint
-        self._split_hint = layer
-        return layer
+            return SplitPlan(0, torch.zeros(masks.shape[0], dtype=torch.long), 0)
+        plan = plan_splits(masks, fallback=self._split_hint)
+        if plan.first < self.shape[0]:  # masks that differ: remember where they first do
+            self._split_hint = plan.first
+        return plan
 
-    def _prefix(self, data: Encoded, batch: Batch, mask: torch.Tensor, layer: int) -> torch.Tensor:
-        key = PrefixCache.key((data.uid, *batch.rows.tolist()), layer, mask)
-        hidden = self.cache.get(key)
-        if hidden is None:
-            hidden = prefix_hidden(self.model, batch, mask, self.ablation, layer)
-            self.cache.put(key, hidden)
-        return hidden
+    def _streams(self, data: Encoded, batch: Batch, mask: torch.Tensor, layers: list[int]) -> dict[int, torch.Tensor]:
+        """The streams ``[R, T, F]`` entering each of ``layers`` (sorted, > 0) under ``mask`` ``[L, H]``:
+        from the cache, else from one prefix pass that starts at the deepest cached one below them."""
+        batch_key = (data.uid, *batch.rows.tolist())
+        keys = {layer: PrefixCache.key(batch_key, layer, mask) for layer in layers}
+        found = {layer: self.cache.get(key) for layer, key in keys.items()}
+        missing = [layer for layer in layers if found[layer] is None]
+        if missing:
+            base = max((layer for layer in layers if layer < missing[0]), default=0)
+            fresh = prefix_streams(self.model, batch, mask, self.ablation, missing, start=base, prefix=found.get(base))
+            for layer, hidden in fresh.items():
+                self.cache.put(keys[layer], hidden)
+            found.update(fresh)
+        return found
+
+    def _grouped_scores(self, data: Encoded, batch: Batch, masks: torch.Tensor, kind: str,
+                        plan: SplitPlan) -> torch.Tensor:
+        """:meth:`_batch_scores` of one batch for all ``masks`` ``[M, L, H]``, in mask order.
+
+        Masks run in groups of equal start layer, each group fed the reference mask's stream
+        entering its layer; at most one stream per layer is held while the batch runs, and a
+        forward holds at most ``max_rows`` rows (whole masks of the batch, at least one).
+        """
+        rows, t = batch.input_ids.shape
+        per = max(1, (self.max_rows or rows_per_forward(self.model, t)) // rows)  # masks per forward
+        layers = sorted(set(plan.starts.tolist()))
+        streams = self._streams(data, batch, masks[plan.reference], [x for x in layers if x]) if layers[-1] else {}
+        parts, order = [], []
+        for layer in layers:
+            group = (plan.starts == layer).nonzero()[:, 0]
+            for s in range(0, group.numel(), per):
+                idx = group[s:s + per]
+                parts.append(self._batch_scores(data, batch, masks[idx], kind, layer, streams.get(layer)))
+                order.append(idx)
+        return torch.cat(parts)[torch.cat(order).argsort().to(parts[0].device)]
 
     def _collect(self, data: Encoded, masks: torch.Tensor, kind: str) -> torch.Tensor:
         """Run every batch of ``data`` under ``masks``; results indexed by row (or example for labels).
 
         ``[M, rows]`` log-probs, ``[M, n, K]`` label logits or ``[M, rows, F]`` features, on :attr:`device`.
+        Identical masks run once.
         """
         trailing = {"labels": (len(data.label_ids),) if data.label_ids is not None else (),
                     "features": (self.model.get_output_embeddings().weight.shape[1],)}.get(kind, ())
         n_index = data.n if kind == "labels" else len(data.seqs)
+        keep, copy_of = unique_masks(masks)
+        masks = masks[keep]
         out = torch.zeros(masks.shape[0], n_index, *trailing, device=self.device)
         owner = torch.zeros(out.shape[1], dtype=torch.long)  # which rank scored each index
-        layer = self._split_layer(masks)
+        plan = self._plan(masks)
         for i, batch in enumerate(data.batches(self.batch_size)):
             idx = batch.examples if kind == "labels" else batch.rows
             owner[idx] = owner_of(i)
@@ -163,14 +195,10 @@ class Scorer:
             if kind == "logprobs" and self._fold and data is self.data:
                 batch = fold_final_tokens(batch)  # half the rows, the same margins
             batch = batch.to(self.device)
-            rows, t = batch.input_ids.shape
-            max_rows = self.max_rows or rows_per_forward(self.model, t)
-            per = max(1, max_rows // rows)  # masks per forward pass, bounded by memory
-            prefix = self._prefix(data, batch, masks[0], layer) if layer else None
-            res = [self._batch_scores(data, batch, masks[s:s + per], kind, layer, prefix)
-                   for s in range(0, masks.shape[0], per)]
-            out[:, idx.to(out.device)] = torch.cat(res).to(out.device)  # lm_head may sit elsewhere (device_map)
-        return gather_owned(out, owner) if self.distributed else out
+            scores = self._grouped_scores(data, batch, masks, kind, plan)
+            out[:, idx.to(out.device)] = scores.to(out.device)  # lm_head may sit elsewhere (device_map)
+        out = gather_owned(out, owner) if self.distributed else out
+        return out[copy_of.to(out.device)]
 
     def outcomes(self, masks: torch.Tensor) -> Outcome:
         """Per-example outcomes ``[M, n]`` (on the CPU) of ``masks`` ``[M, L, H]`` or ``[L, H]``;
