@@ -19,7 +19,7 @@ from kmshc.ablation import make_ablation  # noqa: E402
 from kmshc.architectures import head_shape  # noqa: E402
 from kmshc.encoding import encode  # noqa: E402
 from kmshc.hooks import gated  # noqa: E402
-from kmshc.scoring import final_hidden  # noqa: E402
+from kmshc.readout import final_hidden  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:

@@ -10,7 +10,8 @@ import torch
 
 from kmshc.cost import RowCount
 from kmshc.hooks import count_rows, gated
-from kmshc.scoring import Scorer, final_hidden
+from kmshc.readout import final_hidden
+from kmshc.scoring import Scorer
 from kmshc.search import Recorder, refine
 from kmshc.tasks import grammar_task
 from kmshc.tasks.base import LabelItem, Task
@@ -80,8 +81,12 @@ def test_a_label_task_counts_one_row_per_prompt(llama):
     prompts = Task("l", "labels", tuple(LabelItem(f"Is {w} True? Answer:", i % 2) for i, w in
                                         enumerate(["the dog", "a cat", "the bird"])), labels=(" True", " False"))
     s = Scorer(*llama, prompts, scorer="label_tokens", ablation="zero")
-    s.outcomes(torch.ones(3, L, H))
+    masks = torch.ones(3, L, H)
+    masks[1, 0, 0] = masks[2, 0, 1] = 0  # three masks that differ in layer 0: no prefix to share
+    s.outcomes(masks)
     assert s.cost.rows_per_example == 1 and s.cost.example_forwards == 3 * 3
+    s.outcomes(torch.ones(2, L, H))  # identical masks run once
+    assert s.cost.example_forwards == 3 * 3 + 3
 
 
 def test_backward_is_counted_when_it_runs(llama, task):

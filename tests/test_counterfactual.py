@@ -15,7 +15,9 @@ from kmshc.hooks import capture_head_outputs, gated
 from kmshc.module import GateModule
 from kmshc.datamodule import batch_of
 from kmshc.objectives import pair_margin_loss
-from kmshc.scoring import Scorer, final_hidden, gated_hidden
+from kmshc.prefix import gated_hidden
+from kmshc.readout import final_hidden
+from kmshc.scoring import Scorer
 from kmshc.tasks import grammar_task, ioi_task
 from kmshc.tasks.base import PairItem, Task
 from kmshc.tiny import tiny_model, tiny_tokenizer

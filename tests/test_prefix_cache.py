@@ -11,8 +11,9 @@ import torch
 from kmshc import memory
 from kmshc.architectures import decoder_layers
 from kmshc.hooks import gated
-from kmshc.prefix import PrefixCache, first_differing_layer, hidden_entering, start_at_layer
-from kmshc.scoring import Scorer, final_hidden, first_differing_tokens, sequence_logprobs
+from kmshc.prefix import PrefixCache, first_differing_layer, hidden_entering, plan_splits, start_at_layer
+from kmshc.readout import final_hidden, first_differing_tokens, sequence_logprobs
+from kmshc.scoring import Scorer
 from kmshc.tasks import grammar_task
 from kmshc.tiny import TINY_ARCHS, tiny_model
 
@@ -44,7 +45,9 @@ def test_fast_scorer_matches_plain_path_on_every_arch(arch, task):
     want, got = plain.outcomes(masks), fast.outcomes(masks)
     torch.testing.assert_close(got.margin, want.margin, atol=3e-5, rtol=1e-5)
     assert torch.equal(got.correct, want.correct)
-    assert len(fast.cache) == 3 and fast.cache.misses == 3  # one prefix per batch, computed once
+    # one prefix pass per batch, caching the stream entering each layer where a group starts
+    starts = set(plan_splits(masks, fallback=0).starts.tolist())
+    assert 2 in starts and len(fast.cache) == fast.cache.misses == 3 * len(starts)
     # A single mask later reuses the split layer (2) and the cached prefix of every batch.
     single = fast.outcomes(masks[2])
     assert fast.cache.hits == 3
@@ -62,7 +65,8 @@ def test_prefix_depends_on_the_prefix_mask(task):
     b[:, 1, 3] = 0  # same upper layers, different shared prefix
     for masks in (a, b):
         torch.testing.assert_close(fast.outcomes(masks).margin, plain.outcomes(masks).margin, atol=3e-5, rtol=1e-5)
-    assert fast.cache.hits == 0 and len(fast.cache) == 4  # 2 batches × 2 prefixes
+    layers = len(set(plan_splits(a, fallback=0).starts.tolist()))  # streams cached per batch and prefix
+    assert fast.cache.hits == 0 and len(fast.cache) == 2 * 2 * layers  # 2 batches × 2 prefixes
     assert not torch.allclose(plain.outcomes(a).margin, plain.outcomes(b).margin)
 
 

@@ -6,7 +6,8 @@ import torch
 
 from kmshc.encoding import start_token_id
 from kmshc.probe import fit_probe
-from kmshc.scoring import Outcome, Scorer, class_margin
+from kmshc.readout import Outcome, class_margin
+from kmshc.scoring import Scorer
 from kmshc.tasks import grammar_task, split_task
 from kmshc.tasks.base import LabelItem, PairItem, Task
 from kmshc.tiny import tiny_model

@@ -26,8 +26,9 @@ from kmshc.experiment import Experiment
 from kmshc.gates import HardConcreteGates
 from kmshc.hooks import count_rows, gated
 from kmshc.probe import Probe, fit_probe
-from kmshc.scoring import (Scorer, class_margin, final_hidden, final_token_logprobs, label_logits, last_positions,
+from kmshc.readout import (class_margin, final_hidden, final_token_logprobs, label_logits, last_positions,
                            logits_from_hidden, sequence_logprobs)
+from kmshc.scoring import Scorer
 from kmshc.types import KmshcError
 
 

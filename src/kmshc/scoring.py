@@ -7,11 +7,8 @@ own gate vector (mask-major: row ``m·R + r`` is batch row ``r`` under mask ``m`
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import nn
-from torchmetrics.functional.classification import binary_accuracy
 
 from kmshc.ablation import (Ablation, CounterfactualAblation, MeanAblation, ZeroAblation, folds_exactly, make_ablation,
                             require_counterfactuals)
@@ -20,139 +17,16 @@ from kmshc.cost import RowCount
 from kmshc.device import input_device
 from kmshc.distributed import gather_owned, owner_of, rank
 from kmshc.encoding import Batch, Encoded, encode, fold_final_tokens
-from kmshc.hooks import count_rows, gated
+from kmshc.hooks import count_rows
 from kmshc.memory import logits_chunk_tokens, rows_per_forward
-from kmshc.prefix import PrefixCache, first_differing_layer, hidden_entering, start_at_layer
+from kmshc.prefix import PrefixCache, SplitPlan, gated_hidden, plan_splits, prefix_streams, unique_masks
 from kmshc.probe import Probe, fit_probe
+from kmshc.readout import (Outcome, class_margin, final_token_logprobs, first_differing_tokens, label_logits,
+                           last_positions, sequence_logprobs)
 from kmshc.tasks.base import Task
 from kmshc.types import KmshcError
 
 SCORERS = ("pair_logprob", "label_tokens", "probe")
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """Per-example results for ``M`` masks: ``correct`` ``[M, n]`` in [0, 1], ``margin`` ``[M, n]``.
-
-    ``margin`` is log p(good) − log p(bad) for pairs, the gold logit minus the best other logit
-    for labels, and the probe's correct-class logit margin for the probe.
-    """
-
-    correct: torch.Tensor
-    margin: torch.Tensor
-
-    @property
-    def accuracy(self) -> torch.Tensor:
-        """``[M]`` accuracy per mask, through torchmetrics.
-
-        A fractional ``correct`` (the probe on pairs: 0.5 when one of the two sentences is
-        classified right) counts as that fraction; thresholding would count it as fully right.
-        """
-        target = torch.ones_like(self.correct[0], dtype=torch.long)
-        return torch.stack([c.sum() if not c.numel() else c.mean() if ((c > 0) & (c < 1)).any()
-                            else binary_accuracy(c, target, threshold=0.5) for c in self.correct])
-
-
-# ---------------------------------------------------------------- pure pieces
-def final_hidden(model: nn.Module, ids: torch.Tensor, att: torch.Tensor) -> torch.Tensor:
-    """Final (normed) hidden states ``[R, T, F]``; logits are formed later, in row chunks."""
-    return model.base_model(input_ids=ids, attention_mask=att).last_hidden_state
-
-
-def logits_from_hidden(model: nn.Module, h: torch.Tensor) -> torch.Tensor:
-    logits = model.get_output_embeddings()(h).float()
-    cap = getattr(model.config, "final_logit_softcapping", None)
-    return torch.tanh(logits / cap) * cap if cap else logits
-
-
-def sequence_logprobs(model: nn.Module, h: torch.Tensor, ids: torch.Tensor, att: torch.Tensor,
-                      chunk_tokens: int = 1024, start: torch.Tensor | None = None) -> torch.Tensor:
-    """Summed log-probability of tokens ``start..T−1`` of each row: ``[R]``. ``h``: ``[R, T, F]``.
-
-    ``start`` ``[R]`` (default 1: every token after the start token) is the first scored token
-    index. Logits are formed only at the scored, non-pad positions, ``chunk_tokens`` at a time,
-    because the vocabulary projection (49k columns for SmolLM2) dominates the cost. Differentiable.
-    """
-    pos = torch.arange(1, ids.shape[1], device=ids.device)
-    keep = att[:, 1:].bool()
-    if start is not None:
-        keep &= pos[None, :] >= start.to(ids.device)[:, None]
-    rows, col = keep.nonzero(as_tuple=True)  # col is the predicting position; its target is col + 1
-    parts = []
-    for s in range(0, rows.numel(), chunk_tokens):
-        r, c = rows[s:s + chunk_tokens], col[s:s + chunk_tokens]
-        logits = logits_from_hidden(model, h[r, c])  # [P, V]
-        parts.append(logits.gather(-1, ids[r, c + 1][:, None])[:, 0] - logits.logsumexp(-1))
-    lp = torch.cat(parts) if parts else h.new_zeros(0, dtype=torch.float32)
-    return torch.zeros(ids.shape[0], dtype=lp.dtype, device=lp.device).index_add(0, rows, lp)
-
-
-def final_token_logprobs(model: nn.Module, h: torch.Tensor, att: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
-    """``[R, 2]`` log-probabilities of each row's two ``candidates`` ``[R, 2]`` at its last real
-    position; ``h`` ``[R, T, F]``. The scores of folded pairs (:func:`kmshc.encoding.fold_final_tokens`)."""
-    last = h[torch.arange(h.shape[0], device=h.device), last_positions(att)]
-    logits = logits_from_hidden(model, last)
-    return logits.gather(-1, candidates.to(logits.device)) - logits.logsumexp(-1, keepdim=True)
-
-
-def first_differing_tokens(seqs: list[torch.Tensor]) -> torch.Tensor:
-    """For pairs ``seqs[2i]``/``seqs[2i+1]``: per row, the first token index where the two differ.
-
-    ``[2n]``, at least 1 (token 0 is the shared start token). Tokens before it are identical in
-    both rows, so their log-probabilities cancel in the pair margin (under zero and mean
-    ablation, which act per position alike on both rows).
-    """
-    out = []
-    for g, b in zip(seqs[0::2], seqs[1::2]):
-        n = min(len(g), len(b))
-        diff = (g[:n] != b[:n]).nonzero()
-        d = int(diff[0]) if diff.numel() else n
-        out += [max(1, d)] * 2
-    return torch.tensor(out, dtype=torch.long)
-
-
-def last_positions(att: torch.Tensor) -> torch.Tensor:
-    """Index of the last real token of each right-padded row: ``[R]``."""
-    return att.sum(-1) - 1
-
-
-def label_logits(model: nn.Module, h: torch.Tensor, att: torch.Tensor, label_ids: torch.Tensor) -> torch.Tensor:
-    """Logits of the label tokens at the last real position: ``[R, K]``."""
-    last = h[torch.arange(h.shape[0], device=h.device), last_positions(att)]
-    return logits_from_hidden(model, last)[:, label_ids.to(h.device)]
-
-
-def class_margin(logits: torch.Tensor, gold: torch.Tensor) -> torch.Tensor:
-    """Gold logit minus the best other logit: ``[R]``. Positive means correct."""
-    gold = gold.to(logits.device)
-    g = logits.gather(-1, gold[:, None])[:, 0]
-    other = logits.scatter(-1, gold[:, None], float("-inf")).max(-1).values
-    return g - other
-
-
-def gated_hidden(model: nn.Module, batch: Batch, masks: torch.Tensor, ablation: Ablation,
-                 start_layer: int = 0, prefix: torch.Tensor | None = None) -> torch.Tensor:
-    """Final hidden states for ``M`` masks at once: ``[M·R, T, F]``. ``masks``: ``[M, L, H]``.
-
-    With ``prefix`` (the stream ``[R, T, F]`` entering ``start_layer``, computed under gates
-    that all ``masks`` share below that layer), layers ``< start_layer`` are skipped.
-    """
-    m, r = masks.shape[0], batch.input_ids.shape[0]
-    masks = masks.to(batch.input_ids.device)  # one copy; hooks move gates on to each layer's device
-    ids = batch.input_ids.repeat(m, 1)
-    att = batch.attention_mask.repeat(m, 1)
-    gates = masks.repeat_interleave(r, dim=0) if m > 1 else masks[0]
-    with gated(model, gates, ablation.values(batch, m)):
-        if prefix is None or start_layer == 0:
-            return final_hidden(model, ids, att)
-        with start_at_layer(model, start_layer, prefix):
-            return final_hidden(model, ids, att)
-
-
-def prefix_hidden(model: nn.Module, batch: Batch, mask: torch.Tensor, ablation: Ablation, layer: int) -> torch.Tensor:
-    """The stream ``[R, T, F]`` entering ``layer`` under ``mask`` ``[L, H]`` (only rows ``< layer`` matter)."""
-    with gated(model, mask, ablation.values(batch, 1)):
-        return hidden_entering(model, layer, batch.input_ids, batch.attention_mask)
 
 
 # ---------------------------------------------------------------- the scorer
@@ -166,9 +40,12 @@ class Scorer:
     Speed levers (none changes a result beyond float rounding):
 
     * masks are stacked along the batch, ``max_rows`` rows per forward (default: sized from free memory);
-    * ``prefix_cache``: layers below the first one whose gates differ across the masks run once
-      per batch and are cached per prefix mask (:mod:`kmshc.prefix`); a single mask reuses the
-      split layer of the last multi-mask call;
+    * identical masks of one call run once;
+    * ``prefix_cache``: masks are grouped by the layer where they first differ from a reference
+      mask (:func:`kmshc.prefix.plan_splits`); the reference's streams entering those layers come
+      from one prefix pass per batch, are cached per prefix mask (:mod:`kmshc.prefix`), and each
+      group skips the layers below its own; a single mask reuses the split layer of the last
+      multi-mask call;
     * ``skip_shared_tokens`` (pairs, zero/mean/counterfactual ablation): a pair's margin is summed
       only from the first token where its sentences (or their counterfactuals) differ, since the
       shared prefix cancels. Only margins are reported, never the absolute log-probabilities.
@@ -251,36 +128,65 @@ class Scorer:
         return sequence_logprobs(self.model, h, batch.input_ids.repeat(m, 1), batch.attention_mask.repeat(m, 1),
                                  chunk_tokens=self._logit_tokens, start=start).view(m, -1)
 
-    def _split_layer(self, masks: torch.Tensor) -> int:
-        """Where the shared prefix ends for ``masks``: 0 means no prefix (plain forward)."""
+    def _plan(self, masks: torch.Tensor) -> SplitPlan:
+        """Where each mask starts (:func:`kmshc.prefix.plan_splits`); all at 0 without the cache."""
         if self.cache is None:
-            return 0
-        n_layers = self.shape[0]
-        layer = first_differing_layer(masks)
-        if layer >= n_layers:  # one mask (or identical ones): split where the search last did
-            return self._split_hint
-        self._split_hint = layer
-        return layer
+            return SplitPlan(0, torch.zeros(masks.shape[0], dtype=torch.long), 0)
+        plan = plan_splits(masks, fallback=self._split_hint)
+        if plan.first < self.shape[0]:  # masks that differ: remember where they first do
+            self._split_hint = plan.first
+        return plan
 
-    def _prefix(self, data: Encoded, batch: Batch, mask: torch.Tensor, layer: int) -> torch.Tensor:
-        key = PrefixCache.key((data.uid, *batch.rows.tolist()), layer, mask)
-        hidden = self.cache.get(key)
-        if hidden is None:
-            hidden = prefix_hidden(self.model, batch, mask, self.ablation, layer)
-            self.cache.put(key, hidden)
-        return hidden
+    def _streams(self, data: Encoded, batch: Batch, mask: torch.Tensor, layers: list[int]) -> dict[int, torch.Tensor]:
+        """The streams ``[R, T, F]`` entering each of ``layers`` (sorted, > 0) under ``mask`` ``[L, H]``:
+        from the cache, else from one prefix pass that starts at the deepest cached one below them."""
+        batch_key = (data.uid, *batch.rows.tolist())
+        keys = {layer: PrefixCache.key(batch_key, layer, mask) for layer in layers}
+        found = {layer: self.cache.get(key) for layer, key in keys.items()}
+        missing = [layer for layer in layers if found[layer] is None]
+        if missing:
+            base = max((layer for layer in layers if layer < missing[0]), default=0)
+            fresh = prefix_streams(self.model, batch, mask, self.ablation, missing, start=base, prefix=found.get(base))
+            for layer, hidden in fresh.items():
+                self.cache.put(keys[layer], hidden)
+            found.update(fresh)
+        return found
+
+    def _grouped_scores(self, data: Encoded, batch: Batch, masks: torch.Tensor, kind: str,
+                        plan: SplitPlan) -> torch.Tensor:
+        """:meth:`_batch_scores` of one batch for all ``masks`` ``[M, L, H]``, in mask order.
+
+        Masks run in groups of equal start layer, each group fed the reference mask's stream
+        entering its layer; at most one stream per layer is held while the batch runs, and a
+        forward holds at most ``max_rows`` rows (whole masks of the batch, at least one).
+        """
+        rows, t = batch.input_ids.shape
+        per = max(1, (self.max_rows or rows_per_forward(self.model, t)) // rows)  # masks per forward
+        layers = sorted(set(plan.starts.tolist()))
+        streams = self._streams(data, batch, masks[plan.reference], [x for x in layers if x]) if layers[-1] else {}
+        parts, order = [], []
+        for layer in layers:
+            group = (plan.starts == layer).nonzero()[:, 0]
+            for s in range(0, group.numel(), per):
+                idx = group[s:s + per]
+                parts.append(self._batch_scores(data, batch, masks[idx], kind, layer, streams.get(layer)))
+                order.append(idx)
+        return torch.cat(parts)[torch.cat(order).argsort().to(parts[0].device)]
 
     def _collect(self, data: Encoded, masks: torch.Tensor, kind: str) -> torch.Tensor:
         """Run every batch of ``data`` under ``masks``; results indexed by row (or example for labels).
 
         ``[M, rows]`` log-probs, ``[M, n, K]`` label logits or ``[M, rows, F]`` features, on :attr:`device`.
+        Identical masks run once.
         """
         trailing = {"labels": (len(data.label_ids),) if data.label_ids is not None else (),
                     "features": (self.model.get_output_embeddings().weight.shape[1],)}.get(kind, ())
         n_index = data.n if kind == "labels" else len(data.seqs)
+        keep, copy_of = unique_masks(masks)
+        masks = masks[keep]
         out = torch.zeros(masks.shape[0], n_index, *trailing, device=self.device)
         owner = torch.zeros(out.shape[1], dtype=torch.long)  # which rank scored each index
-        layer = self._split_layer(masks)
+        plan = self._plan(masks)
         for i, batch in enumerate(data.batches(self.batch_size)):
             idx = batch.examples if kind == "labels" else batch.rows
             owner[idx] = owner_of(i)
@@ -289,14 +195,10 @@ class Scorer:
             if kind == "logprobs" and self._fold and data is self.data:
                 batch = fold_final_tokens(batch)  # half the rows, the same margins
             batch = batch.to(self.device)
-            rows, t = batch.input_ids.shape
-            max_rows = self.max_rows or rows_per_forward(self.model, t)
-            per = max(1, max_rows // rows)  # masks per forward pass, bounded by memory
-            prefix = self._prefix(data, batch, masks[0], layer) if layer else None
-            res = [self._batch_scores(data, batch, masks[s:s + per], kind, layer, prefix)
-                   for s in range(0, masks.shape[0], per)]
-            out[:, idx.to(out.device)] = torch.cat(res).to(out.device)  # lm_head may sit elsewhere (device_map)
-        return gather_owned(out, owner) if self.distributed else out
+            scores = self._grouped_scores(data, batch, masks, kind, plan)
+            out[:, idx.to(out.device)] = scores.to(out.device)  # lm_head may sit elsewhere (device_map)
+        out = gather_owned(out, owner) if self.distributed else out
+        return out[copy_of.to(out.device)]
 
     def outcomes(self, masks: torch.Tensor) -> Outcome:
         """Per-example outcomes ``[M, n]`` (on the CPU) of ``masks`` ``[M, L, H]`` or ``[L, H]``;
