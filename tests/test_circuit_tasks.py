@@ -75,3 +75,10 @@ def test_counterfactuals_align_token_for_token_on_smollm2():
         assert [len(s) for s in data.cf_seqs] == [len(s) for s in data.seqs]
     for w in IOI_NAMES + INDUCTION_WORDS:
         assert len(tok(" " + w, add_special_tokens=False)["input_ids"]) == 1, w
+
+
+def test_distinct_items_skips_none_drops_duplicates_and_stops():
+    from kmshc.tasks.base import PairItem, distinct_items
+    draws = iter([None, PairItem("a", "b"), PairItem("a", "b"), None, PairItem("c", "d")] + [PairItem("a", "b")] * 1000)
+    assert distinct_items(lambda rng: next(draws), 3, seed=0) == (PairItem("a", "b"), PairItem("c", "d"))
+    assert len(distinct_items(lambda rng: PairItem(str(rng.random()), "x"), 5, seed=1)) == 5

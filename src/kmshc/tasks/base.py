@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field, replace
-from typing import Literal
+from typing import Callable, Literal
 
 from kmshc.types import KmshcError
 
@@ -93,3 +93,21 @@ def split_task(task: Task, seed: int = 0, fractions: tuple[float, float, float] 
 def merge_splits(task: Task, splits: dict[str, Task]) -> Task:
     """``task`` holding every item of ``splits`` (train, val, test in order): all items left after ``limit``."""
     return replace(task, items=sum((splits[k].items for k in SPLITS), ()))
+
+
+def distinct_items(draw: Callable[[random.Random], "PairItem | None"], n: int, seed: int) -> tuple["PairItem", ...]:
+    """Up to ``n`` distinct items of ``draw(rng)`` in draw order, from one ``random.Random(seed)``.
+
+    A draw may return ``None`` to skip (no valid item from those numbers); duplicates are
+    redrawn. At most ``50·n`` draws, so a generator with fewer than ``n`` possible items stops.
+    """
+    rng = random.Random(seed)
+    items: dict[PairItem, None] = {}
+    for _ in range(n * 50):
+        if len(items) >= n:
+            break
+        item = draw(rng)
+        if item is not None:
+            items.setdefault(item)
+    return tuple(items)
+

@@ -27,7 +27,7 @@ from __future__ import annotations
 import random
 from typing import Callable
 
-from kmshc.tasks.base import PairItem, Task
+from kmshc.tasks.base import PairItem, Task, distinct_items
 from kmshc.types import KmshcError
 
 # Single tokens (with a leading space) on SmolLM2-135M; checked by tests/test_circuit_tasks.py.
@@ -74,13 +74,7 @@ def _collect(draw: Callable[[random.Random], PairItem], name: str, seed: int, n:
     """``n`` distinct items from ``draw`` (redrawing duplicates, as the other generators do)."""
     if n <= 0:
         raise KmshcError(f"task {name!r}: n must be positive, got {n}")
-    rng = random.Random(seed)
-    items: dict[PairItem, None] = {}
-    for _ in range(n * 50):
-        if len(items) >= n:
-            break
-        items.setdefault(draw(rng))
-    return Task(name=name, kind="pairs", items=tuple(items), source=f"generated:{source}:seed={seed}")
+    return Task(name=name, kind="pairs", items=distinct_items(draw, n, seed), source=f"generated:{source}:seed={seed}")
 
 
 def _ioi_item(rng: random.Random) -> PairItem:

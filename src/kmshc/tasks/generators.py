@@ -6,10 +6,11 @@
 """
 from __future__ import annotations
 
+import itertools
 import random
 from typing import Sequence
 
-from kmshc.tasks.base import PairItem, Task
+from kmshc.tasks.base import PairItem, Task, distinct_items
 from kmshc.types import KmshcError
 
 NOUNS = [("dog", "dogs"), ("cat", "cats"), ("book", "books"), ("car", "cars"), ("house", "houses"),
@@ -56,13 +57,19 @@ def grammar_task(seed: int = 0, n: int = 1000,
     for p in phenomena:
         if p not in GRAMMAR_PHENOMENA:
             raise KmshcError(f"unknown grammar phenomenon {p!r}; expected one of {sorted(GRAMMAR_PHENOMENA)}")
-    rng = random.Random(seed)
-    items: dict[PairItem, None] = {}
-    for i in range(n * 50):
-        if len(items) >= n:
-            break
-        items.setdefault(GRAMMAR_PHENOMENA[phenomena[i % len(phenomena)]](rng))
-    return Task(name="grammar", kind="pairs", items=tuple(items), source=f"generated:grammar:seed={seed}")
+    turn = itertools.count()  # the phenomena take turns, one draw each
+
+    def draw(rng: random.Random) -> PairItem:
+        return GRAMMAR_PHENOMENA[phenomena[next(turn) % len(phenomena)]](rng)
+    return Task(name="grammar", kind="pairs", items=distinct_items(draw, n, seed), source=f"generated:grammar:seed={seed}")
+
+
+def _ordered(a: int, b: int, op: str) -> tuple[int, int, int]:
+    """The operands and the answer of ``a op b``; for ``-`` the larger operand comes first, so the
+    answer is never negative."""
+    if op == "-" and b > a:
+        a, b = b, a
+    return a, b, a + b if op == "+" else a - b
 
 
 def perturb(c: int, rng: random.Random) -> int:
@@ -93,19 +100,13 @@ def arithmetic_task(seed: int = 0, n: int = 1000, preset: str = "small",
         raise KmshcError(f"arithmetic operand range must satisfy 0 <= low <= high, got {lo}..{hi}")
     if not ops or set(ops) - {"+", "-"}:
         raise KmshcError(f"arithmetic ops must be made of '+' and '-', got {ops!r}")
-    rng = random.Random(seed)
-    items: dict[PairItem, None] = {}
-    for _ in range(n * 50):
-        if len(items) >= n:
-            break
+    def draw(rng: random.Random) -> PairItem | None:
         a, b, op = rng.randint(lo, hi), rng.randint(lo, hi), rng.choice(ops)
-        if op == "-" and b > a:
-            a, b = b, a
-        c = a + b if op == "+" else a - b
+        a, b, c = _ordered(a, b, op)
         if c < 2:  # no valid perturbation (see perturb)
-            continue
-        items.setdefault(PairItem(f"{a} {op} {b} = {c}", f"{a} {op} {b} = {perturb(c, rng)}"))
-    return Task(name=f"arithmetic_{lo}-{hi}", kind="pairs", items=tuple(items),
+            return None
+        return PairItem(f"{a} {op} {b} = {c}", f"{a} {op} {b} = {perturb(c, rng)}")
+    return Task(name=f"arithmetic_{lo}-{hi}", kind="pairs", items=distinct_items(draw, n, seed),
                 source=f"generated:arithmetic:{lo}-{hi}:{ops}:seed={seed}")
 
 
@@ -124,20 +125,15 @@ def word_problem_task(seed: int = 0, n: int = 1000, high: int = 20, ops: str = "
     stories = [s for s in STORIES if s[1] in ops]
     if not stories:
         raise KmshcError(f"word problem ops must include '+' or '-', got {ops!r}")
-    rng = random.Random(seed)
-    items: dict[PairItem, None] = {}
-    for _ in range(n * 50):
-        if len(items) >= n:
-            break
+    def draw(rng: random.Random) -> PairItem | None:
         tmpl, op = rng.choice(stories)
         a, b = rng.randint(1, high), rng.randint(1, high)
-        if op == "-" and b > a:
-            a, b = b, a
-        c = a + b if op == "+" else a - b
+        a, b, c = _ordered(a, b, op)
         if c < 2:  # no valid perturbation (see perturb)
-            continue
+            return None
         name = rng.choice(NAMES)
         pro = "She" if name in {"Mary", "Sarah", "Laura", "Emma", "Anna"} else "He"
         fill = dict(name=name, pro=pro, obj=rng.choice(OBJECTS), a=a, b=b)
-        items.setdefault(PairItem(tmpl.format(c=c, **fill), tmpl.format(c=perturb(c, rng), **fill)))
-    return Task(name="word_problems", kind="pairs", items=tuple(items), source=f"generated:word_problems:seed={seed}")
+        return PairItem(tmpl.format(c=c, **fill), tmpl.format(c=perturb(c, rng), **fill))
+    return Task(name="word_problems", kind="pairs", items=distinct_items(draw, n, seed),
+                source=f"generated:word_problems:seed={seed}")
