@@ -126,14 +126,17 @@ def searched_route(name: str, circ: Circuit, *, training: float | None = None, r
                  adaptive=bool(search_cfg.get("adaptive", False)))
 
 
-def read_routes(learned_dir: Path, adaptive_dir: Path, att_dir: Path) -> tuple[dict[str, Route], dict, list[str]]:
-    """``(routes, {route name: (searched circuit, its path)}, notes)``; a missing file is noted, not fatal."""
+def read_routes(learned_dir: Path, adaptive_dir: Path, att_dir: Path,
+                fixed_dir: Path | None = None) -> tuple[dict[str, Route], dict, list[str]]:
+    """``(routes, {route name: (searched circuit, its path)}, notes)``; a missing file is noted, not fatal.
+
+    The fixed-n search is the one in ``learned_dir`` unless ``fixed_dir`` (its ``--out``) is given."""
     routes, circuits, notes = {}, {}, []
     learned = read_circuit(learned_dir / LEARNED) if (learned_dir / LEARNED).is_file() else None
     if learned is not None and learned.example_forwards is None:
         raise KmshcError(f"{learned_dir / LEARNED}: no 'example_forwards'; retrain with this kmshc to count it")
     train_s = float(learned.extra.get("wall_time_s", 0.0)) if learned else 0.0
-    specs = [(FIXED, learned_dir), (ADAPTIVE, adaptive_dir), (ATTRIBUTION, att_dir)]
+    specs = [(FIXED, fixed_dir or learned_dir), (ADAPTIVE, adaptive_dir), (ATTRIBUTION, att_dir)]
     for name, d in specs:
         path = d / SEARCHED
         needs = [path] + ([learned_dir / LEARNED] if name != ATTRIBUTION and learned is None else [])
@@ -189,11 +192,15 @@ def main(argv: list[str] | None = None) -> dict[str, Ratios]:
                    metavar=("TASK", "LEARNED_RUN", "ADAPTIVE_OUT", "ATTRIBUTION_RUN"),
                    help="a task's runs: train.py run (with its fixed-n warm search), the adaptive search's --out "
                         "folder, the kmshc rank run (with its search)")
+    p.add_argument("--fixed_suffix", default="",
+                   help="the fixed-n search is in LEARNED_RUN + this suffix (its --out), e.g. '-fixed', when the "
+                        "run's own search is the adaptive one")
     p.add_argument("--cpr", action="store_true", help="also score each circuit's faithfulness curve (loads the model)")
     args = parse(p, argv, __file__)
     out = {}
     for label, *dirs in args.case:
-        routes, circuits, notes = read_routes(*(ROOT / d for d in dirs))
+        fixed = ROOT / (dirs[0] + args.fixed_suffix) if args.fixed_suffix else None
+        routes, circuits, notes = read_routes(*(ROOT / d for d in dirs), fixed_dir=fixed)
         if args.cpr and circuits:
             scored = cprs(circuits)
             routes = {k: replace(v, cpr=scored.get(k)) for k, v in routes.items()}

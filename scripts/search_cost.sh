@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Forward passes per certified circuit (docs/benchmarks.md, "Search cost"). For each task whose
-# training run and fixed-n warm search exist in $OUT/<task>_s$SEED (made by scripts/analysis.sh):
-#   (a) the same warm search with adaptive decisions        -> $OUT/<task>_s$SEED-adaptive/
+# training run and adaptive warm search exist in $OUT/<task>_s$SEED (made by scripts/analysis.sh with
+# configs/search/default.yaml, whose decisions are adaptive):
+#   (a) the same warm search with fixed-n decisions          -> $OUT/<task>_s$SEED-fixed/
 #   (b) kmshc rank --method attribution on the same experiment, then the warm search from that
 #       ranking (same search settings; adaptive unless ATT_ADAPTIVE=false) -> $OUT/<task>_s$SEED-att/
 # and then bench/search_cost.py over the three routes (one table per task, appended to $DOC).
-# Both searches copy every setting of the fixed-n search from its circuit file, so only the
+# Both searches copy every setting of the run's search from its circuit file, so only the
 # decision rule (a) or the ranking (b) differs.
 #   bash scripts/search_cost.sh
 #   ONLY="ioi induction" CPR=0 DOC=none bash scripts/search_cost.sh   # some tasks, no curves, print only
@@ -22,13 +23,13 @@ ATT_ADAPTIVE=${ATT_ADAPTIVE:-true}  # the attribution route's decisions; compare
 CPR=${CPR:-1}                       # 1: also score each circuit's faithfulness curve (CPR) on test
 DOC=${DOC:-docs/benchmarks.md}      # where the tables go ('none': print only)
 
-# search $run $out $adaptive: the warm search from $run into $out with the fixed-n search's settings
+# search $run $out $adaptive: the warm search from $run into $out with the run's own search settings
 search() {
   local run=$1 out=$2 adaptive=$3 cfg="$OUT/.search_cost_${task}_s$SEED.json" resume=false
   [[ -f $out/circuit_searched.json ]] && return 0
   [[ -f $out/search_state.json ]] && resume=true
   $PY -c 'import json, sys; from kmshc.types import read_circuit
-print(json.dumps(read_circuit(sys.argv[1]).config["search"]))' "$fixed/circuit_searched.json" > "$cfg"
+print(json.dumps(read_circuit(sys.argv[1]).config["search"]))' "$base/circuit_searched.json" > "$cfg"
   echo "== search ($run -> $out, adaptive $adaptive)"
   # a search can fail for a reason worth reporting (e.g. no gap): note it and go on with the others
   $PY search.py --config "$cfg" --mode warm --from_run "$run" --out "$out" --adaptive "$adaptive" \
@@ -38,21 +39,21 @@ print(json.dumps(read_circuit(sys.argv[1]).config["search"]))' "$fixed/circuit_s
 
 cases=()
 for task in $ONLY; do
-  fixed="$OUT/${task}_s$SEED"
-  if [[ ! -f $fixed/circuit_searched.json ]]; then
-    echo "$fixed: no fixed-n warm search yet (scripts/analysis.sh makes it); skipped" | tee -a "$OUT/search_cost_failures.txt"
+  base="$OUT/${task}_s$SEED"
+  if [[ ! -f $base/circuit_searched.json ]]; then
+    echo "$base: no warm search yet (scripts/analysis.sh makes it); skipped" | tee -a "$OUT/search_cost_failures.txt"
     continue
   fi
-  search "$fixed" "$fixed-adaptive" true
-  att="$fixed-att"
+  search "$base" "$base-fixed" false
+  att="$base-att"
   if [[ ! -f $att/gates.json ]]; then
     echo "== rank $att"
-    $PY -m kmshc rank --method attribution --experiment_from "$fixed" --runs_dir "$OUT" --name "$(basename "$att")" --overwrite
+    $PY -m kmshc rank --method attribution --experiment_from "$base" --runs_dir "$OUT" --name "$(basename "$att")" --overwrite
   fi
   search "$att" "$att" "$ATT_ADAPTIVE"
-  cases+=(--case "$task" "$fixed" "$fixed-adaptive" "$att")
+  cases+=(--case "$task" "$base" "$base" "$att")
 done
 
 [[ ${#cases[@]} -gt 0 ]] || { echo "no task had its runs; nothing to report"; exit 1; }
 extra=(); [[ $CPR == 1 ]] && extra+=(--cpr)
-$PY bench/search_cost.py "${cases[@]}" "${extra[@]}" --doc "$DOC"
+$PY bench/search_cost.py "${cases[@]}" --fixed_suffix -fixed ${extra[@]+"${extra[@]}"} --doc "$DOC"
