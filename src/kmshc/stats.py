@@ -79,8 +79,8 @@ def recovery_bounds(x_a, x_b, x_m, level: float) -> tuple[float, float]:
     ub, vb = float(u.mean()), float(v.mean())
     # the sample covariance matrix of (u, v), written out: np.cov costs more than the rest here
     du, dv = u - ub, v - vb
-    su, sv, suv = ((float(du @ du), float(dv @ dv), float(du @ dv)) if n > 1 else (0.0, 0.0, 0.0))
-    su, sv, suv = su / max(n - 1, 1), sv / max(n - 1, 1), suv / max(n - 1, 1)
+    dof = max(n - 1, 1)  # one example: du = dv = 0, so zero variance
+    su, sv, suv = float(du @ du) / dof, float(dv @ dv) / dof, float(du @ dv) / dof
     a = vb * vb - q2 * sv
     if vb <= 0 or a <= 0:
         return -math.inf, math.inf
