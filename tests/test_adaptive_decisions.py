@@ -14,22 +14,31 @@ FULL, BASE, A = torch.ones(1, 4), torch.zeros(1, 4), torch.tensor([[1.0, 0, 0, 0
 EPS, CONF = 0.9, 0.9
 
 
-def fake(values: dict[bytes, np.ndarray], part: slice, calls: list):
-    """Outcomes of the masks in ``values`` (keyed by mask bytes) on examples ``part``."""
+ROW = {4: 0, 0: 1, 1: 2}  # row of x by the mask's head count: FULL, BASE, A
+
+
+def fake(x: torch.Tensor, part: slice, calls: list):
+    """Outcomes of the masks FULL, BASE and A (rows 0, 1, 2 of ``x`` ``[3, n]``) on examples ``part``."""
     def outcomes(masks: torch.Tensor) -> Outcome:
-        x = torch.tensor(np.stack([values[m.numpy().tobytes()][part] for m in masks]))
-        calls.append(x.numel())
-        return Outcome((x > 0).float(), x)
+        rows = x[[ROW[int(m.sum())] for m in masks], part]
+        calls.append(rows.numel())
+        return Outcome((rows > 0).float(), rows)
     return outcomes
 
 
-def decider(r_true: float, n: int, rng, adaptive: bool, calls: list) -> RecoveryScores:
-    shared = rng.normal(0, 1, n)
-    values = {FULL.numpy().tobytes(): 2 + shared + rng.normal(0, 0.5, n),
-              BASE.numpy().tobytes(): shared + rng.normal(0, 0.5, n),
-              A.numpy().tobytes(): 2 * r_true + shared + rng.normal(0, 0.5, n)}
+def draws(r_true: float, n: int, rng, reps: int) -> torch.Tensor:
+    """``reps`` independent draws of per-example margins ``[reps, 3, n]`` of FULL, BASE and A, made at
+    once: a shared difficulty per example plus each set's own noise."""
+    shared = rng.normal(0, 1, (reps, 1, n))
+    means = np.array([2.0, 0.0, 2 * r_true])[None, :, None]
+    return torch.from_numpy(means + shared + rng.normal(0, 0.5, (reps, 3, n)))
+
+
+def decider(x: torch.Tensor, adaptive: bool, calls: list) -> RecoveryScores:
+    """The decision on one draw ``x`` ``[3, n]``, fixed-n or in 4 adaptive looks."""
+    n = x.shape[-1]
     parts = split_chunks(n, 4) if adaptive else [slice(0, n)]
-    return RecoveryScores([fake(values, p, calls) for p in parts], full_mask=FULL, base_mask=BASE, metric="margin",
+    return RecoveryScores([fake(x, p, calls) for p in parts], full_mask=FULL, base_mask=BASE, metric="margin",
                           epsilon=EPS, confidence=CONF, adaptive=adaptive)
 
 
@@ -43,9 +52,9 @@ BOUND = ALPHA + 2.58 * math.sqrt(ALPHA * (1 - ALPHA) / REPS)
 def boundary_error_rate(adaptive: bool, alphas: list[float] | None = None) -> float:
     """How often a set whose true recovery is exactly eps is called "above eps" over REPS draws;
     ``alphas`` replaces the error spent at each look (to simulate an invalid design)."""
-    rng, above = np.random.default_rng(0), 0
-    for _ in range(REPS):
-        d = decider(EPS, 400, rng, adaptive, [])
+    above = 0
+    for x in draws(EPS, 400, np.random.default_rng(0), REPS):
+        d = decider(x, adaptive, [])
         if alphas is not None:
             d.alphas = alphas
         above += d(A[None])[0] >= EPS
@@ -65,21 +74,17 @@ def test_the_simulation_detects_repeated_fixed_n_looks():
 
 
 def test_the_test_can_fail_a_point_rule_errs_half_the_time():
-    rng = np.random.default_rng(1)
-    hits = 0
-    for _ in range(400):
-        shared = rng.normal(0, 1, 400)
-        xm, xb = 2 + shared + rng.normal(0, 0.5, 400), shared + rng.normal(0, 0.5, 400)
-        xa = 2 * EPS + shared + rng.normal(0, 0.5, 400)
-        hits += (xa.mean() - xb.mean()) / (xm.mean() - xb.mean()) >= EPS
-    assert hits / 400 > 0.3
+    xm, xb, xa = draws(EPS, 400, np.random.default_rng(1), 400).mean(-1).unbind(-1)  # [400] each
+    hits = ((xa - xb) / (xm - xb) >= EPS).double().mean()
+    assert hits > 0.3
 
 
 def test_adaptive_stops_early_on_clear_decisions_and_agrees_with_fixed_n():
     for r_true in (0.5, 1.3):  # clearly below and clearly above eps
         fixed_calls, adaptive_calls = [], []
-        fixed = decider(r_true, 800, np.random.default_rng(2), False, fixed_calls)(A[None])[0]
-        quick = decider(r_true, 800, np.random.default_rng(2), True, adaptive_calls)(A[None])[0]
+        x = draws(r_true, 800, np.random.default_rng(2), 1)[0]
+        fixed = decider(x, False, fixed_calls)(A[None])[0]
+        quick = decider(x, True, adaptive_calls)(A[None])[0]
         assert (fixed >= EPS) == (quick >= EPS) == (r_true > EPS)
         # the decision stopped at the first look, so the set and the M/B reference were scored on
         # the first eighth only: 3 rows of 100 examples, against 3 rows of 800 for fixed-n
@@ -87,7 +92,7 @@ def test_adaptive_stops_early_on_clear_decisions_and_agrees_with_fixed_n():
 
 
 def test_full_and_baseline_score_exactly_one_and_zero():
-    d = decider(0.7, 100, np.random.default_rng(3), False, [])
+    d = decider(draws(0.7, 100, np.random.default_rng(3), 1)[0], False, [])
     assert d(torch.stack([FULL, BASE])) == [1.0, 0.0]
 
 

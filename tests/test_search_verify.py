@@ -140,6 +140,24 @@ def test_drop_p_value_is_the_exact_one_sided_mcnemar():
     assert stats.drop_p_value(b, a) == 1.0
 
 
+def test_fast_p_values_and_quantiles_match_the_scipy_wrappers():
+    """drop_p_value and t_quantile call scipy.special directly; they must equal the st.* tests."""
+    from scipy import stats as st
+    rng = np.random.default_rng(5)
+    for _ in range(20):
+        n = int(rng.integers(2, 60))
+        a, b = (rng.uniform(size=n) < 0.6).astype(float), (rng.uniform(size=n) < 0.5).astype(float)
+        lost, gained = int(np.sum(a > b)), int(np.sum(a < b))
+        ref = st.binomtest(lost, lost + gained, 0.5, alternative="greater").pvalue if lost + gained else 1.0
+        assert stats.drop_p_value(a, b) == pytest.approx(ref, rel=1e-9)
+        xa, xb = rng.normal(0.2, 1, n), rng.normal(0, 1, n)
+        ref = st.ttest_1samp(xa - xb, 0.0, alternative="greater").pvalue
+        assert stats.drop_p_value(xa, xb) == pytest.approx(ref, rel=1e-9)
+        level = float(rng.uniform(0.5, 0.999))
+        assert stats.t_quantile(level, n) == pytest.approx(st.t.ppf(level, df=n - 1), rel=1e-12)
+    assert stats.t_quantile(0.975, 1) == pytest.approx(st.norm.ppf(0.975), rel=1e-12)
+
+
 def test_fieller_bounds_contain_the_ratio_and_shrink_with_n():
     rng = np.random.default_rng(0)
     widths = []
@@ -148,6 +166,11 @@ def test_fieller_bounds_contain_the_ratio_and_shrink_with_n():
         xa = 0.7 * xm + 0.3 * xb + rng.normal(0, 0.3, n)
         lo, hi = stats.recovery_bounds(xa, xb, xm, 0.975)
         assert lo < stats.recovery(xa, xb, xm) < hi
+        # the bounds are the roots of mean(d)^2 = q^2 var(d) / n with d = u - rho v (np.cov's var)
+        q = stats.t_quantile(0.975, n)
+        for rho in (lo, hi):
+            d = (xa - xb) - rho * (xm - xb)
+            assert d.mean() ** 2 == pytest.approx(q * q * np.cov(d) / n, rel=1e-6)
         widths.append(hi - lo)
     assert widths[1] < widths[0] / 3
     assert stats.recovery_bounds(xb, xb, xb, 0.975) == (-math.inf, math.inf)  # no gap: unbounded
