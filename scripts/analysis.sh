@@ -4,7 +4,7 @@
 # `kmshc compare` over all of them, with faithfulness curves (CPR/CMD) and head diagnostics.
 #   bash scripts/analysis.sh                      # the grid of docs/analysis.md (4 tasks x 3 seeds)
 #   ONLY="det_noun det_noun_2 ioi greater_than induction" bash scripts/analysis.sh   # all 5 tasks
-#   MODEL=tiny-llama OUT=/tmp/an FIG=/tmp/an/fig LIMIT=60 STEPS=4 bash scripts/analysis.sh  # pipeline smoke run
+#   MODEL=tiny-llama OUT=runs/smoke FIG=runs/smoke/fig LIMIT=60 STEPS=4 bash scripts/analysis.sh  # pipeline smoke run
 #     (a random tiny model has no full-vs-ablated gap, so its searches may stop with an error, noted in failures.txt)
 # Partial grids: SEEDS="1 2" ONLY="ioi induction" COMPARE=0 bash scripts/analysis.sh
 # (SEARCH=0: train only; a later run without it adds the searches.)

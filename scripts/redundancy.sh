@@ -3,7 +3,7 @@
 # (`kmshc redundancy`) on SmolLM2-135M-Instruct for IOI and BLiMP determiner_noun_agreement_1.
 #   bash scripts/redundancy.sh                                  # both tasks, cold searches
 #   TRAIN=runs/analysis ONLY=det_noun bash scripts/redundancy.sh  # warm from $TRAIN/det_noun_s0 if it has gates.json
-#   MODEL=tiny-gpt2 OUT=/tmp/red FIG=/tmp/red-fig LIMIT=60 MAX_EVALS=200 bash scripts/redundancy.sh  # smoke run
+#   MODEL=tiny-gpt2 OUT=runs/smoke-red FIG=runs/smoke-red/fig LIMIT=60 MAX_EVALS=200 bash scripts/redundancy.sh  # smoke run
 # Resumable: each circuit is its own search run directory (C1/, C2/, ...); a rerun reuses the finished
 # ones and resumes an interrupted one. The report, plots and redundancy.json are copied to $FIG/<task>/.
 set -euo pipefail

@@ -5,7 +5,6 @@ fast paths agree with the naive one, and the section it writes names its command
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 import sys
@@ -13,16 +12,11 @@ from pathlib import Path
 
 import pytest
 
-BENCH = Path(__file__).resolve().parents[1] / "bench"
+from bench_loader import BENCH, load_bench
+
 TINY = ["--model", "tiny-llama", "--task", "grammar", "--pairs", "6", "--repeats", "1"]
 
-def load(name: str):
-    sys.path.insert(0, str(BENCH))
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod  # dataclasses look their module up there
-    spec.loader.exec_module(mod)
-    return mod
+load = load_bench  # the bench scripts by name
 
 
 def section(doc: Path, title: str, script: str) -> str:

@@ -1,26 +1,13 @@
 """bench/gpu_check.py: its commands, its agreement checks, and (where a GPU exists) the run itself."""
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-BENCH = Path(__file__).resolve().parents[1] / "bench"
+from bench_loader import load_bench
 
-
-def load():
-    sys.path.insert(0, str(BENCH))
-    spec = importlib.util.spec_from_file_location("bench_gpu_check", BENCH / "gpu_check.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod  # dataclasses look their module up there
-    spec.loader.exec_module(mod)
-    return mod
-
-
-GC = load()
+GC = load_bench("gpu_check")
 
 
 def test_dry_run_prints_every_step_on_every_device(capsys):

@@ -1,8 +1,6 @@
 """bench/search_cost.py: the cost table's arithmetic and what it reads from run files (no model)."""
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
@@ -10,19 +8,9 @@ import pytest
 from kmshc.search.certificate import Certificate, Estimate
 from kmshc.types import Circuit, KmshcError, atomic_write_json
 
-BENCH = Path(__file__).resolve().parents[1] / "bench"
+from bench_loader import load_bench
 
-
-def load():
-    sys.path.insert(0, str(BENCH))
-    spec = importlib.util.spec_from_file_location("bench_search_cost", BENCH / "search_cost.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod  # dataclasses look their module up there
-    spec.loader.exec_module(mod)
-    return mod
-
-
-sc = load()
+sc = load_bench("search_cost")
 
 
 def route(name: str, *, search: float, size: int = 3, verified: bool | None = True, adaptive: bool = False,
