@@ -81,6 +81,12 @@ class GateModule(L.LightningModule):
         return encode(self.experiment.splits["train"], self.experiment.loaded[1])
 
     @cached_property
+    def folds_pairs(self) -> bool:
+        """Whether training runs one row per pair (:func:`kmshc.ablation.folds_exactly`); decided
+        once, since neither the train split nor the ablation changes. Fits the ablation values."""
+        return self.hparams.objective == "task" and folds_exactly(self.train_data, self.experiment.ablation_values)
+
+    @cached_property
     def val_scorer(self) -> Scorer:
         return self.experiment.scorer_for("val")
 
@@ -172,7 +178,7 @@ class GateModule(L.LightningModule):
 
     def training_step(self, examples: torch.Tensor, batch_idx: int) -> torch.Tensor:
         batch = batch_of(self.train_data, examples.cpu())
-        fold = self.hparams.objective == "task" and folds_exactly(self.train_data, self.experiment.ablation_values)
+        fold = self.folds_pairs
         if fold:  # pairs that differ in their final token alone: one row each, the same loss
             batch = fold_final_tokens(batch)
         batch = batch.to(input_device(self.lm))
