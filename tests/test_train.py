@@ -122,3 +122,15 @@ def test_ddp_two_cpu_ranks_keep_identical_gates(tmp_path):
     assert g0 == g1
     assert g0 != [[3.0] * 4] * 2  # trained, not just the initial value
     assert (tmp_path / "tiny" / "circuit_learned.json").exists()
+
+
+def test_score_splits_choose_which_splits_the_learned_circuit_is_scored_on(tmp_path):
+    """``--score_splits`` decides what circuit_learned.json holds: the main job skips the end-of-run
+    scoring (its search and certificate score val and test themselves), the analysis grid keeps it."""
+    fit(tmp_path, "--score_splits", "[]", "--trainer.max_steps", "2", name="none")
+    fit(tmp_path, "--score_splits", "[test]", "--trainer.max_steps", "2", name="test")
+    assert read_circuit(tmp_path / "none" / "circuit_learned.json").scores == {}
+    test = read_circuit(tmp_path / "test" / "circuit_learned.json").scores
+    assert set(test) == {"test"} and test["test"]["n"] > 0
+    with pytest.raises(SystemExit):
+        fit(tmp_path, "--score_splits", "[train]", name="bad")

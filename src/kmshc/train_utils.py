@@ -10,7 +10,7 @@ import json
 import shutil
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import lightning as L
 import torch
@@ -67,8 +67,9 @@ def split_scores(module, split: str, mask: torch.Tensor) -> tuple[dict[str, Any]
 class RunOutputs(L.Callback):
     """Writes the heatmap (and logs it) at every validation, and all run files when fit ends."""
 
-    def __init__(self, run_dir: str | Path, config: dict[str, Any] | None = None) -> None:
-        self.run_dir, self.config = Path(run_dir), config or {}
+    def __init__(self, run_dir: str | Path, config: dict[str, Any] | None = None,
+                 score_splits: Sequence[str] = ("val", "test")) -> None:
+        self.run_dir, self.config, self.score_splits = Path(run_dir), config or {}, tuple(score_splits)
         self._t0 = time.perf_counter()
 
     def on_fit_start(self, trainer: L.Trainer, module) -> None:
@@ -96,7 +97,7 @@ class RunOutputs(L.Callback):
         gate_heatmap(module.gates.deterministic(), self.run_dir / "gates_heatmap.png", tau=tau,
                      title=f"final: {int(mask.sum())} heads > {tau}")
         scores, evals, report = {}, 0, 0.0
-        for split in ("val", "test"):
+        for split in self.score_splits:
             scores[split], n, spent = split_scores(module, split, mask)
             evals, report = evals + n, report + spent
         gates = {k: v["gate"] for k, v in record["heads"].items()}
@@ -117,8 +118,8 @@ class RunOutputs(L.Callback):
                 logger.log_table(key="circuit", columns=["head", "log_alpha", "gate", "kept"], data=rows)
             logger.log_metrics({f"final/{s}_{k}": v for s in scores for k, v in scores[s].items()
                                 if isinstance(v, float)}, step=trainer.global_step)
-        print(f"run directory: {self.run_dir}  ({len(circuit.heads)}/{module.n_total} heads; "
-              f"test accuracy {scores['test']['accuracy']:.3f} vs U={scores['test']['threshold']:.3f})")
+        scored = "".join(f"; {s} accuracy {v['accuracy']:.3f} vs U={v['threshold']:.3f}" for s, v in scores.items())
+        print(f"run directory: {self.run_dir}  ({len(circuit.heads)}/{module.n_total} heads{scored})")
 
 
 class RankGatesDump(L.Callback):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import Literal
 
 from jsonargparse import ActionYesNo
 from lightning.pytorch.callbacks import ModelCheckpoint
@@ -49,6 +50,9 @@ class TrainCLI(LightningCLI):
         parser.add_argument("--runs_dir", default="runs", help="parent folder of run directories")
         parser.add_argument("--overwrite", action=ActionYesNo, default=False, help="replace an existing run directory")
         parser.add_argument("--log_to", choices=["wandb", "csv", "none"], default="wandb", help="logger")
+        parser.add_argument("--score_splits", type=list[Literal["val", "test"]], default=["val", "test"],
+                            help="splits on which the learned circuit, the full model and the baseline are scored "
+                                 "when training ends (circuit_learned.json's scores; [] skips them)")
         parser.add_argument("--device", default=None,
                             help="auto|cpu|cuda|cuda:N: sets trainer.accelerator/devices and the experiment's device "
                                  "(default: the trainer's settings decide; the frozen model follows them)")
@@ -90,7 +94,7 @@ class TrainCLI(LightningCLI):
             logger = False
         callbacks = list(self._get(self.config_init, "trainer.callbacks") or [])
         callbacks += [ModelCheckpoint(dirpath=run_dir / "checkpoints", save_last=True),
-                      RunOutputs(run_dir, config=cfg.as_dict())]
+                      RunOutputs(run_dir, config=cfg.as_dict(), score_splits=cfg.score_splits)]
         return super().instantiate_trainer(default_root_dir=str(run_dir), logger=logger, callbacks=callbacks,
                                            **kwargs)
 

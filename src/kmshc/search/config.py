@@ -55,6 +55,16 @@ class SearchConfig(SearchSettings):
                 and self.baseline == "empty")
 
     @property
+    def bar(self) -> float:
+        """The ε the search decides against. Confident decisions remove a head when ``C \\ {h}``
+        would still pass the certificate's sufficiency check, ``r ≥ ε − τ``, judged with
+        ``decision_confidence`` on val. A bar at ε itself keeps heads whose removal leaves a
+        recovery between ε − τ and ε plus the search's noise; the certificate must then show each
+        of them *necessary* (``r(C \\ {h}) < ε + τ``), a check every kept head has to pass, while the
+        lower bar risks only the one sufficiency check of the final set (docs/certificate.md)."""
+        return self.epsilon - self.certificate.tau if self.confident else self.epsilon
+
+    @property
     def units(self) -> str:
         """What the search's scores and ``U`` are in: recovery lower bounds, or the metric."""
         return "recovery lower bound" if self.confident else self.metric

@@ -52,7 +52,7 @@ def search_scores(cfg: SearchConfig, exp: Experiment, shape: tuple[int, int], va
     scorers = [val] if len(parts) == 1 else [exp.scorer_for("val", items=task.items[p], distributed=True)
                                              for p in parts]
     rs = RecoveryScores([sc.outcomes for sc in scorers], full_mask=mask_of(range(shape[0] * shape[1]), shape),
-                        base_mask=mask_of((), shape), metric=cfg.metric, epsilon=cfg.epsilon, confidence=cfg.decision_confidence,
+                        base_mask=mask_of((), shape), metric=cfg.metric, epsilon=cfg.bar, confidence=cfg.decision_confidence,
                         adaptive=cfg.adaptive)
     return rs, scorers
 
@@ -136,11 +136,11 @@ def drive(cfg: SearchConfig, rec: Recorder, shape: tuple[int, int], *, seed: int
     threshold = None if cfg.confident else cfg.threshold
     if gates is not None:
         flat = {n: indices([n], shape, where=f"{source}: heads")[0] for n in gates}
-        return refine(rec, shape, {flat[n]: g for n, g in gates.items()}, epsilon=cfg.epsilon, threshold=threshold,
+        return refine(rec, shape, {flat[n]: g for n, g in gates.items()}, epsilon=cfg.bar, threshold=threshold,
                       tau=cfg.tau, N=cfg.N, weighted=cfg.weighted, seed=seed, strategy=cfg.strategy,
                       importance={flat[n]: a for n, a in ranks.items()} if ranks else None, margin=cfg.search_margin,
                       universe=universe)
-    return cold_search(rec, shape, semantics=cfg.semantics, epsilon=cfg.epsilon, threshold=threshold, N=cfg.N, K=cfg.K,
+    return cold_search(rec, shape, semantics=cfg.semantics, epsilon=cfg.bar, threshold=threshold, N=cfg.N, K=cfg.K,
                        seed=seed, macro=cfg.macro, window=cfg.window, window_fraction=cfg.window_fraction,
                        percentile=cfg.percentile, edge_correction=cfg.edge_correction, baseline=cfg.baseline,
                        ceil=cfg.ceil, halve_when_large=cfg.halve_when_large, macro_using=macro_using,
