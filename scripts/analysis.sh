@@ -55,7 +55,7 @@ for seed in $SEEDS; do
     if [[ ! -f $run/circuit_learned.json ]]; then
       echo "== train $name"
       # shellcheck disable=SC2086
-      $PY train.py fit --config "configs/train/$config.yaml" --name "$name" --runs_dir "$OUT" --overwrite \
+      $PY train.py fit --config "configs/train/$config.yaml" --name "$name" --runs_dir "$OUT" --overwrite --score_splits '[val,test]' \
         --log_to csv --seed_everything "$seed" --data.experiment.seed "$seed" --data.experiment.model "$MODEL" \
         --data.experiment.split_fractions "$SPLITS" ${train_args[@]+"${train_args[@]}"} $args
     fi
