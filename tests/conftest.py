@@ -2,6 +2,7 @@
 
 Tiny models are random and built in-process in milliseconds; the SmolLM2 fixture loads the
 embedded model once per session (fp32).
+Under pytest-xdist (``scripts/test.sh`` runs 2 workers) each worker uses one torch thread.
 ``KMSHC_CACHE`` is left alone on purpose: the GGUF -> safetensors conversion takes ~40 s, so
 the user cache is reused across runs.
 """
@@ -14,6 +15,14 @@ os.environ.setdefault("WANDB_MODE", "offline")
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # One thread per xdist worker: the workers already fill the cores, and 2 workers x 2 threads
+    # on 2 cores thrash. Set before torch loads (OpenMP reads it once); subprocesses inherit it.
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[var] = "1"
+    import torch
+
+    torch.set_num_threads(1)
 
 from pathlib import Path  # noqa: E402
 

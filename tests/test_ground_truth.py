@@ -20,7 +20,8 @@ from kmshc.models import load_model
 from kmshc.toy import ToyConfig, save_toy, train_toy
 from kmshc.types import read_circuit
 
-pytestmark = pytest.mark.slow
+# one xdist worker runs the module, so its ~1-minute fixture (train the toy, fit, search) runs once
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("ground_truth")]
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))

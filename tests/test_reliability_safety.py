@@ -206,35 +206,62 @@ def test_failed_write_keeps_the_old_file(tmp_path, monkeypatch):
 
 
 # ----------------------------------------------------------------------------- safetensors cache
-def test_gguf_cache_is_safetensors(tmp_path, monkeypatch):
-    """The GGUF -> cache conversion (used for SmolLM2) writes safetensors only and reloads identically.
-
-    transformers' GGUF reader is swapped for a tiny Llama, so no real GGUF file is needed.
-    """
+@pytest.fixture
+def fake_gguf(tmp_path, monkeypatch):
+    """``(gguf path, reference tiny Llama, conversions)``: transformers' GGUF reader is swapped for a
+    tiny Llama (so no real GGUF file is needed), ``conversions`` counts its reads, and the cache is
+    ``tmp_path/cache``."""
     import transformers
 
-    from kmshc import models
     from kmshc.tiny import tiny_model
     ref, tok = tiny_model("llama")
     real_tok, real_model = transformers.AutoTokenizer.from_pretrained, transformers.AutoModelForCausalLM.from_pretrained
+    conversions: list[int] = []
 
     def fake_tok(*a, **k):
         return tok if "gguf_file" in k else real_tok(*a, **k)
 
     def fake_model(*a, **k):
-        return ref if "gguf_file" in k else real_model(*a, **k)
+        if "gguf_file" in k:
+            conversions.append(1)
+            time.sleep(0.2)  # a slow conversion, so a second loader arrives while the first converts
+            return ref
+        return real_model(*a, **k)
     monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", fake_tok)
     monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", fake_model)
     monkeypatch.setenv("KMSHC_CACHE", str(tmp_path / "cache"))
     gguf = tmp_path / "model.gguf"
     gguf.write_bytes(b"GGUF" + b"\0" * 60)
+    return gguf, ref, conversions
+
+
+def test_gguf_cache_is_safetensors(tmp_path, fake_gguf):
+    """The GGUF -> cache conversion (used for SmolLM2) writes safetensors only and reloads identically."""
+    from kmshc import models
+    gguf, ref, _ = fake_gguf
     model, _ = models._load_gguf(gguf, torch.float32, "eager", cache_key="tiny-cache")
     cached = tmp_path / "cache" / "tiny-cache"
     weights = sorted(p.name for p in cached.iterdir() if p.suffix in (".safetensors", ".bin", ".pt", ".pth", ".pkl"))
     assert weights == ["model.safetensors"]
-    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == ["tiny-cache"]  # no temp folder left
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir() if p.is_dir()) == ["tiny-cache"]  # no temp folder left
     ids = torch.tensor([[1, 5, 9, 20]])
     assert torch.equal(model(ids).logits, ref(ids).logits)
+
+
+def test_gguf_cache_is_converted_once_by_concurrent_loaders(fake_gguf):
+    """Two loaders at once (parallel test workers, two jobs): one converts, the other waits and reads
+    its cache; neither deletes the folder the other loads from."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from kmshc import models
+    gguf, ref, conversions = fake_gguf
+    with ThreadPoolExecutor(2) as pool:
+        loaded = list(pool.map(lambda _: models._load_gguf(gguf, torch.float32, "eager", cache_key="tiny-cache")[0],
+                               range(2)))
+    assert len(conversions) == 1
+    ids = torch.tensor([[1, 5, 9, 20]])
+    for model in loaded:
+        assert torch.equal(model(ids).logits, ref(ids).logits)
 
 
 def test_user_smollm2_cache_holds_no_pickles():

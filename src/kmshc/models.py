@@ -14,6 +14,7 @@ import tempfile
 from pathlib import Path
 
 import torch
+from filelock import FileLock
 from torch import nn
 
 from kmshc.device import dispatch, map_computes_on_gpu, resolve_device
@@ -112,15 +113,28 @@ def _resolve_dtype(dtype: str | torch.dtype, device: torch.device | None = None,
 
 def _load_gguf(path: Path, dtype: torch.dtype, attn: str, cache_key: str | None, placement=None):
     """Read a GGUF file; with ``cache_key``, convert once to safetensors under :func:`cache_dir`."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
     if not path.is_file():
         raise KmshcError(f"{path}: GGUF file not found")
     with open(path, "rb") as f:  # cheap check before transformers parses (and tracebacks on) it
         if f.read(4) != b"GGUF":
             raise KmshcError(f"{path}: not a GGUF file (it does not start with the 'GGUF' magic bytes)")
-    cached = cache_dir() / cache_key if cache_key else None
-    if cached is not None and (cached / "config.json").exists():
-        return _load_dir(cached, dtype, attn, trust_remote_code=False, placement=placement)
+    if cache_key is None:
+        return _convert_gguf(path, dtype, attn, cached=None)
+    cached = cache_dir() / cache_key
+    if not (cached / "config.json").exists():  # a complete cache is read without the lock (it may be read-only)
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        # Two processes (parallel test workers, two jobs) must not both convert: the second one's
+        # replace would delete the folder the first is already loading from.
+        with FileLock(str(cached.parent / f".{cache_key}.lock")):
+            if not (cached / "config.json").exists():
+                _convert_gguf(path, dtype, attn, cached=cached)
+    return _load_dir(cached, dtype, attn, trust_remote_code=False, placement=placement)
+
+
+def _convert_gguf(path: Path, dtype: torch.dtype, attn: str, cached: Path | None):
+    """Read a GGUF file; with ``cached``, save it there as safetensors (atomically) and return None,
+    else return ``(model, tokenizer)``."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
     try:
         import accelerate  # noqa: F401  (transformers needs it to read GGUF)
     except ImportError:
@@ -135,8 +149,7 @@ def _load_gguf(path: Path, dtype: torch.dtype, attn: str, cache_key: str | None,
         model.hf_quantizer = None
         if hasattr(model.config, "quantization_config"):
             del model.config.quantization_config
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{cache_key}.", dir=cached.parent))
+        tmp = Path(tempfile.mkdtemp(prefix=f".{cached.name}.", dir=cached.parent))
         try:
             model.save_pretrained(tmp, safe_serialization=True)
             tok.save_pretrained(tmp)
@@ -145,7 +158,7 @@ def _load_gguf(path: Path, dtype: torch.dtype, attn: str, cache_key: str | None,
             os.replace(tmp, cached)  # atomic: a half-written cache is never picked up
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-        return _load_dir(cached, dtype, attn, trust_remote_code=False, placement=placement)
+        return None
     model.config._attn_implementation = attn
     return model.to(dtype), tok
 
