@@ -134,9 +134,13 @@ def test_warm_refine_outside_an_excluded_circuit_starts_from_the_learned_set_min
     res = refine(rec, SHAPE, gates, epsilon=0.9, seed=0, strategy="bundles", universe=set(range(16)) - A)
     assert set(indices(res.heads, SHAPE)) == B
     assert res.trace[0]["start"] == 3  # the learned set {A, B} (gates > tau = 0.5) minus A
-    with pytest.raises(NoSufficientSet):
-        refine(Recorder(point_scores(outcomes, "accuracy")), SHAPE, gates, epsilon=0.9, strategy="bundles",
-               universe=set(range(16)) - A - B)
+    for strategy in ("bundles", "ordered"):
+        rec = Recorder(point_scores(outcomes, "accuracy"))
+        with pytest.raises(NoSufficientSet):
+            refine(rec, SHAPE, gates, epsilon=0.9, strategy=strategy, universe=set(range(16)) - A - B)
+        # M, B (= the learned set minus the exclusions, here empty) and everything allowed: no
+        # prefix-by-prefix restore through the 16 - |A| - |B| other heads
+        assert rec.evaluations == 3
 
 
 def test_paper_semantics_refuses_exclusions():

@@ -45,8 +45,11 @@ def restore_in_gate_order(rec: Recorder, shape: tuple[int, int], C0: set[int], g
                           U: float, rng: random.Random, batch: int = 10) -> tuple[set[int], float]:
     """Smallest prefix ``C0 ∪ top-j heads by gate`` with ``S ≥ U``; prefixes scored ``batch`` at a time."""
     rest = sorted(set(gates) - C0, key=lambda h: (-gates[h], h))
-    sc = rec.one(mask_of(C0, shape)) if not rest else float("nan")
-    for s in range(0, len(rest), batch):
+    # Everything allowed first: with every head allowed this is M, already scored (free); with
+    # excluded circuits one evaluation saves restoring the whole rest one prefix at a time.
+    allowed = C0 | set(rest)
+    sc = rec.one(mask_of(allowed, shape))
+    for s in range(0, len(rest) if sc >= U else 0, batch):
         sizes = range(s + 1, min(len(rest), s + batch) + 1)
         scores = rec.many(torch.stack([mask_of(C0 | set(rest[:j]), shape) for j in sizes]))
         for j, sc in zip(sizes, scores):
@@ -54,7 +57,7 @@ def restore_in_gate_order(rec: Recorder, shape: tuple[int, int], C0: set[int], g
                 rec.decision(rng, size=len(C0) + j, event="restored_in_gate_order", added=j, score=sc)
                 return C0 | set(rest[:j]), sc
     # with every head allowed S(M) >= U makes this unreachable; with excluded circuits it is the answer
-    raise NoSufficientSet(f"the {len(C0) + len(rest)} allowed heads together score {sc:.4f} < U = {U:.4f}: "
+    raise NoSufficientSet(f"the {len(allowed)} allowed heads together score {sc:.4f} < U = {U:.4f}: "
                           "no sufficient set remains among them", score=sc, threshold=U)
 
 
