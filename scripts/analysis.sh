@@ -49,7 +49,7 @@ train_args=() search_args=()
 [[ -n $STEPS ]] && train_args+=(--trainer.max_steps "$STEPS" --trainer.val_check_interval "$STEPS")
 [[ -n $BATCH ]] && train_args+=(--data.batch_size "$BATCH")
 [[ -n $LIMIT ]] && train_args+=(--data.experiment.limit "$LIMIT")
-[[ -n $EPSILON ]] && train_args+=(--model.epsilon "$EPSILON") && search_args+=(--epsilon "$EPSILON")
+train_args+=(--model.epsilon "$EPSILON") search_args+=(--epsilon "$EPSILON")
 [[ -n $DTYPE ]] && train_args+=(--data.experiment.dtype "$DTYPE") && search_args+=(--dtype "$DTYPE")
 
 for seed in $SEEDS; do

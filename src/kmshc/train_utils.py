@@ -64,11 +64,14 @@ def split_scores(module, split: str, mask: torch.Tensor) -> tuple[dict[str, Any]
              "threshold": float(acc[2] + eps * (acc[1] - acc[2]))}, scorer.evaluations, scorer.cost.example_forwards)
 
 
+SCORE_SPLITS = ("val", "test")  # where a finished run scores its learned circuit, unless told otherwise
+
+
 class RunOutputs(L.Callback):
     """Writes the heatmap (and logs it) at every validation, and all run files when fit ends."""
 
     def __init__(self, run_dir: str | Path, config: dict[str, Any] | None = None,
-                 score_splits: Sequence[str] = ("val", "test")) -> None:
+                 score_splits: Sequence[str] = SCORE_SPLITS) -> None:
         self.run_dir, self.config, self.score_splits = Path(run_dir), config or {}, tuple(score_splits)
         self._t0 = time.perf_counter()
 

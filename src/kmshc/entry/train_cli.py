@@ -22,7 +22,7 @@ from kmshc.device import lightning_accelerator
 from kmshc.entry.configs import resolve_config_args
 from kmshc.module import GateModule
 from kmshc.quiet import quiet_lightning
-from kmshc.train_utils import RunOutputs, prepare_run_dir
+from kmshc.train_utils import SCORE_SPLITS, RunOutputs, prepare_run_dir
 from kmshc.types import atomic_write_text, config_errors
 
 __all__ = ["GateDataModule", "GateModule", "TrainCLI", "main"]
@@ -50,7 +50,7 @@ class TrainCLI(LightningCLI):
         parser.add_argument("--runs_dir", default="runs", help="parent folder of run directories")
         parser.add_argument("--overwrite", action=ActionYesNo, default=False, help="replace an existing run directory")
         parser.add_argument("--log_to", choices=["wandb", "csv", "none"], default="wandb", help="logger")
-        parser.add_argument("--score_splits", type=list[Literal["val", "test"]], default=["val", "test"],
+        parser.add_argument("--score_splits", type=list[Literal["val", "test"]], default=list(SCORE_SPLITS),
                             help="splits on which the learned circuit, the full model and the baseline are scored "
                                  "when training ends (circuit_learned.json's scores; [] skips them)")
         parser.add_argument("--device", default=None,
