@@ -10,6 +10,7 @@
 # decision rule (a) or the ranking (b) differs.
 #   bash scripts/search_cost.sh
 #   ONLY="ioi induction" CPR=0 DOC=none bash scripts/search_cost.sh   # some tasks, no curves, print only
+#   OUT=runs/cost-n2000 ATT=0 ONLY="ioi induction" bash scripts/search_cost.sh   # fixed-n vs adaptive only
 # Resumable: a finished output (gates.json, circuit_searched.json) is skipped; a half-finished
 # search resumes from its search_state.json. Runs one process at a time.
 set -euo pipefail
@@ -19,6 +20,7 @@ PY=${PY:-.venv/bin/python}
 OUT=${OUT:-runs/analysis}
 SEED=${SEED:-0}
 ONLY=${ONLY:-"det_noun det_noun_2 ioi greater_than induction"}
+ATT=${ATT:-1}                       # 0: skip the attribution route (fixed-n against adaptive only)
 ATT_ADAPTIVE=${ATT_ADAPTIVE:-true}  # the attribution route's decisions; compared with the learned route alike
 CPR=${CPR:-1}                       # 1: also score each circuit's faithfulness curve (CPR) on test
 DOC=${DOC:-docs/benchmarks.md}      # where the tables go ('none': print only)
@@ -46,11 +48,11 @@ for task in $ONLY; do
   fi
   search "$base" "$base-fixed" false
   att="$base-att"
-  if [[ ! -f $att/gates.json ]]; then
+  if [[ $ATT == 1 && ! -f $att/gates.json ]]; then
     echo "== rank $att"
     $PY -m kmshc rank --method attribution --experiment_from "$base" --runs_dir "$OUT" --name "$(basename "$att")" --overwrite
   fi
-  search "$att" "$att" "$ATT_ADAPTIVE"
+  [[ $ATT == 1 ]] && search "$att" "$att" "$ATT_ADAPTIVE"
   cases+=(--case "$task" "$base" "$base" "$att")
 done
 
