@@ -12,7 +12,9 @@
 # a half-finished search resumes from its search_state.json. Runs one process at a time.
 #
 # Every task uses the main job's split fractions, 20% train / 40% val (the search) / 40% test (the
-# certificate), of 600 generated items or one BLiMP paradigm's 1000 pairs (LIMIT= caps them).
+# certificate), of 2000 generated items (N=) or one BLiMP paradigm's 1000 pairs (LIMIT= caps them).
+# 2000, not the main job's 600: a certificate at eps 0.9 needs about 500-750 examples per split to
+# decide heads whose removal leaves a recovery near eps (docs/certificate.md, "Default splits").
 # Gates: configs/train/default.yaml for the generated tasks, configs/train/blimp.yaml for BLiMP.
 # Search: configs/search/default.yaml for all (warm mode reads the experiment from the run; margin
 # metric, confident decisions), at EPSILON (below).
@@ -28,10 +30,10 @@ ONLY=${ONLY:-"det_noun ioi greater_than induction"}  # which tasks, in this orde
 SPLITS="[0.2,0.4,0.4]"
 BLIMP=../shared/data/blimp
 # Optional overrides (empty: the configs' values): STEPS gate-training steps, BATCH pairs per step,
-# LIMIT items per task (after the seeded shuffle; for smoke runs), N items a generated task makes
-# (default 600; more items make larger val and test splits: docs/benchmarks.md, "Search cost"), DTYPE (default: the
+# LIMIT items per task (after the seeded shuffle; for smoke runs), DTYPE (default: the
 # configs' dtype: float32 for the generated tasks, `auto` for BLiMP, bf16 only where native).
-STEPS=${STEPS:-} BATCH=${BATCH:-} LIMIT=${LIMIT:-} N=${N:-} DTYPE=${DTYPE:-}
+STEPS=${STEPS:-} BATCH=${BATCH:-} LIMIT=${LIMIT:-} DTYPE=${DTYPE:-}
+N=${N:-2000}  # items a generated task makes (BLiMP paradigms have their own 1000)
 # where a finished training run scores its learned circuit ('[]': nowhere; `kmshc compare` then
 # shows no learned-circuit scores, and the searches and certificates are unchanged)
 SCORE_SPLITS=${SCORE_SPLITS:-"[val,test]"}
@@ -44,16 +46,15 @@ EPSILON=${EPSILON:-0.9}
 TASKS=(
   "det_noun|blimp|--data.experiment.data $BLIMP/determiner_noun_agreement_1.jsonl"
   "det_noun_2|blimp|--data.experiment.data $BLIMP/determiner_noun_agreement_2.jsonl"
-  "ioi|default|--data.experiment.task ioi"
-  "greater_than|default|--data.experiment.task greater_than"
-  "induction|default|--data.experiment.task induction"
+  "ioi|default|--data.experiment.task ioi --data.experiment.n $N"
+  "greater_than|default|--data.experiment.task greater_than --data.experiment.n $N"
+  "induction|default|--data.experiment.task induction --data.experiment.n $N"
 )
 
 train_args=() search_args=()
 [[ -n $STEPS ]] && train_args+=(--trainer.max_steps "$STEPS" --trainer.val_check_interval "$STEPS")
 [[ -n $BATCH ]] && train_args+=(--data.batch_size "$BATCH")
 [[ -n $LIMIT ]] && train_args+=(--data.experiment.limit "$LIMIT")
-[[ -n $N ]] && train_args+=(--data.experiment.n "$N")
 train_args+=(--model.epsilon "$EPSILON") search_args+=(--epsilon "$EPSILON")
 [[ -n $DTYPE ]] && train_args+=(--data.experiment.dtype "$DTYPE") && search_args+=(--dtype "$DTYPE")
 
