@@ -48,11 +48,13 @@ for task in $ONLY; do
   fi
   search "$base" "$base-fixed" false
   att="$base-att"
-  if [[ $ATT == 1 && ! -f $att/gates.json ]]; then
-    echo "== rank $att"
-    $PY -m kmshc rank --method attribution --experiment_from "$base" --runs_dir "$OUT" --name "$(basename "$att")" --overwrite
+  if [[ $ATT == 1 ]]; then
+    if [[ ! -f $att/gates.json ]]; then
+      echo "== rank $att"
+      $PY -m kmshc rank --method attribution --experiment_from "$base" --runs_dir "$OUT" --name "$(basename "$att")" --overwrite
+    fi
+    search "$att" "$att" "$ATT_ADAPTIVE"
   fi
-  [[ $ATT == 1 ]] && search "$att" "$att" "$ATT_ADAPTIVE"
   cases+=(--case "$task" "$base" "$base" "$att")
 done
 
