@@ -102,10 +102,11 @@ def test_spending_sums_to_alpha_and_chunks_tile_the_split():
     assert [p.stop for p in parts][-1] == 803 and all(a.stop == b.start for a, b in zip(parts, parts[1:]))
 
 
-def test_confident_search_removes_heads_down_to_the_certificates_sufficiency_bar():
-    """A confident search decides against ε − τ, the certificate's sufficiency bar, so a head whose
-    removal leaves a recovery in [ε − τ, ε) goes (the certificate could never show it necessary);
-    the point rule, deciding against ε, keeps it. Recoveries here are exact: r(A) = Σ weights."""
+def test_confident_search_decides_between_epsilon_and_the_certificates_sufficiency_bar():
+    """A confident search decides against ε − bar_slack·τ (default half of τ): a head whose removal
+    leaves 0.88 (inside [ε − τ/2, ε)) goes, which the point rule, deciding against ε, keeps; a head
+    whose removal leaves 0.86 (inside [ε − τ, ε − τ/2)) stays, so the final set keeps a margin over
+    the certificate's sufficiency bar ε − τ, and goes with slack 1. Recoveries here are exact."""
     from dataclasses import replace as dc_replace
 
     from kmshc.search.config import SearchConfig
@@ -113,14 +114,17 @@ def test_confident_search_removes_heads_down_to_the_certificates_sufficiency_bar
     from kmshc.search.state import Recorder
 
     cfg = SearchConfig(semantics="keep", decision="confident", epsilon=0.9, strategy="ordered")
-    assert cfg.confident and cfg.bar == pytest.approx(0.9 - cfg.certificate.tau)
-    weights = torch.tensor([0.6, 0.28, 0.12, 0.0])  # removing L0H2 leaves 0.88
-
-    def evaluate(masks: torch.Tensor) -> list[float]:
-        return (masks.float().reshape(len(masks), -1) @ weights).tolist()
-
+    assert cfg.confident and cfg.bar == pytest.approx(0.9 - cfg.certificate.tau / 2)
     gates = {"L0H0": 0.9, "L0H1": 0.8, "L0H2": 0.7, "L0H3": 0.6}
-    heads = {cfg_.decision: set(drive(cfg_, Recorder(evaluate), (1, 4), seed=0, gates=gates).heads)
-             for cfg_ in (cfg, dc_replace(cfg, decision="point"))}
-    assert heads["confident"] == {"L0H0", "L0H1"}
-    assert heads["point"] == {"L0H0", "L0H1", "L0H2"}
+
+    def heads(cfg_: SearchConfig, weights: list[float]) -> set[str]:
+        w = torch.tensor(weights)
+        rec = Recorder(lambda masks: (masks.float().reshape(len(masks), -1) @ w).tolist())
+        return set(drive(cfg_, rec, (1, 4), seed=0, gates=gates).heads)
+
+    small = [0.6, 0.28, 0.12, 0.0]  # removing L0H2 leaves 0.88
+    assert heads(cfg, small) == {"L0H0", "L0H1"}
+    assert heads(dc_replace(cfg, decision="point"), small) == {"L0H0", "L0H1", "L0H2"}
+    edge = [0.6, 0.26, 0.14, 0.0]  # removing L0H2 leaves 0.86
+    assert heads(cfg, edge) == {"L0H0", "L0H1", "L0H2"}
+    assert heads(dc_replace(cfg, bar_slack=1.0), edge) == {"L0H0", "L0H1"}

@@ -9,6 +9,7 @@ from typing import Any, Literal
 from kmshc.experiment import Experiment
 from kmshc.search.certificate import CertificateConfig
 from kmshc.search.settings import SearchSettings
+from kmshc.types import KmshcError
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,9 @@ class SearchConfig(SearchSettings):
     # or on the point estimate ("point", the paper's); see kmshc.search.decide
     decision: Literal["confident", "point"] = "confident"
     decision_confidence: float = 0.9
+    # confident decisions remove a head while r(C \ {h}) stays >= epsilon - bar_slack * certificate.tau
+    # (see SearchConfig.bar for why half of tau)
+    bar_slack: float = 0.5
     adaptive: bool = False  # score the search split in growing chunks; stop when a decision is clear
     looks: int = 4
     certificate: CertificateConfig = field(default_factory=CertificateConfig)
@@ -46,6 +50,11 @@ class SearchConfig(SearchSettings):
     out: str | None = None  # write here instead of the mode's folder (one folder per circuit in a redundancy run)
     experiment: Experiment = field(default_factory=Experiment)
 
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.bar_slack <= 1.0:
+            raise KmshcError(f"search config field bar_slack: {self.bar_slack} is outside [0, 1] (0 decides "
+                             "against epsilon, 1 against the certificate's sufficiency bar epsilon - tau)")
+
     @property
     def confident(self) -> bool:
         """Whether removals are decided on the recovery's lower confidence bound: ``decision`` asks
@@ -56,13 +65,21 @@ class SearchConfig(SearchSettings):
 
     @property
     def bar(self) -> float:
-        """The ε the search decides against. Confident decisions remove a head when ``C \\ {h}``
-        would still pass the certificate's sufficiency check, ``r ≥ ε − τ``, judged with
-        ``decision_confidence`` on val. A bar at ε itself keeps heads whose removal leaves a
-        recovery between ε − τ and ε plus the search's noise; the certificate must then show each
-        of them *necessary* (``r(C \\ {h}) < ε + τ``), a check every kept head has to pass, while the
-        lower bar risks only the one sufficiency check of the final set (docs/certificate.md)."""
-        return self.epsilon - self.certificate.tau if self.confident else self.epsilon
+        """The ε the search decides against: ``ε − bar_slack·τ`` for confident decisions (τ the
+        certificate's tolerance), ``ε`` otherwise.
+
+        A confident search removes a head while the lower ``decision_confidence`` bound of
+        ``r(C \\ {h})`` on val clears the bar, so it prunes until the last removals sit just above
+        it. The certificate then asks two things on test: the final set's lower 97.5% bound
+        ``≥ ε − τ`` (sufficiency), and for every kept head, whose removal left a val bound just
+        under the bar, an upper 97.5% bound ``< ε + τ`` (necessity). With standard error ``s`` on
+        both splits, a bar ``b`` passes the first when ``b ≥ ε − τ + (1.96 − 1.28)·s`` and the
+        second when ``b ≤ ε + τ − (1.28 + 1.96)·s``. A bar at ``ε − τ`` (slack 1) fails the
+        first for any ``s`` when the last removal lands on the bar; a bar at ``ε`` (slack 0)
+        needs ``s ≤ 0.015`` at τ = 0.05 for the second. Half of τ passes both for ``s`` up to
+        about 0.023 and sufficiency up to 0.037, and it errs towards sufficiency, the check that
+        always sits at the edge (docs/certificate.md, "The search's bar")."""
+        return self.epsilon - self.bar_slack * self.certificate.tau if self.confident else self.epsilon
 
     @property
     def units(self) -> str:
