@@ -13,8 +13,8 @@
 #
 # Every task uses the main job's split fractions, 20% train / 40% val (the search) / 40% test (the
 # certificate), of 2000 generated items (N=) or one BLiMP paradigm's 1000 pairs (LIMIT= caps them).
-# 2000, not the main job's 600: a certificate at eps 0.9 needs about 500-750 examples per split to
-# decide heads whose removal leaves a recovery near eps (docs/certificate.md, "Default splits").
+# 2000, not the main job's 600: a certificate at eps 0.9 needs about 900-1,400 examples per split
+# to decide a head whose removal leaves a recovery at the search's bar (docs/certificate.md).
 # Gates: configs/train/default.yaml for the generated tasks, configs/train/blimp.yaml for BLiMP.
 # Search: configs/search/default.yaml for all (warm mode reads the experiment from the run; margin
 # metric, confident decisions), at EPSILON (below).
