@@ -4,7 +4,7 @@ The searches compare a score with ``U`` (:mod:`kmshc.search.micro`). With ``deci
 the search sees each set ``A`` through the *lower confidence bound of its recovery*
 ``r(A) = (S(A) − S(B)) / (S(M) − S(B))`` on the search split, in recovery units where
 ``S(M) = 1``, ``S(B) = 0`` and so ``U`` is the bar ``epsilon`` it is given (the search passes
-``ε − τ``, :attr:`~kmshc.search.config.SearchConfig.bar`). A head is then removed only when the
+``ε − bar_slack·τ``, :attr:`~kmshc.search.config.SearchConfig.bar`). A head is then removed only when the
 circuit without it still clears the bar with confidence, so the search's choices carry less of
 the winner's curse into the held-out certificate.
 
