@@ -119,3 +119,18 @@ def test_search_circuit_searches_with_the_search_configs_defaults(exp, monkeypat
     assert not cfg.confident and cfg.strategy == SearchConfig().strategy and kw["gates"] == {"L0H0": 0.9}
     with pytest.raises(KmshcError, match="nope"):
         kmshc.search_circuit(exp, nope=1)
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("epsilon", 1.5, "epsilon: expected a value in (0, 1], got 1.5"),
+    ("threshold", -0.1, "threshold: expected an accuracy in [0, 1], got -0.1"),
+    ("looks", 0, "looks: expected a positive integer, got 0"),
+    ("decision_confidence", 1.0, "decision_confidence: expected a value in (0.5, 1), got 1.0"),
+    ("bar_slack", 2.0, "bar_slack: 2.0 is outside [0, 1]"),
+])
+def test_search_config_refuses_a_bad_value_when_built(field, value, message):
+    """The Python API gets the command line's field-named errors without loading a model or data."""
+    with pytest.raises(KmshcError) as e:
+        SearchConfig(**{field: value})
+    assert message in str(e.value)
+    SearchConfig(**{field: getattr(SearchConfig(), field)})  # the default value is accepted

@@ -51,9 +51,25 @@ class SearchConfig(SearchSettings):
     experiment: Experiment = field(default_factory=Experiment)
 
     def __post_init__(self) -> None:
+        """Check the values that need no file or model, so a bad one fails before anything loads
+        (the command line, a config file and the Python API all construct this class)."""
+        if not 0 < self.epsilon <= 1:
+            raise KmshcError(f"epsilon: expected a value in (0, 1], got {self.epsilon}")
+        if self.threshold is not None and not 0 <= self.threshold <= 1:
+            raise KmshcError(f"threshold: expected an accuracy in [0, 1], got {self.threshold}")
+        for key in ("K", "N", "looks"):
+            if getattr(self, key) < 1:
+                raise KmshcError(f"{key}: expected a positive integer, got {getattr(self, key)}")
+        if not 0.5 < self.decision_confidence < 1:
+            raise KmshcError(f"decision_confidence: expected a value in (0.5, 1), got {self.decision_confidence}")
         if not 0.0 <= self.bar_slack <= 1.0:
             raise KmshcError(f"search config field bar_slack: {self.bar_slack} is outside [0, 1] (0 decides "
                              "against epsilon, 1 against the certificate's sufficiency bar epsilon - tau)")
+        if self.exclude and (self.semantics == "paper" or self.mode == "verify"):
+            raise KmshcError("exclude: only for searches with keep semantics (paper semantics keeps the heads outside "
+                             "C active, so excluded heads could not stay ablated)")
+        if self.resume and self.overwrite:
+            raise KmshcError("--resume and --overwrite exclude each other")
 
     @property
     def confident(self) -> bool:

@@ -105,20 +105,8 @@ def output_dir(cfg: SearchConfig) -> Path:
 
 
 def prepare(out: Path, cfg: SearchConfig) -> None:
-    """Check cheap config values, take the run directory's lock, and refuse to clobber earlier
-    results unless ``overwrite`` (or ``resume``)."""
-    if not 0 < cfg.epsilon <= 1:
-        raise KmshcError(f"epsilon: expected a value in (0, 1], got {cfg.epsilon}")
-    if cfg.threshold is not None and not 0 <= cfg.threshold <= 1:
-        raise KmshcError(f"threshold: expected an accuracy in [0, 1], got {cfg.threshold}")
-    for key in ("K", "N"):
-        if getattr(cfg, key) < 1:
-            raise KmshcError(f"{key}: expected a positive integer, got {getattr(cfg, key)}")
-    if cfg.exclude and (cfg.semantics == "paper" or cfg.mode == "verify"):
-        raise KmshcError("exclude: only for searches with keep semantics (paper semantics keeps the heads outside C "
-                         "active, so excluded heads could not stay ablated)")
-    if cfg.resume and cfg.overwrite:
-        raise KmshcError("--resume and --overwrite exclude each other")
+    """Take the run directory's lock and refuse to clobber earlier results unless ``overwrite``
+    (or ``resume``). The config's values were checked when it was built (``SearchConfig.__post_init__``)."""
     fresh_cold = cfg.mode == "cold" and not (out.exists() and any(out.iterdir()))
     ensure_writable_dir(out, "run directory")  # before the model loads: fail in seconds, not after the search
     acquire_lock(out)
