@@ -3,6 +3,7 @@
 # (`kmshc redundancy`) on SmolLM2-135M-Instruct for IOI and BLiMP determiner_noun_agreement_1.
 #   bash scripts/redundancy.sh                                  # both tasks, cold searches
 #   TRAIN=runs/analysis ONLY=det_noun bash scripts/redundancy.sh  # warm from $TRAIN/det_noun_s0 if it has gates.json
+#     (its C1 is the warm search scripts/analysis.sh ran on that run: same config, same result)
 #   MODEL=tiny-gpt2 OUT=runs/smoke-red FIG=runs/smoke-red/fig LIMIT=60 MAX_EVALS=200 bash scripts/redundancy.sh  # smoke run
 # Resumable: each circuit is its own search run directory (C1/, C2/, ...); a rerun reuses the finished
 # ones and resumes an interrupted one. The report, plots and redundancy.json are copied to $FIG/<task>/.
@@ -21,11 +22,14 @@ DTYPE=${DTYPE:-auto}                   # auto: bf16 on CUDA or a CPU with native
 TRAIN=${TRAIN:-}                       # a folder of train.py runs named <task>_s0: start warm from them
 EXTRA=${EXTRA:-}                       # more search flags, e.g. "--metric margin"
 
-# name | config | overrides (IOI: configs/search/default.yaml, margin metric, confident decisions;
-# det_noun: configs/search/blimp.yaml, accuracy, point decisions by default)
+BLIMP=${BLIMP:-../shared/data/blimp}  # a folder of BLiMP paradigm files (docs/tasks.md says where to get them)
+
+# name | config | overrides: both use configs/search/default.yaml (margin metric, confident adaptive
+# decisions); IOI at its epsilon 1.0, det_noun at the analysis grid's 0.9. A warm chain reads the
+# experiment (task, items, splits) from the train run; the overrides here shape cold chains only.
 TASKS=(
   "ioi|configs/search/default.yaml|--experiment.n $LIMIT"
-  "det_noun|configs/search/blimp.yaml|--experiment.limit $LIMIT"
+  "det_noun|configs/search/default.yaml|--epsilon 0.9 --experiment.task blimp --experiment.data $BLIMP/determiner_noun_agreement_1.jsonl --experiment.n null --experiment.limit $LIMIT"
 )
 
 for task in $ONLY; do

@@ -110,6 +110,8 @@ DATA_CASES = [
                                   "--labels", " True", " False"],
      ["badlabel.jsonl:1:", "field 'label' is ' Maybe'", "expected one of"], True),
     ("too_few_items", SCORE + ["--task", "grammar", "--limit", "2"], ["too few for a 60/20/20 split"], True),
+    ("unknown_generator_argument", SCORE + ["--task", "grammar", "--task_args", '{"phenomena": ["nope"]}'],
+     ["unknown grammar phenomenon 'nope'", "expected one of ['determiner_noun', 'subject_verb']"], True),
     # tokenisation needs the tokenizer (so the model is loaded) but nothing is scored yet
     ("identical_tokens", ["score", "--model", "{d}/uncased", "--task", "blimp", "--data", "{d}/case.jsonl",
                           "--on_defect", "error"],

@@ -19,7 +19,8 @@ def _score(args: argparse.Namespace) -> dict:
     from kmshc.tasks.base import merge_splits
     from kmshc.scoring import Scorer
     from kmshc.types import heads_to_mask, mask_to_heads
-    task = make_task(args.task, data=args.data, seed=args.seed, labels=args.labels, on_defect=args.on_defect)
+    task = make_task(args.task, data=args.data, seed=args.seed, labels=args.labels, on_defect=args.on_defect,
+                     **args.task_args)
     loaded = cache(lambda: load_model(args.model, dtype=args.dtype, device=args.device,  # once, after the cheap checks
                                       device_map=args.device_map))
     task = screen(task, lambda: loaded()[1], args.on_defect)  # before the split: it splits usable items only
@@ -54,6 +55,17 @@ def _device_map(text: str) -> str | dict:
     return text
 
 
+def _task_args(text: str) -> dict:
+    """``--task_args``: a JSON object of generator arguments, e.g. ``{"phenomena": ["determiner_noun"]}``."""
+    try:
+        d = json.loads(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"not a JSON object ({e})") from None
+    if not isinstance(d, dict):
+        raise argparse.ArgumentTypeError(f"expected a JSON object, got {text!r}")
+    return d
+
+
 def add_score_parser(sub) -> None:
     from kmshc.ablation import ABLATIONS
     from kmshc.tasks import TASKS
@@ -62,6 +74,9 @@ def add_score_parser(sub) -> None:
     s.add_argument("--task", required=True, choices=TASKS)
     s.add_argument("--data", help="jsonl file for --task blimp / labels")
     s.add_argument("--labels", nargs="+", help="label words for --task labels, e.g. ' True' ' False'")
+    s.add_argument("--task_args", type=_task_args, default={},
+                   help='generator arguments as a JSON object, e.g. \'{"phenomena": ["determiner_noun"]}\' '
+                        "(grammar) or '{\"preset\": \"paper\"}' (arithmetic)")
     s.add_argument("--split", default="all", choices=["train", "val", "test", "all"],
                    help="which seeded 60/20/20 split to score (default: all items)")
     s.add_argument("--limit", type=int, help="use at most N items (taken after a seeded shuffle)")
