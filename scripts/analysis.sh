@@ -3,7 +3,9 @@
 # circuits for the tasks with a full-vs-ablated gap x SEEDS seeds on SmolLM2-135M-Instruct, then
 # `kmshc compare` over all of them, with faithfulness curves (CPR/CMD) and head diagnostics.
 #   bash scripts/analysis.sh                      # the grid of docs/analysis.md (4 tasks x 3 seeds)
-#   ONLY="det_noun det_noun_2 ioi greater_than induction" bash scripts/analysis.sh   # all 5 tasks
+#   ONLY="det_noun det_noun_2 ioi greater_than induction det_noun_gen" bash scripts/analysis.sh   # every task
+# (det_noun_gen: determiner-noun agreement generated from templates, as many items as N, where the
+# BLiMP paradigms have 1000 pairs)
 #   MODEL=tiny-llama OUT=runs/smoke FIG=runs/smoke/fig LIMIT=60 STEPS=4 bash scripts/analysis.sh  # pipeline smoke run
 #     (a random tiny model has no full-vs-ablated gap, so its searches may stop with an error, noted in failures.txt)
 # Partial grids: SEEDS="1 2" ONLY="ioi induction" COMPARE=0 bash scripts/analysis.sh
@@ -49,6 +51,7 @@ TASKS=(
   "ioi|default|--data.experiment.task ioi --data.experiment.n $N"
   "greater_than|default|--data.experiment.task greater_than --data.experiment.n $N"
   "induction|default|--data.experiment.task induction --data.experiment.n $N"
+  "det_noun_gen|default|--data.experiment.task grammar --data.experiment.n $N --data.experiment.task_args={\"phenomena\":[\"determiner_noun\"]}"
 )
 
 train_args=() search_args=()

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Regenerates docs/redundancy.md's Results: the chain of disjoint sufficient circuits
-# (`kmshc redundancy`) on SmolLM2-135M-Instruct for IOI and BLiMP determiner_noun_agreement_1.
+# (`kmshc redundancy`) on SmolLM2-135M-Instruct for IOI and BLiMP determiner_noun_agreement_1 (and
+# induction with ONLY=induction).
 #   bash scripts/redundancy.sh                                  # both tasks, cold searches
 #   TRAIN=runs/analysis ONLY=det_noun bash scripts/redundancy.sh  # warm from $TRAIN/det_noun_s0 if it has gates.json
 #     (its C1 is the warm search scripts/analysis.sh ran on that run: same config, same result)
+#   TRAIN=runs/analysis ONLY=induction EPSILON=0.5 OUT=runs/redundancy-eps0.5 bash scripts/redundancy.sh  # a lower target
 #   MODEL=tiny-gpt2 OUT=runs/smoke-red FIG=runs/smoke-red/fig LIMIT=60 MAX_EVALS=200 bash scripts/redundancy.sh  # smoke run
 # Resumable: each circuit is its own search run directory (C1/, C2/, ...); a rerun reuses the finished
 # ones and resumes an interrupted one. The report, plots and redundancy.json are copied to $FIG/<task>/.
@@ -30,7 +32,9 @@ BLIMP=${BLIMP:-../shared/data/blimp}  # a folder of BLiMP paradigm files (docs/t
 TASKS=(
   "ioi|configs/search/default.yaml|--experiment.n $LIMIT"
   "det_noun|configs/search/default.yaml|--epsilon 0.9 --experiment.task blimp --experiment.data $BLIMP/determiner_noun_agreement_1.jsonl --experiment.n null --experiment.limit $LIMIT"
+  "induction|configs/search/default.yaml|--epsilon 0.9 --experiment.task induction --experiment.n $LIMIT"
 )
+EPSILON=${EPSILON:-}                   # one epsilon for every task instead of the ones above
 
 for task in $ONLY; do
   spec=$(printf '%s\n' "${TASKS[@]}" | grep "^$task|") || { echo "unknown task $task"; exit 2; }
@@ -43,7 +47,7 @@ for task in $ONLY; do
   # shellcheck disable=SC2086
   $PY -m kmshc redundancy --config "$config" --out "$OUT/$task" --max_circuits "$MAX_CIRCUITS" \
     --max_evaluations "$MAX_EVALS" --dtype "$DTYPE" --experiment.model "$MODEL" --experiment.dtype "$DTYPE" \
-    --progress false "${mode[@]}" $args $EXTRA
+    --progress false "${mode[@]}" $args ${EPSILON:+--epsilon "$EPSILON"} $EXTRA
   mkdir -p "$FIG/$task"
   for f in report.md redundancy.json knockout.png mix.png; do
     [[ -f $OUT/$task/$f ]] && cp "$OUT/$task/$f" "$FIG/$task/"
