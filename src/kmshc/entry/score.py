@@ -45,18 +45,8 @@ def _score(args: argparse.Namespace) -> dict:
             "n_heads_total": n_layers * n_heads}
 
 
-def _device_map(text: str) -> str | dict:
-    """``--device_map``: a strategy name such as ``auto``, or a JSON object."""
-    if text.lstrip().startswith("{"):
-        try:
-            return json.loads(text)
-        except ValueError as e:
-            raise argparse.ArgumentTypeError(f"not a JSON object ({e})") from None
-    return text
-
-
-def _task_args(text: str) -> dict:
-    """``--task_args``: a JSON object of generator arguments, e.g. ``{"phenomena": ["determiner_noun"]}``."""
+def _json_object(text: str) -> dict:
+    """An argument that is a JSON object: ``--task_args``, and ``--device_map`` when it is not a name."""
     try:
         d = json.loads(text)
     except ValueError as e:
@@ -64,6 +54,11 @@ def _task_args(text: str) -> dict:
     if not isinstance(d, dict):
         raise argparse.ArgumentTypeError(f"expected a JSON object, got {text!r}")
     return d
+
+
+def _device_map(text: str) -> str | dict:
+    """``--device_map``: a strategy name such as ``auto``, or a JSON object."""
+    return _json_object(text) if text.lstrip().startswith("{") else text
 
 
 def add_score_parser(sub) -> None:
@@ -74,7 +69,7 @@ def add_score_parser(sub) -> None:
     s.add_argument("--task", required=True, choices=TASKS)
     s.add_argument("--data", help="jsonl file for --task blimp / labels")
     s.add_argument("--labels", nargs="+", help="label words for --task labels, e.g. ' True' ' False'")
-    s.add_argument("--task_args", type=_task_args, default={},
+    s.add_argument("--task_args", type=_json_object, default={},
                    help='generator arguments as a JSON object, e.g. \'{"phenomena": ["determiner_noun"]}\' '
                         "(grammar) or '{\"preset\": \"paper\"}' (arithmetic)")
     s.add_argument("--split", default="all", choices=["train", "val", "test", "all"],
