@@ -127,6 +127,8 @@ def test_search_circuit_searches_with_the_search_configs_defaults(exp, monkeypat
     ("looks", 0, "looks: expected a positive integer, got 0"),
     ("decision_confidence", 1.0, "decision_confidence: expected a value in (0.5, 1), got 1.0"),
     ("bar_slack", 2.0, "bar_slack: 2.0 is outside [0, 1]"),
+    ("epsilon", None, "epsilon: expected a number, got None"),
+    ("K", "3", "K: expected a number, got '3'"),
 ])
 def test_search_config_refuses_a_bad_value_when_built(field, value, message):
     """The Python API gets the command line's field-named errors without loading a model or data."""

@@ -53,6 +53,11 @@ class SearchConfig(SearchSettings):
     def __post_init__(self) -> None:
         """Check the values that need no file or model, so a bad one fails before anything loads
         (the command line, a config file and the Python API all construct this class)."""
+        for key in ("epsilon", "threshold", "K", "N", "looks", "decision_confidence", "bar_slack"):
+            v = getattr(self, key)
+            # a YAML ``null`` or a string can reach here through a config file; compare only numbers
+            if not (v is None and key == "threshold") and (isinstance(v, bool) or not isinstance(v, (int, float))):
+                raise KmshcError(f"{key}: expected a number, got {v!r}")
         if not 0 < self.epsilon <= 1:
             raise KmshcError(f"epsilon: expected a value in (0, 1], got {self.epsilon}")
         if self.threshold is not None and not 0 <= self.threshold <= 1:
