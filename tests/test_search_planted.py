@@ -8,6 +8,7 @@ import torch
 
 from kmshc.search import Recorder, batched, cold_search, draw_bundles, macro_layer_search, refine, threshold_value
 from kmshc.search.common import names
+from kmshc.search.refine import restore_in_gate_order
 from kmshc.types import KmshcError
 
 SHAPE = (6, 8)  # 48 heads
@@ -91,6 +92,23 @@ def test_warm_refinement_restores_heads_in_gate_order_when_start_is_insufficient
     restored = next(t for t in res.trace if t["event"] == "restored_in_gate_order")
     assert restored["added"] == 3  # in gate order 2 (0.3), 4 (0.25), 3 (0.2): 3 is the third added
     assert idx(res) == required
+
+
+@pytest.mark.parametrize("missing, batch, max_calls", [
+    (100, 1, 2),    # a warm start one head short: everything allowed, then prefix 1
+    (190, 1, 16),   # 91 heads back: exponential then binary search, not 91 prefixes one by one
+    (190, 4, 6),    # four prefixes per call: fewer rounds
+])
+def test_restoring_in_gate_order_takes_logarithmically_many_evaluations(missing, batch, max_calls):
+    shape = (20, 10)  # 200 heads; gates fall with the index, so the rest is restored in index order
+    gates = {h: 1 - h / 200 for h in range(200)}
+    calls: list[int] = []
+    rec = Recorder(planted({0, missing}, [], calls))
+    C0 = set(range(100))
+    C, score = restore_in_gate_order(rec, shape, C0, gates, 0.9, random.Random(0), batch=batch)
+    assert C == set(range(missing + 1)) and score == 1.0  # the smallest sufficient prefix
+    assert len(calls) <= max_calls, calls
+    assert rec.trace[-1]["event"] == "restored_in_gate_order" and rec.trace[-1]["added"] == missing - 99
 
 
 def test_macro_layer_search_selects_the_planted_layers_and_reports_both_drops():

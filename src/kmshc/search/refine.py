@@ -43,22 +43,38 @@ def _result(rec: Recorder, shape, C: set[int], semantics: str, U: float, score, 
 
 def restore_in_gate_order(rec: Recorder, shape: tuple[int, int], C0: set[int], gates: Mapping[int, float],
                           U: float, rng: random.Random, batch: int = 10) -> tuple[set[int], float]:
-    """Smallest prefix ``C0 ∪ top-j heads by gate`` with ``S ≥ U``; prefixes scored ``batch`` at a time."""
+    """A prefix ``C0 ∪ top-j heads by gate`` with ``S ≥ U`` whose ``j − 1`` prefix misses ``U``
+    (the smallest such prefix when the score grows with ``j``), ``batch`` prefixes per evaluation.
+
+    Exponential then ``batch``-ary search over ``j``: about ``2·log2(j)`` evaluations with
+    ``batch=1``, instead of ``j`` one prefix at a time. Why: a backup circuit's search starts
+    from the learned set minus the excluded circuit and may need hundreds of heads back; a
+    warm start a few heads short still costs only a few evaluations.
+    """
     rest = sorted(set(gates) - C0, key=lambda h: (-gates[h], h))
     # Everything allowed first: with every head allowed this is M, already scored (free); with
-    # excluded circuits one evaluation saves restoring the whole rest one prefix at a time.
+    # excluded circuits one evaluation saves the whole search when even all of them miss U.
     allowed = C0 | set(rest)
     sc = rec.one(mask_of(allowed, shape))
-    for s in range(0, len(rest) if sc >= U else 0, batch):
-        sizes = range(s + 1, min(len(rest), s + batch) + 1)
+    if sc < U:
+        raise NoSufficientSet(f"the {len(allowed)} allowed heads together score {sc:.4f} < U = {U:.4f}: "
+                              "no sufficient set remains among them", score=sc, threshold=U)
+    lo, hi, best = 0, len(rest), sc  # invariant: prefix lo misses U (lo = 0: C0, scored by the caller), hi reaches it
+    galloping = True
+    while hi - lo > 1:
+        if galloping:  # the next `batch` powers of two above lo
+            sizes = [2 ** i for i in range(hi.bit_length()) if lo < 2 ** i < hi][:batch]
+            galloping = bool(sizes)
+        if not galloping:  # `batch` points spread evenly inside (lo, hi)
+            sizes = sorted({lo + max(1, (hi - lo) * (i + 1) // (batch + 1)) for i in range(batch)} - {hi})
         scores = rec.many(torch.stack([mask_of(C0 | set(rest[:j]), shape) for j in sizes]))
-        for j, sc in zip(sizes, scores):
-            if sc >= U:
-                rec.decision(rng, size=len(C0) + j, event="restored_in_gate_order", added=j, score=sc)
-                return C0 | set(rest[:j]), sc
-    # with every head allowed S(M) >= U makes this unreachable; with excluded circuits it is the answer
-    raise NoSufficientSet(f"the {len(allowed)} allowed heads together score {sc:.4f} < U = {U:.4f}: "
-                          "no sufficient set remains among them", score=sc, threshold=U)
+        hit = next((i for i, s in enumerate(scores) if s >= U), None)
+        if hit is None:
+            lo = sizes[-1]
+        else:
+            lo, hi, best, galloping = (sizes[hit - 1] if hit else lo), sizes[hit], scores[hit], False
+    rec.decision(rng, size=len(C0) + hi, event="restored_in_gate_order", added=hi, score=best)
+    return C0 | set(rest[:hi]), best
 
 
 def by_importance(importance: Mapping[int, float], heads: set[int]) -> list[int]:
@@ -105,7 +121,7 @@ def refine(rec: Recorder, shape: tuple[int, int], gates: Mapping[int, float], *,
         rec.decision(rng, size=len(C), event="threshold", full=full, baseline=base, U=U, start=len(C))
         score = rec.one(mask_of(C, shape)) if C else base
         if score < U:
-            # ordered: one prefix per evaluation (fewest evaluations); bundles: N per batch (fastest)
+            # ordered: one prefix per evaluation (fewest example forwards); bundles: N per evaluation (fewest rounds)
             ranked = {h: v for h, v in importance.items() if h in allowed}
             C, score = restore_in_gate_order(rec, shape, C, ranked, U, rng, batch=1 if strategy == "ordered" else N)
         weights = importance_weights(importance, C) if weighted else None
