@@ -43,6 +43,7 @@ SCORE_SPLITS=${SCORE_SPLITS:-"[val,test]"}
 # on a task whose small circuits recover less than the full margin, a search at 1.0 restores
 # most of the model.)
 EPSILON=${EPSILON:-0.9}
+SEARCH_ARGS=${SEARCH_ARGS:-}  # more search.py flags, e.g. "--bar_slack 1" to match runs searched at the bar eps - tau
 
 # name | train config | experiment overrides
 TASKS=(
@@ -78,8 +79,9 @@ for seed in $SEEDS; do
       resume=false; [[ -f $run/search_state.json ]] && resume=true
       # A search can fail for a reason worth reporting (e.g. no gap between full model and baseline):
       # note it and go on, so the other runs still finish.
+      # shellcheck disable=SC2086
       $PY search.py --config configs/search/default.yaml --mode warm --from_run "$run" --progress false \
-        --resume $resume ${search_args[@]+"${search_args[@]}"} \
+        --resume $resume ${search_args[@]+"${search_args[@]}"} $SEARCH_ARGS \
         || echo "$name: search failed (exit $?)" | tee -a "$OUT/failures.txt"
     fi
   done
