@@ -60,4 +60,4 @@ done
 
 [[ ${#cases[@]} -gt 0 ]] || { echo "no task had its runs; nothing to report"; exit 1; }
 extra=(); [[ $CPR == 1 ]] && extra+=(--cpr)
-$PY bench/search_cost.py "${cases[@]}" --fixed_suffix -fixed ${extra[@]+"${extra[@]}"} --doc "$DOC"
+$PY bench/search_cost.py "${cases[@]}" --fixed_suffix=-fixed ${extra[@]+"${extra[@]}"} --doc "$DOC"
