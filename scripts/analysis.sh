@@ -61,6 +61,7 @@ train_args=() search_args=()
 [[ -n $LIMIT ]] && train_args+=(--data.experiment.limit "$LIMIT")
 train_args+=(--model.epsilon "$EPSILON") search_args+=(--epsilon "$EPSILON")
 [[ -n $DTYPE ]] && train_args+=(--data.experiment.dtype "$DTYPE") && search_args+=(--dtype "$DTYPE")
+[[ -n $SEARCH_ARGS ]] && read -ra extra_search <<<"$SEARCH_ARGS" && search_args+=("${extra_search[@]}")
 
 for seed in $SEEDS; do
   for task in $ONLY; do
@@ -79,9 +80,8 @@ for seed in $SEEDS; do
       resume=false; [[ -f $run/search_state.json ]] && resume=true
       # A search can fail for a reason worth reporting (e.g. no gap between full model and baseline):
       # note it and go on, so the other runs still finish.
-      # shellcheck disable=SC2086
       $PY search.py --config configs/search/default.yaml --mode warm --from_run "$run" --progress false \
-        --resume $resume ${search_args[@]+"${search_args[@]}"} $SEARCH_ARGS \
+        --resume $resume ${search_args[@]+"${search_args[@]}"} \
         || echo "$name: search failed (exit $?)" | tee -a "$OUT/failures.txt"
     fi
   done
