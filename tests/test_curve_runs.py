@@ -51,3 +51,38 @@ def test_compare_curves_match_a_direct_computation_and_reach_the_report(run, tmp
     assert "## Faithfulness curves (MIB-style)" in report and "| r:learned |" in report
     assert (out / "faithfulness_grammar_margin.png").read_bytes()[:4] == b"\x89PNG"
     assert "faithfulness_grammar_margin.png" in report
+
+
+def test_a_second_compare_reuses_the_curve_scores_and_a_changed_ranking_is_rescored(run, tmp_path, monkeypatch):
+    out = tmp_path / "cmp"
+    assert main(["compare", str(run), "--curves", "--out", str(out)]) == 0
+    first = json.loads((out / "compare.json").read_text())["faithfulness"]["curves"]
+    cache = json.loads((out / "curve_scores.json").read_text())
+    assert sorted(v["label"] for v in cache.values()) == ["r:learned", "r:searched"]
+
+    built = []
+    real = Experiment.scorer_for
+    monkeypatch.setattr(Experiment, "scorer_for", lambda self, split: built.append(split) or real(self, split))
+    assert main(["compare", str(run), "--curves", "--out", str(out)]) == 0
+    assert built == []  # every ranking came from the cache: no scorer, no forward pass
+    assert json.loads((out / "compare.json").read_text())["faithfulness"]["curves"] == first
+
+    # A new log_alpha order changes both rankings: both are scored again, and the cache grows.
+    (run / "gates.json").write_text(json.dumps({"heads": {h: {"log_alpha": -a, "gate": 0.5}
+                                                          for h, a in LOG_ALPHA.items()}}))
+    assert main(["compare", str(run), "--curves", "--out", str(out)]) == 0
+    assert built == ["test"]  # one experiment, one scorer for its two new rankings
+    assert len(json.loads((out / "curve_scores.json").read_text())) == 4
+    learned = {c["label"]: c for c in json.loads((out / "compare.json").read_text())["faithfulness"]["curves"]["margin"]}
+    assert learned["r:learned"]["cpr"] != pytest.approx({c["label"]: c for c in first["margin"]}["r:learned"]["cpr"])
+
+    assert main(["compare", str(run), "--curves", "--out", str(out), "--no_curve_cache"]) == 0
+    assert built == ["test", "test"]  # asked not to reuse: scored again
+
+
+def test_a_corrupt_curve_cache_is_named_in_the_error(run, tmp_path, capsys):
+    out = tmp_path / "cmp"
+    out.mkdir()
+    (out / "curve_scores.json").write_text("{not json")
+    assert main(["compare", str(run), "--curves", "--out", str(out)]) != 0
+    assert "curve_scores.json" in capsys.readouterr().err

@@ -9,18 +9,26 @@
 Circuits that share an experiment are scored on its test split together with one scorer, all
 grid masks of one ranking in one batched call. The curve is computed on the mean log-prob
 margin (MIB normalises a logit difference the same way) and on accuracy.
+
+With an output folder, the raw scores are kept in ``<out>/curve_scores.json``, keyed by a hash of
+the experiment, the ranking and the grid, and written after each experiment. A compare that adds
+runs to a folder scores only the new rankings, and an interrupted one resumes; a changed ranking
+or experiment gets a new key. (The key does not see the weights behind a model path: after
+changing them, delete the file or pass ``--no_curve_cache``.)
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any, Sequence
 
 from kmshc.compare import Entry
 from kmshc.curves import Curve, complete_ranking, curve_from_scores, grid, ranking_from_gates, topk_masks
-from kmshc.types import KmshcError
+from kmshc.types import KmshcError, atomic_write_json
 
 METRICS = ("margin", "accuracy")
+CACHE_FILE = "curve_scores.json"
 
 
 def read_log_alpha(run_dir: Path) -> dict[str, float] | None:
@@ -45,21 +53,56 @@ def entry_ranking(entry: Entry, n_layers: int, n_heads: int) -> list[str]:
     return complete_ranking(first, n_layers, n_heads, rest_order=order)
 
 
-def compare_curves(entries: Sequence[Entry], out: Path | None = None) -> dict[str, Any]:
+def compare_curves(entries: Sequence[Entry], out: Path | None = None, *, cache: bool = True) -> dict[str, Any]:
     """Score every entry's top-k circuits on its test split; one plot per task and metric under ``out``.
 
-    Returns ``{"curves": {metric: [Curve.to_dict(), ...]}, "skipped": [...], "images": [paths]}``;
-    a metric on which the full and the empty model score the same is skipped (nothing to normalise).
+    Returns ``{"curves": {metric: [Curve.to_dict(), ...]}, "skipped": [...], "images": [paths],
+    "cached": n}``, ``n`` rankings whose scores came from ``out/curve_scores.json`` (module doc;
+    ``cache=False`` neither reads nor writes it). A metric on which the full and the empty model
+    score the same is skipped (nothing to normalise).
     """
     from kmshc.compare.tables import group_by_experiment
     groups = group_by_experiment(entries, "--curves")
-    curves, tasks, skipped = _score(groups)
+    store = _ScoreCache(out / CACHE_FILE if out is not None and cache else None)
+    curves, tasks, skipped = _score(groups, store)
     images = _plot(curves, tasks, out) if out is not None else []
     return {"curves": {m: [c.to_dict() for c in cs] for m, cs in curves.items()}, "skipped": skipped,
-            "images": images}
+            "images": images, "cached": store.hits}
 
 
-def _score(groups: dict[str, list[Entry]]) -> tuple[dict[str, list[Curve]], dict[str, str], list[str]]:
+class _ScoreCache:
+    """Raw curve scores ``{key: {"label", metric: [S(C_k) per k]}}`` in one JSON file (or nowhere)."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path, self.hits, self.data = path, 0, {}
+        if path is not None and path.is_file():
+            try:
+                self.data = json.loads(path.read_text(encoding="utf-8"))
+            except ValueError as e:
+                raise KmshcError(f"{path}: not a curve-score cache ({e}); delete it or pass --no_curve_cache") from None
+
+    @staticmethod
+    def key(experiment_key: str, ranking: Sequence[str], ks: Sequence[int]) -> str:
+        blob = json.dumps({"experiment": json.loads(experiment_key), "ranking": list(ranking), "ks": list(ks)},
+                          sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+    def get(self, key: str) -> dict[str, list[float]] | None:
+        hit = self.data.get(key)
+        if hit is not None and all(isinstance(hit.get(m), list) for m in METRICS):
+            self.hits += 1
+            return hit
+        return None
+
+    def put(self, key: str, label: str, scores: dict[str, list[float]]) -> None:
+        self.data[key] = {"label": label, **scores}
+
+    def save(self) -> None:
+        if self.path is not None:
+            atomic_write_json(self.path, self.data)
+
+
+def _score(groups: dict[str, list[Entry]], store: _ScoreCache) -> tuple[dict[str, list[Curve]], dict[str, str], list[str]]:
     """Curves per metric, each label's task, and the (label, metric)s skipped for having no gap."""
     from kmshc.experiment import Experiment
     curves: dict[str, list[Curve]] = {m: [] for m in METRICS}
@@ -67,17 +110,27 @@ def _score(groups: dict[str, list[Entry]]) -> tuple[dict[str, list[Curve]], dict
     tasks: dict[str, str] = {}
     for key, es in groups.items():
         exp = Experiment.from_dict(json.loads(key), where=f"{es[0].path}: config.experiment")
-        scorer, (n_layers, n_heads) = exp.scorer_for("test"), exp.shape
+        (n_layers, n_heads), scorer, fresh = exp.shape, None, False
         ks = grid(n_layers * n_heads)
         for e in es:
             tasks[e.label] = e.task
-            o = scorer.outcomes(topk_masks(entry_ranking(e, n_layers, n_heads), ks, n_layers, n_heads))
-            for m, values in (("margin", o.margin.mean(1)), ("accuracy", o.accuracy)):
-                v = [float(x) for x in values]
+            ranking = entry_ranking(e, n_layers, n_heads)
+            ckey = store.key(key, ranking, ks)
+            scores = store.get(ckey)
+            if scores is None:
+                scorer = scorer or exp.scorer_for("test")  # built (model loaded) only when something is new
+                o = scorer.outcomes(topk_masks(ranking, ks, n_layers, n_heads))
+                scores = {"margin": [float(x) for x in o.margin.mean(1)], "accuracy": [float(x) for x in o.accuracy]}
+                store.put(ckey, e.label, scores)
+                fresh = True
+            for m in METRICS:
+                v = scores[m]
                 if v[-1] == v[0]:  # S(M) = S(∅): nothing to normalise by on this metric
                     skipped.append(f"{e.label} ({m}): S(M) = S(∅) = {v[0]:.4f}")
                     continue
                 curves[m].append(curve_from_scores(e.label, n_layers * n_heads, ks, v, full=v[-1], empty=v[0]))
+        if fresh:
+            store.save()  # after each experiment: an interrupted compare keeps what it scored
     return curves, tasks, skipped
 
 

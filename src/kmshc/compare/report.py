@@ -159,7 +159,8 @@ def run_compare(args: argparse.Namespace) -> dict[str, Any]:
     images: list[Path] = []
     if args.curves:
         from kmshc.curve_runs import compare_curves
-        curves = compare_curves(entries, Path(args.out) if args.out else None)
+        curves = compare_curves(entries, Path(args.out) if args.out else None,
+                                cache=not args.no_curve_cache)
         images += curves.pop("images")
         result["faithfulness"] = curves
     if args.diagnostics:

@@ -15,6 +15,9 @@ def add_compare_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--curves", action="store_true",
                    help="MIB-style faithfulness curves with CPR and CMD for each circuit's head ranking, scored on "
                         "test (loads the model; see kmshc.curve_runs)")
+    p.add_argument("--no_curve_cache", action="store_true",
+                   help="--curves: re-score every ranking instead of reusing <out>/curve_scores.json (keyed by "
+                        "experiment, ranking and grid; it cannot see changed weights behind a model path)")
     p.add_argument("--diagnostics", action="store_true",
                    help="head diagnostics (previous-token, duplicate-token, induction, attention to the answer's "
                         "earlier occurrence): circuit heads against the rest (loads the model once; see "
