@@ -11,6 +11,7 @@
 #   bash scripts/search_cost.sh
 #   ONLY="ioi induction" CPR=0 DOC=none bash scripts/search_cost.sh   # some tasks, no curves, print only
 #   OUT=runs/cost-n2000 ATT=0 ONLY="ioi induction" bash scripts/search_cost.sh   # fixed-n vs adaptive only
+#   FIXED=0 ONLY=ioi bash scripts/search_cost.sh   # attribution vs learned (adaptive) only
 # Resumable: a finished output (gates.json, circuit_searched.json) is skipped; a half-finished
 # search resumes from its search_state.json. Runs one process at a time.
 set -euo pipefail
@@ -21,6 +22,7 @@ OUT=${OUT:-runs/analysis}
 SEED=${SEED:-0}
 ONLY=${ONLY:-"det_noun det_noun_2 ioi greater_than induction"}
 ATT=${ATT:-1}                       # 0: skip the attribution route (fixed-n against adaptive only)
+FIXED=${FIXED:-1}                   # 0: skip the fixed-n search (the table notes it as not run)
 ATT_ADAPTIVE=${ATT_ADAPTIVE:-true}  # the attribution route's decisions; compared with the learned route alike
 CPR=${CPR:-1}                       # 1: also score each circuit's faithfulness curve (CPR) on test
 DOC=${DOC:-docs/benchmarks.md}      # where the tables go ('none': print only)
@@ -46,7 +48,7 @@ for task in $ONLY; do
     echo "$base: no warm search yet (scripts/analysis.sh makes it); skipped" | tee -a "$OUT/search_cost_failures.txt"
     continue
   fi
-  search "$base" "$base-fixed" false
+  [[ $FIXED == 1 ]] && search "$base" "$base-fixed" false
   att="$base-att"
   if [[ $ATT == 1 ]]; then
     if [[ ! -f $att/gates.json ]]; then

@@ -23,19 +23,26 @@ class Parsed(Exception):
     """Raised in place of the benchmark's work once its arguments have parsed."""
 
 
+def run_search_cost(tmp_path: Path, **env: str) -> list[list[str]]:
+    """Run scripts/search_cost.sh with a recording ``PY``; every call's arguments, in order."""
+    stub = tmp_path / "py"
+    stub.write_text('#!/bin/sh\n(IFS="$(printf \'\\t\')"; echo "$*") >> "$ARGV_OUT"\n')
+    stub.chmod(stub.stat().st_mode | stat.S_IXUSR)
+    calls = tmp_path / "calls"
+    env = {**os.environ, "PY": str(stub), "ONLY": "ioi", "DOC": "none", "ARGV_OUT": str(calls), **env}
+    subprocess.run(["bash", "scripts/search_cost.sh"], cwd=ROOT, env=env, check=True, capture_output=True)
+    return [line.split("\t") for line in calls.read_text().splitlines()]
+
+
 def test_search_cost_script_passes_arguments_the_benchmark_parses(tmp_path, monkeypatch):
     out = tmp_path / "runs"
     for d in ("ioi_s0", "ioi_s0-fixed", "ioi_s0-att"):
         (out / d).mkdir(parents=True)
         (out / d / "circuit_searched.json").write_text("{}")
     (out / "ioi_s0-att" / "gates.json").write_text("{}")
-    stub = tmp_path / "py"
-    stub.write_text('#!/bin/sh\nprintf "%s\\n" "$@" > "$ARGV_OUT"\n')
-    stub.chmod(stub.stat().st_mode | stat.S_IXUSR)
-    argv_file = tmp_path / "argv"
-    env = {**os.environ, "PY": str(stub), "OUT": str(out), "ONLY": "ioi", "DOC": "none", "ARGV_OUT": str(argv_file)}
-    subprocess.run(["bash", "scripts/search_cost.sh"], cwd=ROOT, env=env, check=True, capture_output=True)
-    script, *argv = argv_file.read_text().splitlines()
+    calls = run_search_cost(tmp_path, OUT=str(out))
+    assert len(calls) == 1  # every output exists: nothing is searched again
+    script, *argv = calls[0]
     assert script == "bench/search_cost.py"
 
     bench = load_bench("search_cost")
@@ -50,3 +57,16 @@ def test_search_cost_script_passes_arguments_the_benchmark_parses(tmp_path, monk
         bench.main(argv)
     assert seen["fixed"] == out / "ioi_s0-fixed"
     assert seen["dirs"] == (out / "ioi_s0", out / "ioi_s0", out / "ioi_s0-att")
+
+
+def test_search_cost_script_skips_the_fixed_n_search_when_asked(tmp_path):
+    out = tmp_path / "runs"
+    (out / "ioi_s0").mkdir(parents=True)
+    (out / "ioi_s0" / "circuit_searched.json").write_text("{}")
+    calls = run_search_cost(tmp_path, OUT=str(out), FIXED="0")
+    searches = [c for c in calls if c[0] == "search.py"]
+    assert searches and all(str(out / "ioi_s0-att") in c for c in searches)  # the attribution route only
+    assert not any(str(out / "ioi_s0-fixed") in c for c in calls[:-1])
+    (tmp_path / "again").mkdir()
+    calls = run_search_cost(tmp_path / "again", OUT=str(out))
+    assert any(c[0] == "search.py" and str(out / "ioi_s0-fixed") in c for c in calls)  # FIXED=1: it runs
