@@ -80,9 +80,11 @@ def test_a_second_compare_reuses_the_curve_scores_and_a_changed_ranking_is_resco
     assert built == ["test", "test"]  # asked not to reuse: scored again
 
 
-def test_a_corrupt_curve_cache_is_named_in_the_error(run, tmp_path, capsys):
+@pytest.mark.parametrize("text", ["{not json", "[1, 2]"])
+def test_a_corrupt_curve_cache_is_named_in_the_error(run, tmp_path, capsys, text):
     out = tmp_path / "cmp"
     out.mkdir()
-    (out / "curve_scores.json").write_text("{not json")
+    (out / "curve_scores.json").write_text(text)
     assert main(["compare", str(run), "--curves", "--out", str(out)]) != 0
     assert "curve_scores.json" in capsys.readouterr().err
+    assert (out / "curve_scores.json").read_text() == text  # left as it was, not overwritten

@@ -80,11 +80,14 @@ class _ScoreCache:
                 self.data = json.loads(path.read_text(encoding="utf-8"))
             except ValueError as e:
                 raise KmshcError(f"{path}: not a curve-score cache ({e}); delete it or pass --no_curve_cache") from None
+            if not isinstance(self.data, dict):
+                raise KmshcError(f"{path}: expected a JSON object {{key: scores}}, got {type(self.data).__name__}; "
+                                 "delete it or pass --no_curve_cache")
 
     @staticmethod
     def key(experiment_key: str, ranking: Sequence[str], ks: Sequence[int]) -> str:
-        blob = json.dumps({"experiment": json.loads(experiment_key), "ranking": list(ranking), "ks": list(ks)},
-                          sort_keys=True)
+        """``experiment_key`` is already canonical JSON (sorted keys), so it is hashed as it is."""
+        blob = json.dumps([experiment_key, list(ranking), list(ks)])
         return hashlib.sha256(blob.encode()).hexdigest()
 
     def get(self, key: str) -> dict[str, list[float]] | None:
