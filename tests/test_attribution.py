@@ -57,6 +57,46 @@ def test_attribution_is_the_derivative_of_the_metric_along_each_gate(float64_log
     torch.testing.assert_close(att.scores, fd, rtol=1e-5, atol=1e-8)
 
 
+@pytest.mark.parametrize("ablation", ["mean", "zero"])
+def test_integrated_gradients_add_up_to_the_whole_models_effect(float64_logits, ablation):
+    """Completeness: Σ_h A_IG(h) = m(all heads) − m(no head), up to the midpoint rule's O(1/steps²)."""
+    task = grammar_task(n=12, seed=3)
+    model, tok = tiny_model("gpt2", n_layers=L, n_heads=H)
+    scorer = Scorer(model.double(), tok, task, ablation=ablation, train=task, batch_size=5)
+    whole = split_metric(scorer, torch.ones(L, H)) - split_metric(scorer, torch.zeros(L, H))
+    ig = head_attribution(scorer, method="integrated_gradients", steps=64)
+    assert abs(whole) > 1e-4 and ig.method == "integrated_gradients" and ig.steps == 64
+    assert float(ig.scores.sum()) == pytest.approx(whole, rel=1e-3)
+    plain = head_attribution(scorer)  # the derivative at g = 1 alone does not add up to it
+    assert abs(float(plain.scores.sum()) - whole) > 10 * abs(float(ig.scores.sum()) - whole)
+
+
+def test_integrated_gradients_with_one_step_is_the_derivative_at_half_gates(float64_logits):
+    task = grammar_task(n=12, seed=3)
+    model, tok = tiny_model("gpt2", n_layers=L, n_heads=H)
+    scorer = Scorer(model.double(), tok, task, ablation="mean", train=task, batch_size=5)
+    ig = head_attribution(scorer, method="integrated_gradients", steps=1)
+    d, fd = 1e-5, torch.zeros(L, H, dtype=torch.float64)
+    for l in range(L):
+        for h in range(H):
+            e = torch.zeros(L, H, dtype=torch.float64)
+            e[l, h] = d
+            fd[l, h] = (split_metric(scorer, 0.5 + e) - split_metric(scorer, 0.5 - e)) / (2 * d)
+    torch.testing.assert_close(ig.scores, fd, rtol=1e-5, atol=1e-8)
+
+
+def test_integrated_gradients_cost_one_forward_and_backward_per_example_and_step():
+    task = grammar_task(n=12, seed=3)
+    model, tok = tiny_model("llama", n_layers=L, n_heads=H)
+    att = head_attribution(Scorer(model, tok, task, ablation="mean", train=task, batch_size=5),
+                           method="integrated_gradients", steps=3)
+    assert att.cost.forward_example_forwards == att.cost.backward_example_forwards == 36
+    with pytest.raises(KmshcError, match="steps"):
+        head_attribution(Scorer(model, tok, task, ablation="mean", train=task), method="integrated_gradients", steps=0)
+    with pytest.raises(KmshcError, match="method"):
+        head_attribution(Scorer(model, tok, task, ablation="mean", train=task), method="eap")
+
+
 def test_batch_margins_are_the_scorers_margins():
     task = grammar_task(n=12, seed=3)
     model, tok = tiny_model("llama", n_layers=L, n_heads=H)
@@ -121,6 +161,15 @@ def test_rank_writes_gates_a_warm_search_starts_from(tmp_path):
                        "--mode", "warm", "--from_run", str(path.parent), "--strategy", "ordered"])
     circ = read_circuit(path.parent / "circuit_searched.json")
     assert res["method"] == "warm" and circ.extra["source"] == str(path) and circ.example_forwards > 0
+
+
+def test_rank_with_integrated_gradients_records_its_steps_and_their_cost(tmp_path):
+    from kmshc.attribution import read_rank_record
+    rank(tmp_path, "--method", "integrated_gradients", "--steps", "2")
+    record = json.loads((tmp_path / "att" / "gates.json").read_text())
+    assert record["method"] == "integrated_gradients" and record["steps"] == 2
+    rec = read_rank_record(tmp_path / "att")
+    assert rec.method == "integrated_gradients" and rec.cost.forward == rec.cost.backward == 2 * 180
 
 
 def test_rank_refuses_to_overwrite_without_the_flag(tmp_path, capsys):

@@ -11,6 +11,13 @@ This is exactly ``∂m/∂g_h`` at ``g = 1`` for the gate of :func:`kmshc.hooks.
 at 1, gives all heads at once: attribution patching (Nanda, 2023), i.e. EAP (Syed et al., 2023)
 on nodes. ``A(h) > 0``: the head helps the task; ``A(h) < 0``: ablating it helps.
 
+``method="integrated_gradients"`` averages the same derivative over ``steps`` points of the path
+on which every gate goes from 0 (all heads ablated) to 1 together, ``g = (k − ½)/steps``:
+integrated gradients (Sundararajan et al., 2017) on the gates, as in EAP-IG (Hanna et al., 2024).
+The scores then add up to ``m(all heads) − m(no head)`` (up to the midpoint rule's error), and a
+head that matters only once many others are ablated is no longer scored near 0. ``steps`` times
+the cost of plain attribution.
+
 A rank run writes a ``gates.json`` that ``search.py --mode warm`` starts from unchanged:
 ``log_alpha`` carries ``A(h)`` (the warm search's order), ``gate`` is 1 for the starting set of
 :func:`starting_set` and 0 elsewhere.
@@ -31,18 +38,21 @@ from kmshc.hooks import count_rows
 from kmshc.scoring import Scorer
 from kmshc.types import KmshcError, atomic_write_json, ensure_writable_dir, head_name
 
-METHODS = ("attribution",)
+METHODS = ("attribution", "integrated_gradients")
 
 
 @dataclass(frozen=True)
 class Attribution:
     """``scores`` ``[L, H]`` (float64): ``A(h)`` averaged over the ``n`` examples of ``split``;
-    ``cost``: the rows the forward and backward passes ran (:mod:`kmshc.cost`)."""
+    ``cost``: the rows the forward and backward passes ran (:mod:`kmshc.cost`); ``method`` and
+    ``steps``: how (``steps`` points on the gate path; 1 for plain attribution)."""
 
     scores: torch.Tensor
     n: int
     split: str
     cost: RowCount
+    method: str = "attribution"
+    steps: int = 1
 
     def named(self) -> dict[str, float]:
         """``{"L{l}H{h}": A(h)}`` in layer-major order."""
@@ -50,23 +60,38 @@ class Attribution:
                 for l in range(self.scores.shape[0]) for h in range(self.scores.shape[1])}
 
 
-def head_attribution(scorer: Scorer, split: str = "train") -> Attribution:
+def gate_path(method: str, steps: int) -> torch.Tensor:
+    """The gate values ``[P]`` at which the derivative is taken: ``[1]`` for plain attribution,
+    the ``steps`` midpoints ``(k − ½)/steps`` of ``[0, 1]`` for integrated gradients."""
+    if method not in METHODS:
+        raise KmshcError(f"method: expected one of {', '.join(METHODS)}, got {method!r}")
+    if method == "attribution":
+        return torch.ones(1)
+    if steps < 1:
+        raise KmshcError(f"steps: expected at least 1 point on the integration path, got {steps}")
+    return (torch.arange(steps, dtype=torch.float32) + 0.5) / steps
+
+
+def head_attribution(scorer: Scorer, split: str = "train", *, method: str = "attribution",
+                     steps: int = 5) -> Attribution:
     """``A(h)`` for every head on ``scorer``'s data (named ``split`` in the result).
 
     The scorer supplies the model, the ablation values and the margin (its shared-token rule
     included); the probe scorer has no differentiable margin and is refused. One forward and one
-    backward pass per batch of ``scorer.batch_size`` examples.
+    backward pass per batch of ``scorer.batch_size`` examples and point of :func:`gate_path`
+    (the points of a batch run stacked, as masks are).
     """
     n_layers, n_heads = scorer.shape
+    alphas = gate_path(method, steps)  # [P]
     total = torch.zeros(n_layers, n_heads, dtype=torch.float64)
     cost = RowCount(n_layers, scorer.data.rows_per_example)
     with torch.enable_grad(), count_rows(scorer.model, cost):
         for batch in scorer.data.batches(scorer.batch_size):
-            gates = torch.ones(1, n_layers, n_heads, requires_grad=True)
-            margin = scorer.batch_margins(batch, gates)[0]  # [b]
+            gates = alphas[:, None, None].expand(-1, n_layers, n_heads).clone().requires_grad_(True)  # [P, L, H]
+            margin = scorer.batch_margins(batch, gates)  # [P, b]
             (grad,) = torch.autograd.grad(margin.sum(), gates)  # not .backward(): frozen weights get no .grad
-            total += grad[0].double().cpu()
-    return Attribution(total / scorer.data.n, scorer.data.n, split, cost)
+            total += grad.double().mean(0).cpu()  # the midpoint rule's average over the path
+    return Attribution(total / scorer.data.n, scorer.data.n, split, cost, method, len(alphas))
 
 
 def starting_set(scores: dict[str, float], coverage: float = 0.9) -> list[str]:
@@ -95,7 +120,7 @@ def gates_record(exp, result: Attribution, coverage: float, wall_time_s: float) 
     start = set(starting_set(named, coverage))
     n_layers, n_heads = result.scores.shape
     return {"model": exp.model, "task": exp.task_name, "n_layers": n_layers, "n_heads": n_heads, "tau": 0.5,
-            "experiment": exp.to_dict(), "method": "attribution", "split": result.split, "n": result.n,
+            "experiment": exp.to_dict(), "method": result.method, "steps": result.steps, "split": result.split, "n": result.n,
             "metric": "mean margin", "start_rule": {"coverage": coverage, "size": len(start)},
             "heads": {h: {"log_alpha": a, "gate": 1.0 if h in start else 0.0} for h, a in named.items()},
             "cost": result.cost.to_dict(), "wall_time_s": round(wall_time_s, 3)}
@@ -158,7 +183,7 @@ def run_rank(args: argparse.Namespace) -> dict[str, Any]:
     exp = rank_experiment(args)
     scorer = exp.scorer_for(args.split)  # mean-ablation values are fitted here, outside the count
     t0 = time.perf_counter()
-    result = head_attribution(scorer, args.split)
+    result = head_attribution(scorer, args.split, method=args.method, steps=args.steps)
     record = gates_record(exp, result, args.coverage, time.perf_counter() - t0)
     atomic_write_json(out / "gates.json", record)
     top = sorted(record["heads"], key=lambda h: (-record["heads"][h]["log_alpha"], h))[:args.top]
@@ -171,7 +196,11 @@ def run_rank(args: argparse.Namespace) -> dict[str, Any]:
 def add_rank_parser(sub: argparse._SubParsersAction) -> None:
     """Register ``kmshc rank``."""
     p = sub.add_parser("rank", help="rank heads without training (attribution) and write a warm-startable gates.json")
-    p.add_argument("--method", default="attribution", choices=METHODS)
+    p.add_argument("--method", default="attribution", choices=METHODS,
+                   help="attribution: the derivative at the full model (one forward+backward pass per example); "
+                        "integrated_gradients: its average over --steps points from all heads ablated to none")
+    p.add_argument("--steps", type=int, default=5,
+                   help="integrated_gradients: points on the gate path (each costs one forward+backward pass)")
     p.add_argument("--model", default="smollm2-135m")
     from kmshc.tasks import TASKS
     p.add_argument("--task", choices=TASKS)
