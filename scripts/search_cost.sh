@@ -12,6 +12,7 @@
 #   ONLY="ioi induction" CPR=0 DOC=none bash scripts/search_cost.sh   # some tasks, no curves, print only
 #   OUT=runs/cost-n2000 ATT=0 ONLY="ioi induction" bash scripts/search_cost.sh   # fixed-n vs adaptive only
 #   FIXED=0 ONLY=ioi bash scripts/search_cost.sh   # attribution vs learned (adaptive) only
+#   FIXED=0 ONLY=ioi ATT_METHOD=integrated_gradients ATT_ARGS="--steps 5" ATT_SUFFIX=-ig bash scripts/search_cost.sh
 # Resumable: a finished output (gates.json, circuit_searched.json) is skipped; a half-finished
 # search resumes from its search_state.json. Runs one process at a time.
 set -euo pipefail
@@ -24,6 +25,9 @@ ONLY=${ONLY:-"det_noun det_noun_2 ioi greater_than induction"}
 ATT=${ATT:-1}                       # 0: skip the attribution route (fixed-n against adaptive only)
 FIXED=${FIXED:-1}                   # 0: skip the fixed-n search (the table notes it as not run)
 ATT_ADAPTIVE=${ATT_ADAPTIVE:-true}  # the attribution route's decisions; compared with the learned route alike
+ATT_METHOD=${ATT_METHOD:-attribution}  # the ranking: attribution or integrated_gradients
+ATT_ARGS=${ATT_ARGS:-}              # more `kmshc rank` flags, e.g. "--steps 5" or "--coverage 0.5"
+ATT_SUFFIX=${ATT_SUFFIX:--att}      # the route's folder: $OUT/<task>_s$SEED$ATT_SUFFIX
 CPR=${CPR:-1}                       # 1: also score each circuit's faithfulness curve (CPR) on test
 DOC=${DOC:-docs/benchmarks.md}      # where the tables go ('none': print only)
 
@@ -49,11 +53,13 @@ for task in $ONLY; do
     continue
   fi
   [[ $FIXED == 1 ]] && search "$base" "$base-fixed" false
-  att="$base-att"
+  att="$base$ATT_SUFFIX"
   if [[ $ATT == 1 ]]; then
     if [[ ! -f $att/gates.json ]]; then
       echo "== rank $att"
-      $PY -m kmshc rank --method attribution --experiment_from "$base" --runs_dir "$OUT" --name "$(basename "$att")" --overwrite
+      read -ra rank_args <<< "$ATT_ARGS"
+      $PY -m kmshc rank --method "$ATT_METHOD" ${rank_args[@]+"${rank_args[@]}"} --experiment_from "$base" \
+        --runs_dir "$OUT" --name "$(basename "$att")" --overwrite
     fi
     search "$att" "$att" "$ATT_ADAPTIVE"
   fi

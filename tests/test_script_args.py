@@ -70,3 +70,17 @@ def test_search_cost_script_skips_the_fixed_n_search_when_asked(tmp_path):
     (tmp_path / "again").mkdir()
     calls = run_search_cost(tmp_path / "again", OUT=str(out))
     assert any(c[0] == "search.py" and str(out / "ioi_s0-fixed") in c for c in calls)  # FIXED=1: it runs
+
+
+def test_search_cost_script_ranks_with_the_method_and_flags_asked(tmp_path):
+    out = tmp_path / "runs"
+    (out / "ioi_s0").mkdir(parents=True)
+    (out / "ioi_s0" / "circuit_searched.json").write_text("{}")
+    calls = run_search_cost(tmp_path, OUT=str(out), FIXED="0", ATT_METHOD="integrated_gradients",
+                            ATT_ARGS="--steps 3 --coverage 0.5", ATT_SUFFIX="-ig")
+    rank = next(c for c in calls if c[:3] == ["-m", "kmshc", "rank"])
+    from kmshc.cli import build_parser
+    args = build_parser().parse_args(rank[2:])
+    assert (args.method, args.steps, args.coverage, args.name) == ("integrated_gradients", 3, 0.5, "ioi_s0-ig")
+    assert any(c[0] == "search.py" and str(out / "ioi_s0-ig") in c for c in calls)
+    assert calls[-1][0] == "bench/search_cost.py" and str(out / "ioi_s0-ig") in calls[-1]
