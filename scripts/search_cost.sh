@@ -36,8 +36,8 @@ search() {
   local run=$1 out=$2 adaptive=$3 cfg="$OUT/.search_cost_${task}_s$SEED.json" resume=false
   [[ -f $out/circuit_searched.json ]] && return 0
   [[ -f $out/search_state.json ]] && resume=true
-  $PY -c 'import json, sys; from kmshc.types import read_circuit
-print(json.dumps(read_circuit(sys.argv[1]).config["search"]))' "$base/circuit_searched.json" > "$cfg"
+  $PY -c 'import json, sys; from kmshc.types import read_circuit; from kmshc.search.config import settings_of
+print(json.dumps(settings_of(read_circuit(sys.argv[1]))))' "$base/circuit_searched.json" > "$cfg"
   echo "== search ($run -> $out, adaptive $adaptive)"
   # a search can fail for a reason worth reporting (e.g. no gap): note it and go on with the others
   $PY search.py --config "$cfg" --mode warm --from_run "$run" --out "$out" --adaptive "$adaptive" \

@@ -73,6 +73,21 @@ def test_command_line_overrides_the_config():
     assert (cfg.epsilon, cfg.experiment.limit, cfg.semantics) == (0.7, 40, "paper")
 
 
+def test_settings_of_a_circuit_recover_the_bar_it_decided_against():
+    from kmshc.search.config import settings_of
+    from kmshc.types import Circuit
+    search = {"epsilon": 0.9, "decision": "confident", "certificate": {"tau": 0.05}}
+    val = {"score": 0.9, "threshold": 0.85, "units": "recovery lower bound"}
+    old = Circuit("m", "t", ("L0H0",), 8, scores={"val": val}, config={"search": search})
+    got = settings_of(old)  # written before bar_slack was recorded: its bar 0.85 = 0.9 - 1.0 * 0.05
+    assert got["bar_slack"] == pytest.approx(1.0) and "bar_slack" not in search
+    assert SearchConfig(epsilon=0.9, bar_slack=got["bar_slack"]).bar == pytest.approx(0.85)
+    new = Circuit("m", "t", ("L0H0",), 8, scores={"val": val}, config={"search": {**search, "bar_slack": 0.5}})
+    assert settings_of(new)["bar_slack"] == 0.5  # a recorded slack is kept as it is
+    point = Circuit("m", "t", ("L0H0",), 8, scores={"val": {**val, "units": "accuracy"}}, config={"search": search})
+    assert "bar_slack" not in settings_of(point)  # point decisions have no slack to recover
+
+
 def test_cold_then_resume_then_verify(tmp_path, reachable):
     TINY_R = TINY + reachable
     out = ENTRY.main(TINY_R + ["--runs_dir", str(tmp_path), "--name", "c"])

@@ -111,3 +111,16 @@ class SearchConfig(SearchSettings):
         """The fields a circuit records as its search settings: all but the experiment (recorded on
         its own) and the run's housekeeping (``resume``, ``overwrite``, ``progress``)."""
         return {k: v for k, v in asdict(self).items() if k not in ("resume", "overwrite", "progress", "experiment")}
+
+
+def settings_of(circuit) -> dict[str, Any]:
+    """The search settings ``circuit`` (a :class:`~kmshc.types.Circuit`) was found with, to run the
+    same search again (e.g. with another decision rule or start). A circuit written before
+    ``bar_slack`` was recorded decided against ``ε − τ``; its slack is read back from the bar it
+    reports on val (``scores.val.threshold`` in recovery units), so the rerun decides alike."""
+    cfg = dict(circuit.config.get("search") or {})
+    val = (circuit.scores or {}).get("val") or {}
+    if "bar_slack" not in cfg and val.get("units") == "recovery lower bound" and "threshold" in val:
+        tau = float((cfg.get("certificate") or {}).get("tau", CertificateConfig.tau))
+        cfg["bar_slack"] = round((float(cfg.get("epsilon", circuit.epsilon)) - float(val["threshold"])) / tau, 9)
+    return cfg
