@@ -56,6 +56,7 @@ class Route:
     training: float | None = None
     ranking: float | None = None
     cpr: float | None = None
+    label: str = ""  # the row's name when it says more than the route (which ranking)
 
     @property
     def total(self) -> float:
@@ -146,8 +147,10 @@ def read_routes(learned_dir: Path, adaptive_dir: Path, att_dir: Path,
         circ = read_circuit(path)
         if name == ATTRIBUTION:
             rank = read_rank_record(d)
-            routes[name] = searched_route(name, circ, ranking=rank.cost.example_forwards,
-                                          extra_wall_s=rank.wall_time_s, where=str(path))
+            route = searched_route(name, circ, ranking=rank.cost.example_forwards,
+                                   extra_wall_s=rank.wall_time_s, where=str(path))
+            how = rank.method.replace("_", " ") + (f" ({rank.steps} steps)" if rank.steps > 1 else "")
+            routes[name] = replace(route, label=f"{how} + search")
         else:
             routes[name] = searched_route(name, circ, training=learned.example_forwards, extra_wall_s=train_s,
                                           where=str(path))
@@ -181,7 +184,7 @@ def rows(routes: dict[str, Route], r: Ratios) -> list[list]:
             continue
         saving = ratio(fixed and fixed.search, x.search)
         share = r.attribution_share if name == ATTRIBUTION else None
-        out.append([name, fmt(x.training), fmt(x.ranking), x.search, x.certificate, x.total, fmt(saving), fmt(share), x.evaluations, round(x.wall_s),
+        out.append([x.label or name, fmt(x.training), fmt(x.ranking), x.search, x.certificate, x.total, fmt(saving), fmt(share), x.evaluations, round(x.wall_s),
                     x.size, fmt(x.verified), fmt(x.recovery), fmt(x.cpr)])
     return out
 

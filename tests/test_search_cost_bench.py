@@ -1,6 +1,8 @@
 """bench/search_cost.py: the cost table's arithmetic and what it reads from run files (no model)."""
 from __future__ import annotations
 
+import json
+
 from pathlib import Path
 
 import pytest
@@ -85,6 +87,15 @@ def test_routes_are_read_from_circuit_and_rank_files(tmp_path):
     assert (t.training, t.ranking, t.total, t.wall_s) == (None, 200.0, 300.0, 8.0)
     r = sc.ratios(routes)
     assert r.search_saving == 6.0 and r.attribution_share == pytest.approx(300.0 / 2150.0)
+    assert sc.rows(routes, r)[2][0] == "attribution + search"
+
+
+def test_the_attribution_row_names_an_integrated_gradients_ranking(tmp_path):
+    runs = write_runs(tmp_path, fixed=900.0, adaptive=150.0, att=100.0)
+    gates = runs[2] / "gates.json"
+    atomic_write_json(gates, {**json.loads(gates.read_text()), "method": "integrated_gradients", "steps": 5})
+    routes, _, _ = sc.read_routes(*runs)
+    assert sc.rows(routes, sc.ratios(routes))[2][0] == "integrated gradients (5 steps) + search"
 
 
 def test_a_missing_route_is_noted_and_a_route_without_costs_is_refused(tmp_path):

@@ -128,13 +128,15 @@ def gates_record(exp, result: Attribution, coverage: float, wall_time_s: float) 
 
 @dataclass(frozen=True)
 class RankRecord:
-    """What a rank run's ``gates.json`` says about its own run: method, examples, starting-set size, cost."""
+    """What a rank run's ``gates.json`` says about its own run: method, examples, starting-set size,
+    cost, wall time and points on the gate path (1 for plain attribution and for older files)."""
 
     method: str
     n: int
     start_size: int
     cost: CostRecord
     wall_time_s: float
+    steps: int = 1
 
 
 def read_rank_record(run_dir: str | Path) -> RankRecord:
@@ -151,7 +153,7 @@ def read_rank_record(run_dir: str | Path) -> RankRecord:
     try:
         return RankRecord(method=d["method"], n=int(d["n"]), start_size=int(d["start_rule"]["size"]),
                           cost=CostRecord.from_dict(d["cost"], where=f"{path}: field 'cost'"),
-                          wall_time_s=float(d["wall_time_s"]))
+                          wall_time_s=float(d["wall_time_s"]), steps=int(d.get("steps", 1)))
     except (KeyError, TypeError, ValueError) as e:
         raise KmshcError(f"{path}: field {e} missing or malformed") from None
 
