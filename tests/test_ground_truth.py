@@ -68,6 +68,17 @@ def test_warm_search_finds_a_previous_token_and_an_induction_head(toy):
     assert check_circuit(circ.heads, reference_circuit(diag), MIN_PRECISION) == []
 
 
+def test_forward_selection_finds_them_without_training(toy):
+    """Re-linearised attribution from no head, on the learned run's experiment (train split): the
+    selected start holds the mechanism, with no training at all."""
+    from kmshc.forward_selection import forward_selection
+    from kmshc.search.rundir import read_gates
+    _, diag, circ = toy
+    exp = read_gates(Path(circ.extra["source"]).parent)[0]
+    sel = forward_selection(exp.scorer_for("train"), target=0.9, max_heads=6)
+    assert sel.reached and check_circuit(sel.start, reference_circuit(diag), MIN_PRECISION) == []
+
+
 def _swap_layers(diag: HeadDiagnostics) -> HeadDiagnostics:
     flip = lambda t: torch.flip(t, dims=[0])  # noqa: E731
     return HeadDiagnostics(flip(diag.previous_token), flip(diag.duplicate_token), flip(diag.induction),
