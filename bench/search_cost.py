@@ -96,7 +96,7 @@ def verdicts(routes: dict[str, Route], r: Ratios) -> list[str]:
     if att and r.attribution_share is not None:
         rival = adaptive if att.adaptive else fixed
         ok = r.attribution_share <= ATTRIBUTION_GOAL and att.verified is True
-        out.append(f"attribution: total {r.attribution_share:.2f} of the learned route with the same decisions "
+        out.append(f"attribution route ({att.label or att.name}): total {r.attribution_share:.2f} of the learned route with the same decisions "
                    f"({rival.name}; goal ≤ {ATTRIBUTION_GOAL:g}), verified {att.verified}; circuit {att.size} vs "
                    f"{rival.size} heads, CPR {table_cell(att.cpr)} vs {table_cell(rival.cpr)}: {'met' if ok else 'missed'}")
     return out
