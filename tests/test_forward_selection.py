@@ -42,8 +42,10 @@ def recovery(scorer: Scorer, heads: tuple[str, ...]) -> float:
 
 
 def test_each_round_adds_the_head_with_the_largest_derivative_at_the_circuit_so_far(scorer):
-    sel = forward_selection(scorer, target=2.0, max_heads=4)  # an unreachable target: four rounds
+    seen = []
+    sel = forward_selection(scorer, target=2.0, max_heads=4, on_round=lambda k, r: seen.append((k, r)))  # unreachable: 4 rounds
     assert len(sel.start) == 4 and not sel.reached and len(sel.recovery) == 5 and sel.recovery[0] == 0.0
+    assert seen == list(enumerate(sel.recovery))
     for k in range(4):
         grads, _ = gate_gradients(scorer, mask_of(sel.start[:k])[None], RowCount(L))
         g = grads[0].masked_fill(mask_of(sel.start[:k]).bool(), float("-inf"))
@@ -73,7 +75,7 @@ def test_several_heads_per_round_and_bad_settings(scorer):
         forward_selection(scorer, per_round=0)
 
 
-def test_rank_writes_the_selected_set_as_the_start(tmp_path):
+def test_rank_writes_the_selected_set_as_the_start(tmp_path, capsys):
     import contextlib
     import io
     buf = io.StringIO()
@@ -89,3 +91,4 @@ def test_rank_writes_the_selected_set_as_the_start(tmp_path):
     assert 1 <= len(on) == rule["size"] <= 3 and len(rule["recovery"]) == record["steps"]
     assert rule["reached"] == (rule["recovery"][-1] >= 0.5)
     assert json.loads(buf.getvalue())["start_size"] == len(on)
+    assert capsys.readouterr().err.count("forward selection: ") == record["steps"]  # one progress line a round

@@ -18,6 +18,7 @@ of the last round's derivative when it falls short, and deletes what is not need
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 
@@ -50,9 +51,10 @@ def _mean_margin(scorer: Scorer, gates: torch.Tensor, cost: RowCount) -> float:
 
 
 def forward_selection(scorer: Scorer, split: str = "train", *, target: float = 0.9, per_round: int = 1,
-                      max_heads: int = 64) -> Selection:
+                      max_heads: int = 64, on_round: Callable[[int, float], None] | None = None) -> Selection:
     """Grow ``S`` from ∅ by re-linearised attribution until ``r(S) ≥ target`` on ``scorer``'s data
     (named ``split`` in the result), or until it holds ``max_heads`` heads. See the module docstring.
+    ``on_round(size, recovery)`` is called after each round (progress for long runs).
 
     Raises :class:`~kmshc.types.KmshcError` when the full model's margin does not exceed the
     all-ablated one on this split (no gap: recovery is undefined).
@@ -75,6 +77,8 @@ def forward_selection(scorer: Scorer, split: str = "train", *, target: float = 0
                 raise KmshcError(f"forward selection on the {split} split: the full model's mean margin {full:.4f} "
                                  f"does not exceed the all-ablated one {base:.4f}; no gap to recover")
         recovery.append((m - base) / (full - base))
+        if on_round is not None:
+            on_round(len(order), recovery[-1])
         if (order and recovery[-1] >= target) or len(order) >= max_heads:
             break
         take = min(per_round, max_heads - len(order))

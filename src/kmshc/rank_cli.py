@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,8 +99,12 @@ def run_rank(args: argparse.Namespace) -> dict[str, Any]:
     t0 = time.perf_counter()
     if args.method == "forward_selection":
         from kmshc.forward_selection import forward_selection
+        def progress(size: int, recovery: float) -> None:
+            print(f"forward selection: {size} heads, recovery {recovery:.3f} on {args.split} (target {args.target})",
+                  file=sys.stderr, flush=True)
+
         result = forward_selection(scorer, args.split, target=args.target, per_round=args.per_round,
-                                   max_heads=args.max_heads)
+                                   max_heads=args.max_heads, on_round=progress)
         start, rule = result.start, {"rule": "forward_selection", "target": args.target, "per_round": args.per_round,
                                      "max_heads": args.max_heads, "reached": result.reached,
                                      "recovery": [round(r, 6) for r in result.recovery]}
