@@ -136,3 +136,28 @@ def test_search_config_refuses_a_bad_value_when_built(field, value, message):
         SearchConfig(**{field: value})
     assert message in str(e.value)
     SearchConfig(**{field: getattr(SearchConfig(), field)})  # the default value is accepted
+
+
+def test_rank_heads_gives_gates_the_warm_search_starts_from(exp):
+    """The verb's scores and starting set, as LearnedGates: log_alpha = the method's scores, gates 1 on the start."""
+    from kmshc.attribution import head_attribution, starting_set
+    from kmshc.forward_selection import forward_selection
+    train = exp.scorer_for("train")
+    att = kmshc.rank_heads(exp, coverage=0.5)
+    ref = head_attribution(train)
+    torch.testing.assert_close(att.log_alpha, ref.scores.float())
+    assert set(att.heads) == set(starting_set(ref.named(), 0.5))
+    with pytest.raises(KmshcError, match="no gap"):  # this random model's full margin is below the ablated one
+        kmshc.rank_heads(exp, method="forward_selection")
+    gap = kmshc.Experiment(model="tiny-gpt2", task="grammar", n=100, ablation="mean")  # one with a gap on train
+    fs = kmshc.rank_heads(gap, method="forward_selection", target=0.5, max_heads=3)
+    sel = forward_selection(gap.scorer_for("train"), target=0.5, max_heads=3)
+    assert set(fs.heads) == set(sel.start) and 1 <= len(fs.heads) <= 3
+    torch.testing.assert_close(fs.log_alpha, sel.scores.float())
+    reachable = gap.scorer_for("val")(torch.ones(gap.shape)) - 1e-6
+    warm = kmshc.search_circuit(gap, gates=fs, threshold=reachable)
+    assert warm.extra["method"] == "warm" and warm.scores["val"]["score"] >= reachable
+    with pytest.raises(KmshcError, match="RankSettings"):
+        kmshc.rank_heads(exp, nope=1)
+    with pytest.raises(KmshcError, match="method"):
+        kmshc.rank_heads(exp, method="eap")

@@ -4,6 +4,7 @@ The public API (imported on first use, so ``import kmshc`` stays cheap)::
 
     Experiment        model + task + splits + scorer + ablation: defines S(·)
     learn_gates       fit hard-concrete head gates with Lightning -> LearnedGates
+    rank_heads        rank heads without training (attribution, forward selection) -> LearnedGates
     search_circuit    Search-K-MSHC, warm from learned gates or cold -> Circuit
     certify_circuit   the held-out certificate of a circuit -> Circuit
     only_heads        context manager: run a model with only a circuit's heads
@@ -25,6 +26,7 @@ _LAZY = {
     "Experiment": "kmshc.experiment",
     "LearnedGates": "kmshc.api",
     "learn_gates": "kmshc.api",
+    "rank_heads": "kmshc.api",
     "search_circuit": "kmshc.api",
     "certify_circuit": "kmshc.api",
     "only_heads": "kmshc.api",

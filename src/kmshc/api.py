@@ -74,6 +74,23 @@ def learn_gates(experiment: Experiment, *, steps: int = 200, batch_size: int = 1
                         gates.deterministic().detach().float().cpu(), tau=module.hparams.tau)
 
 
+def rank_heads(experiment: Experiment, *, method: str = "attribution", split: str = "train",
+               **settings: Any) -> LearnedGates:
+    """Rank heads without training, as ``kmshc rank`` does (docs/ranking.md): ``method`` is
+    ``attribution``, ``integrated_gradients`` or ``forward_selection``; ``settings`` are
+    :class:`~kmshc.rank_cli.RankSettings`' other fields (``steps``, ``coverage``, ``target``,
+    ``per_round``, ``max_heads``). Returns :class:`LearnedGates` with ``log_alpha`` = the
+    method's scores and ``gates`` 1 on its starting set, so ``search_circuit(experiment,
+    gates=...)`` starts from it as from learned gates."""
+    from kmshc.rank_cli import RankSettings, rank
+    try:
+        cfg = RankSettings(method=method, **settings)
+    except TypeError as e:  # an unknown keyword: name it
+        raise KmshcError(f"rank_heads: {e}; the settings are RankSettings' fields") from None
+    result, start, _ = rank(experiment.scorer_for(split), split, cfg)
+    return LearnedGates(log_alpha=result.scores.float(), gates=heads_to_mask(start, *experiment.shape))
+
+
 def search_circuit(experiment: Experiment, *, gates: LearnedGates | Mapping[str, float] | None = None,
                    config: "SearchConfig | None" = None, **settings: Any) -> Circuit:
     """Search-K-MSHC on the experiment's ``val`` split, as ``kmshc search`` runs it; returns the

@@ -13,7 +13,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from kmshc.attribution import METHODS as DERIVATIVES
 from kmshc.attribution import Attribution, head_attribution, starting_set
@@ -21,6 +21,38 @@ from kmshc.cost import CostRecord
 from kmshc.types import KmshcError, atomic_write_json, ensure_writable_dir
 
 METHODS = (*DERIVATIVES, "forward_selection")
+
+
+@dataclass(frozen=True)
+class RankSettings:
+    """How ``kmshc rank`` ranks (the defaults of the verb and of :func:`kmshc.api.rank_heads`):
+    ``method``; ``steps`` (integrated gradients' points on the gate path); ``coverage`` (the
+    starting-set rule of the derivative methods); ``target``, ``per_round``, ``max_heads``
+    (forward selection, :func:`kmshc.forward_selection.forward_selection`)."""
+
+    method: str = "attribution"
+    steps: int = 5
+    coverage: float = 0.9
+    target: float = 0.9
+    per_round: int = 1
+    max_heads: int = 64
+
+
+def rank(scorer, split: str, settings: RankSettings,
+         on_round: Callable[[int, float], None] | None = None) -> tuple[Attribution, list[str], dict[str, Any]]:
+    """``(scores, starting set, start rule)`` of ``settings.method`` on ``scorer``'s data."""
+    if settings.method not in METHODS:
+        raise KmshcError(f"method: expected one of {', '.join(METHODS)}, got {settings.method!r}")
+    if settings.method == "forward_selection":
+        from kmshc.forward_selection import forward_selection
+        result = forward_selection(scorer, split, target=settings.target, per_round=settings.per_round,
+                                   max_heads=settings.max_heads, on_round=on_round)
+        return result, list(result.start), {
+            "rule": "forward_selection", "target": settings.target, "per_round": settings.per_round,
+            "max_heads": settings.max_heads, "reached": result.reached,
+            "recovery": [round(r, 6) for r in result.recovery]}
+    result = head_attribution(scorer, split, method=settings.method, steps=settings.steps)
+    return result, starting_set(result.named(), settings.coverage), {"rule": "coverage", "coverage": settings.coverage}
 
 
 def gates_record(exp, result: Attribution, start: list[str] | tuple[str, ...], start_rule: dict[str, Any],
@@ -88,29 +120,21 @@ def rank_experiment(args: argparse.Namespace):
 
 def run_rank(args: argparse.Namespace) -> dict[str, Any]:
     """``kmshc rank``: build the experiment, rank its heads, write ``<runs_dir>/<name>/gates.json``."""
-    if args.method not in METHODS:  # argparse's choices already say so; kept for API callers
-        raise KmshcError(f"method: expected one of {', '.join(METHODS)}, got {args.method!r}")
     out = Path(args.runs_dir) / (args.name or f"rank-{args.method}")
     if (out / "gates.json").exists() and not args.overwrite:
         raise KmshcError(f"{out / 'gates.json'} exists; pass --overwrite to replace it or choose another --name")
     ensure_writable_dir(out, "run directory")  # before the model loads: fail in seconds
     exp = rank_experiment(args)
     scorer = exp.scorer_for(args.split)  # mean-ablation values are fitted here, outside the count
-    t0 = time.perf_counter()
-    if args.method == "forward_selection":
-        from kmshc.forward_selection import forward_selection
-        def progress(size: int, recovery: float) -> None:
-            print(f"forward selection: {size} heads, recovery {recovery:.3f} on {args.split} (target {args.target})",
-                  file=sys.stderr, flush=True)
+    settings = RankSettings(method=args.method, steps=args.steps, coverage=args.coverage, target=args.target,
+                            per_round=args.per_round, max_heads=args.max_heads)
 
-        result = forward_selection(scorer, args.split, target=args.target, per_round=args.per_round,
-                                   max_heads=args.max_heads, on_round=progress)
-        start, rule = result.start, {"rule": "forward_selection", "target": args.target, "per_round": args.per_round,
-                                     "max_heads": args.max_heads, "reached": result.reached,
-                                     "recovery": [round(r, 6) for r in result.recovery]}
-    else:
-        result = head_attribution(scorer, args.split, method=args.method, steps=args.steps)
-        start, rule = starting_set(result.named(), args.coverage), {"rule": "coverage", "coverage": args.coverage}
+    def progress(size: int, recovery: float) -> None:
+        print(f"forward selection: {size} heads, recovery {recovery:.3f} on {args.split} (target {args.target})",
+              file=sys.stderr, flush=True)
+
+    t0 = time.perf_counter()
+    result, start, rule = rank(scorer, args.split, settings, on_round=progress)
     record = gates_record(exp, result, start, rule, time.perf_counter() - t0)
     atomic_write_json(out / "gates.json", record)
     top = sorted(record["heads"], key=lambda h: (-record["heads"][h]["log_alpha"], h))[:args.top]
@@ -124,17 +148,18 @@ def add_rank_parser(sub: argparse._SubParsersAction) -> None:
     """Register ``kmshc rank``."""
     p = sub.add_parser("rank", help="rank heads without training (attribution, integrated gradients, forward "
                                     "selection) and write a warm-startable gates.json")
-    p.add_argument("--method", default="attribution", choices=METHODS,
+    d = RankSettings()
+    p.add_argument("--method", default=d.method, choices=METHODS,
                    help="attribution: the derivative at the full model (one forward+backward pass per example); "
                         "integrated_gradients: its average over --steps points from all heads ablated to none; "
                         "forward_selection: grow a circuit from no head, re-taking the derivative at it each round")
-    p.add_argument("--steps", type=int, default=5,
+    p.add_argument("--steps", type=int, default=d.steps,
                    help="integrated_gradients: points on the gate path (each costs one forward+backward pass)")
-    p.add_argument("--target", type=float, default=0.9,
+    p.add_argument("--target", type=float, default=d.target,
                    help="forward_selection: stop once the circuit recovers this fraction of the margin on the "
                         "ranking split (use the search's epsilon)")
-    p.add_argument("--per_round", type=int, default=1, help="forward_selection: heads added per round")
-    p.add_argument("--max_heads", type=int, default=64, help="forward_selection: stop at this many heads")
+    p.add_argument("--per_round", type=int, default=d.per_round, help="forward_selection: heads added per round")
+    p.add_argument("--max_heads", type=int, default=d.max_heads, help="forward_selection: stop at this many heads")
     p.add_argument("--model", default="smollm2-135m")
     from kmshc.tasks import TASKS
     p.add_argument("--task", choices=TASKS)
@@ -154,7 +179,7 @@ def add_rank_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "auto"])
     p.add_argument("--batch_size", type=int, default=32, help="examples per forward+backward pass")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--coverage", type=float, default=0.9,
+    p.add_argument("--coverage", type=float, default=d.coverage,
                    help="attribution, integrated_gradients: the starting set is the fewest top heads holding this "
                         "fraction of the positive scores")
     p.add_argument("--runs_dir", default="runs")
