@@ -149,7 +149,8 @@ def read_routes(learned_dir: Path, adaptive_dir: Path, att_dir: Path,
             rank = read_rank_record(d)
             route = searched_route(name, circ, ranking=rank.cost.example_forwards,
                                    extra_wall_s=rank.wall_time_s, where=str(path))
-            how = rank.method.replace("_", " ") + (f" ({rank.steps} steps)" if rank.steps > 1 else "")
+            unit = "rounds" if rank.method == "forward_selection" else "steps"
+            how = rank.method.replace("_", " ") + (f" ({rank.steps} {unit})" if rank.steps > 1 else "")
             routes[name] = replace(route, label=f"{how} + search")
         else:
             routes[name] = searched_route(name, circ, training=learned.example_forwards, extra_wall_s=train_s,

@@ -96,6 +96,9 @@ def test_the_attribution_row_names_an_integrated_gradients_ranking(tmp_path):
     atomic_write_json(gates, {**json.loads(gates.read_text()), "method": "integrated_gradients", "steps": 5})
     routes, _, _ = sc.read_routes(*runs)
     assert sc.rows(routes, sc.ratios(routes))[2][0] == "integrated gradients (5 steps) + search"
+    atomic_write_json(gates, {**json.loads(gates.read_text()), "method": "forward_selection", "steps": 4})
+    routes, _, _ = sc.read_routes(*runs)
+    assert sc.rows(routes, sc.ratios(routes))[2][0] == "forward selection (4 rounds) + search"
 
 
 def test_a_missing_route_is_noted_and_a_route_without_costs_is_refused(tmp_path):
