@@ -71,6 +71,8 @@ def test_selection_stops_at_the_first_set_that_reaches_the_target(scorer):
 def test_several_heads_per_round_and_bad_settings(scorer):
     sel = forward_selection(scorer, target=2.0, per_round=3, max_heads=5)
     assert len(sel.start) == 5 and len(sel.recovery) == 3  # 3 + 2 heads, capped at max_heads
+    every = forward_selection(scorer, target=2.0, per_round=5, max_heads=100)  # capped by the L·H heads there are
+    assert sorted(every.start) == sorted(head_name(l, h) for l in range(L) for h in range(H))
     with pytest.raises(KmshcError, match="per_round"):
         forward_selection(scorer, per_round=0)
 

@@ -79,9 +79,10 @@ def forward_selection(scorer: Scorer, split: str = "train", *, target: float = 0
         recovery.append((m - base) / (full - base))
         if on_round is not None:
             on_round(len(order), recovery[-1])
-        if (order and recovery[-1] >= target) or len(order) >= max_heads:
+        cap = min(max_heads, n_layers * n_heads)
+        if (order and recovery[-1] >= target) or len(order) >= cap:
             break
-        take = min(per_round, max_heads - len(order))
+        take = min(per_round, cap - len(order))
         for i in grad.masked_fill(S.bool(), float("-inf")).flatten().topk(take).indices.tolist():
             S[i // n_heads, i % n_heads] = 1.0
             order.append(head_name(i // n_heads, i % n_heads))
