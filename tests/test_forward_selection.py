@@ -16,7 +16,7 @@ from kmshc.scoring import Scorer
 from kmshc.search.rundir import read_gates
 from kmshc.tasks import grammar_task
 from kmshc.tiny import tiny_model
-from kmshc.types import KmshcError, head_name
+from kmshc.types import KmshcError, head_name, heads_to_mask
 
 L, H = 3, 4
 
@@ -29,11 +29,7 @@ def scorer():
 
 
 def mask_of(names: tuple[str, ...]) -> torch.Tensor:
-    m = torch.zeros(L, H)
-    for n in names:
-        l, h = n[1:].split("H")
-        m[int(l), int(h)] = 1
-    return m
+    return heads_to_mask(names, L, H)
 
 
 def recovery(scorer: Scorer, heads: tuple[str, ...]) -> float:

@@ -41,15 +41,6 @@ class Selection(Attribution):
     reached: bool = False
 
 
-def _mean_margin(scorer: Scorer, gates: torch.Tensor, cost: RowCount) -> float:
-    """``m`` under ``gates`` ``[L, H]``: one forward pass per batch, counted in ``cost``."""
-    total = 0.0
-    with torch.no_grad(), count_rows(scorer.model, cost):
-        for batch in scorer.data.batches(scorer.batch_size):
-            total += float(scorer.batch_margins(batch, gates[None])[0].double().sum())
-    return total / scorer.data.n
-
-
 def forward_selection(scorer: Scorer, split: str = "train", *, target: float = 0.9, per_round: int = 1,
                       max_heads: int = 64, on_round: Callable[[int, float], None] | None = None) -> Selection:
     """Grow ``S`` from ∅ by re-linearised attribution until ``r(S) ≥ target`` on ``scorer``'s data
@@ -63,11 +54,13 @@ def forward_selection(scorer: Scorer, split: str = "train", *, target: float = 0
         raise KmshcError(f"per_round and max_heads: expected at least 1, got {per_round} and {max_heads}")
     n_layers, n_heads = scorer.shape
     cost = RowCount(n_layers, scorer.data.rows_per_example)
-    full = _mean_margin(scorer, torch.ones(n_layers, n_heads), cost)
+    with count_rows(scorer.model, cost):  # m(M): the scorer's own forward pass, counted here too
+        full = float(scorer.outcomes(torch.ones(n_layers, n_heads)).margin.double().mean())
     S = torch.zeros(n_layers, n_heads)
     order: list[str] = []
     recovery: list[float] = []
     base = None
+    cap = min(max_heads, n_layers * n_heads)
     while True:
         grads, margins = gate_gradients(scorer, S[None], cost)
         grad, m = grads[0], float(margins[0])
@@ -79,7 +72,6 @@ def forward_selection(scorer: Scorer, split: str = "train", *, target: float = 0
         recovery.append((m - base) / (full - base))
         if on_round is not None:
             on_round(len(order), recovery[-1])
-        cap = min(max_heads, n_layers * n_heads)
         if (order and recovery[-1] >= target) or len(order) >= cap:
             break
         take = min(per_round, cap - len(order))
