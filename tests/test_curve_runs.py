@@ -88,3 +88,35 @@ def test_a_corrupt_curve_cache_is_named_in_the_error(run, tmp_path, capsys, text
     assert main(["compare", str(run), "--curves", "--out", str(out)]) != 0
     assert "curve_scores.json" in capsys.readouterr().err
     assert (out / "curve_scores.json").read_text() == text  # left as it was, not overwritten
+
+
+def _record_shape(run, n_layers, n_heads):
+    gates = json.loads((run / "gates.json").read_text())
+    (run / "gates.json").write_text(json.dumps({**gates, "n_layers": n_layers, "n_heads": n_heads}))
+
+
+def test_a_compare_whose_curves_are_all_cached_loads_no_model(run, tmp_path, monkeypatch):
+    _record_shape(run, 2, 4)  # as train.py and kmshc rank write it
+    out = tmp_path / "cmp"
+    assert main(["compare", str(run), "--curves", "--out", str(out)]) == 0
+    first = json.loads((out / "compare.json").read_text())["faithfulness"]["curves"]
+
+    def no_model(self):
+        raise AssertionError("the model was loaded")
+    monkeypatch.setattr(Experiment, "loaded", property(no_model))
+    assert main(["compare", str(run), "--curves", "--out", str(out)]) == 0
+    assert json.loads((out / "compare.json").read_text())["faithfulness"]["curves"] == first
+
+
+@pytest.mark.parametrize("text", ["{not json", "[1, 2]", '{"heads": [1]}'])
+def test_a_malformed_gates_file_is_named_in_the_error(run, tmp_path, capsys, text):
+    (run / "gates.json").write_text(text)
+    assert main(["compare", str(run), "--curves", "--out", str(tmp_path / "cmp")]) != 0
+    assert "gates.json" in capsys.readouterr().err
+
+
+def test_a_shape_that_is_not_the_models_is_an_error_naming_the_gates_file(run, tmp_path, capsys):
+    _record_shape(run, 3, 4)  # tiny-gpt2 has 2 layers of 4 heads
+    assert main(["compare", str(run), "--curves", "--out", str(tmp_path / "cmp")]) != 0
+    err = capsys.readouterr().err
+    assert "gates.json" in err and "3 layers x 4 heads" in err and "2 x 4" in err

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from kmshc.compare import Entry
+from kmshc.compare.entries import gates_file, head_values
 from kmshc.curves import Curve, complete_ranking, curve_from_scores, grid, ranking_from_gates, topk_masks
 from kmshc.types import KmshcError, atomic_write_json
 
@@ -31,20 +32,20 @@ METRICS = ("margin", "accuracy")
 CACHE_FILE = "curve_scores.json"
 
 
-def read_log_alpha(run_dir: Path) -> dict[str, float] | None:
-    """``{head: log_alpha}`` from ``run_dir/gates.json``, or ``None`` when the run has none."""
-    path = run_dir / "gates.json"
-    if not path.is_file():
-        return None
-    try:
-        return {h: float(v["log_alpha"]) for h, v in json.loads(path.read_text(encoding="utf-8"))["heads"].items()}
-    except (ValueError, KeyError, TypeError) as e:
-        raise KmshcError(f"{path}: expected {{'heads': {{'L0H0': {{'log_alpha': float}}, ...}}}} ({e!r})") from None
+def recorded_shape(entries: Sequence[Entry]) -> tuple[tuple[int, int], Path] | None:
+    """``((n_layers, n_heads), path)`` from the first ``gates.json`` beside one of ``entries``
+    (``train.py`` and ``kmshc rank`` record the shape there), or ``None``: a compare whose curves
+    are all cached then needs no model, which on a large one takes longer to load than the rest."""
+    for e in entries:
+        found = gates_file(e.path.parent)
+        if found and isinstance(found[0].get("n_layers"), int) and isinstance(found[0].get("n_heads"), int):
+            return (found[0]["n_layers"], found[0]["n_heads"]), found[1]
+    return None
 
 
 def entry_ranking(entry: Entry, n_layers: int, n_heads: int) -> list[str]:
     """All heads of the model, most important first, for ``entry`` (module doc)."""
-    order = read_log_alpha(entry.path.parent) or entry.gates
+    order = head_values(entry.path.parent, "log_alpha") or entry.gates
     if entry.method == "learned" and order:
         return ranking_from_gates(order, n_layers, n_heads)
     first = list(entry.circuit.heads)
@@ -113,7 +114,8 @@ def _score(groups: dict[str, list[Entry]], store: _ScoreCache) -> tuple[dict[str
     tasks: dict[str, str] = {}
     for key, es in groups.items():
         exp = Experiment.from_dict(json.loads(key), where=f"{es[0].path}: config.experiment")
-        (n_layers, n_heads), scorer, fresh = exp.shape, None, False
+        recorded = recorded_shape(es)
+        (n_layers, n_heads), scorer, fresh = recorded[0] if recorded else exp.shape, None, False
         ks = grid(n_layers * n_heads)
         for e in es:
             tasks[e.label] = e.task
@@ -121,7 +123,11 @@ def _score(groups: dict[str, list[Entry]], store: _ScoreCache) -> tuple[dict[str
             ckey = store.key(key, ranking, ks)
             scores = store.get(ckey)
             if scores is None:
-                scorer = scorer or exp.scorer_for("test")  # built (model loaded) only when something is new
+                if scorer is None:  # built (model loaded) only when something is new
+                    scorer = exp.scorer_for("test")
+                    if recorded and exp.shape != recorded[0]:
+                        raise KmshcError(f"{recorded[1]}: records {recorded[0][0]} layers x {recorded[0][1]} heads, "
+                                         f"but {exp.model} has {exp.shape[0]} x {exp.shape[1]}")
                 o = scorer.outcomes(topk_masks(ranking, ks, n_layers, n_heads))
                 scores = {"margin": [float(x) for x in o.margin.mean(1)], "accuracy": [float(x) for x in o.accuracy]}
                 store.put(ckey, e.label, scores)

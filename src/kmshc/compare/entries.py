@@ -164,23 +164,38 @@ def _method(c: Circuit, path: Path) -> str:
     return stem if stem in ("learned", "searched") else "searched" if c.certificate else stem
 
 
-def _read_gates(path: Path) -> dict[str, float] | None:
-    """``{head: gate}`` from a ``gates.json`` next to a circuit, if there is one."""
-    g = path.parent / "gates.json"
-    if not g.is_file():
+def gates_file(run_dir: Path) -> tuple[dict, Path] | None:
+    """The parsed ``run_dir/gates.json`` (written by ``train.py`` and ``kmshc rank``) and its path,
+    or ``None`` when the run has none."""
+    path = run_dir / "gates.json"
+    if not path.is_file():
         return None
     try:
-        d = json.loads(g.read_text(encoding="utf-8"))
-        return {h: float(v["gate"]) for h, v in d["heads"].items()}
-    except (ValueError, KeyError, TypeError) as e:
-        raise KmshcError(f"{g}: expected {{'heads': {{'L0H0': {{'gate': float}}, ...}}}} ({e!r})") from None
+        d = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as e:
+        raise KmshcError(f"{path}: not JSON ({e})") from None
+    if not isinstance(d, dict):
+        raise KmshcError(f"{path}: expected a JSON object, got {type(d).__name__}")
+    return d, path
+
+
+def head_values(run_dir: Path, field: str) -> dict[str, float] | None:
+    """``{head: heads[head][field]}`` from ``run_dir/gates.json`` (``field``: ``gate`` or
+    ``log_alpha``), or ``None`` when the run has none."""
+    found = gates_file(run_dir)
+    if found is None:
+        return None
+    try:
+        return {h: float(v[field]) for h, v in found[0]["heads"].items()}
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        raise KmshcError(f"{found[1]}: expected {{'heads': {{'L0H0': {{'{field}': float}}, ...}}}} ({e!r})") from None
 
 
 def _entry(path: Path, label: str) -> Entry:
     c = read_circuit(path)
     gates = c.extra.get("gates") if isinstance(c.extra.get("gates"), dict) else None
     return Entry(label=label, path=path, circuit=c, method=_method(c, path),
-                 gates={h: float(v) for h, v in gates.items()} if gates else _read_gates(path))
+                 gates={h: float(v) for h, v in gates.items()} if gates else head_values(path.parent, "gate"))
 
 
 def _run_files(d: Path) -> list[Path]:
