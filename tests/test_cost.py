@@ -139,6 +139,29 @@ def test_resume_restores_the_cost_from_the_log(tmp_path, crash_after):
     assert json.loads(state.read_text())["example_forwards"] == ref.example_forwards
 
 
+
+def test_each_decision_records_what_the_search_had_spent_and_a_resume_keeps_it(tmp_path):
+    gates = {h: random.Random(h).random() for h in range(30)}
+    calls: list[int] = []
+    spent_at: list[float] = []
+    ref = Recorder(planted(calls), forwards=lambda: 2.5 * sum(calls))
+    real = ref.decision
+    ref.decision = lambda rng, size=None, **e: (spent_at.append(2.5 * sum(calls)), real(rng, size, **e))[1]
+    refine(ref, (5, 6), gates, seed=1, strategy="ordered")
+    assert [t["example_forwards"] for t in ref.trace] == spent_at  # the cost at the moment of each decision
+    assert spent_at == sorted(spent_at) and spent_at[0] < spent_at[-1]
+
+    state = tmp_path / "search_state.json"
+    first: list[int] = []
+    with pytest.raises(RuntimeError):
+        refine(Recorder(planted(first, 11), path=state, fingerprint={}, forwards=lambda: 2.5 * sum(first)),
+               (5, 6), gates, seed=1, strategy="ordered")
+    assert 0 < len(json.loads(state.read_text())["trace"]) < len(ref.trace)
+    live: list[int] = []
+    rec = Recorder(planted(live), path=state, resume=True, fingerprint={}, forwards=lambda: 2.5 * sum(live))
+    refine(rec, (5, 6), gates, seed=1, strategy="ordered")
+    assert rec.trace == ref.trace  # replayed decisions keep the interrupted run's cost; later ones add to it
+
 def test_a_log_with_a_bad_cost_names_the_field(tmp_path):
     state = tmp_path / "s.json"
     state.write_text(json.dumps({"fingerprint": {}, "log": [], "trace": [], "example_forwards": "many"}))

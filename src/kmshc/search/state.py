@@ -203,13 +203,22 @@ class Recorder:
 
     # -- decisions
     def decision(self, rng: random.Random, size: int | None = None, **event: Any) -> None:
-        """Record one decision of the search (JSON-able ``event``) with the RNG state after it."""
+        """Record one decision of the search (JSON-able ``event``) with the RNG state after it and
+        ``example_forwards``, what the search had spent when it was taken (cumulative, so the
+        differences show where the cost went: restoring, deleting, confirming)."""
         event = json.loads(json.dumps(event, default=str))
         event["rng"] = rng_digest(rng)
         i = len(self.trace)
-        if i < len(self._replay_trace) and self._replay_trace[i] != event:
-            raise KmshcError(f"{self.path}: --resume diverged at decision {i + 1} ({event.get('event')}); "
-                             "use --overwrite")
+        if i < len(self._replay_trace):
+            saved = dict(self._replay_trace[i])
+            spent = saved.pop("example_forwards", None)  # what the interrupted run had spent: kept, not compared
+            if saved != event:
+                raise KmshcError(f"{self.path}: --resume diverged at decision {i + 1} ({event.get('event')}); "
+                                 "use --overwrite")
+            if spent is not None:
+                event["example_forwards"] = spent
+        else:
+            event["example_forwards"] = round(self.example_forwards, 3)
         self.trace.append(event)
         self.rng_state = rng_to_json(rng)
         self.size = size if size is not None else self.size
