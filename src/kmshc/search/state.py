@@ -210,8 +210,8 @@ class Recorder:
         event["rng"] = rng_digest(rng)
         i = len(self.trace)
         if i < len(self._replay_trace):
-            saved = dict(self._replay_trace[i])
-            spent = saved.pop("example_forwards", None)  # what the interrupted run had spent: kept, not compared
+            saved = dict(self._replay_trace[i]) if isinstance(self._replay_trace[i], dict) else None
+            spent = saved.pop("example_forwards", None) if saved else None  # the interrupted run's: kept, not compared
             if saved != event:
                 raise KmshcError(f"{self.path}: --resume diverged at decision {i + 1} ({event.get('event')}); "
                                  "use --overwrite")
