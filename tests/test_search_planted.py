@@ -232,3 +232,28 @@ def test_a_search_margin_keeps_more_heads_and_is_recorded_in_the_threshold():
 def test_a_search_margin_that_is_negative_or_unreachable_is_a_clear_error(margin):
     with pytest.raises(KmshcError, match="search_margin"):
         cold_search(Recorder(planted({1}, [])), SHAPE, semantics="keep", epsilon=0.9, seed=0, margin=margin)
+
+
+def test_galloping_deletion_drops_runs_of_unneeded_heads_in_blocks_and_ends_where_the_filter_does():
+    from kmshc.search.micro import ordered_deletion
+    from kmshc.search.state import Recorder
+    import random as _random
+    needed = {21, 29}  # S = number of needed heads present: both are needed at U = 2
+    def evaluate(masks):
+        return [float(sum(bool(m.reshape(-1)[h] > 0.5) for h in needed)) for m in masks]
+    order = list(range(30))  # least important first: a run of 21 unneeded heads, then 7 between the needed two
+    runs = {}
+    for gallop in (False, True):
+        rec = Recorder(evaluate)
+        C, score = ordered_deletion(rec, (5, 6), set(range(30)), 2.0, _random.Random(0), order, gallop=gallop)
+        runs[gallop] = (C, rec)
+        assert C == needed and score == 2.0
+        for t in rec.trace:  # every block dropped kept S >= U; a failed block is no decision
+            assert t["event"] in ("drop_head", "drop_block", "keep_head")
+            assert (t["score"] >= 2.0) == (t["event"] != "keep_head")
+        dropped = [h for t in rec.trace if t["event"] != "keep_head" for h in (t["heads"] if "heads" in t else [t["head"]])]
+        assert sorted(dropped) == sorted(set(range(30)) - needed)
+    assert runs[False][1].evaluations == 30
+    assert runs[True][1].evaluations <= 15  # 1 + 2 + 4 + 8 heads in 4 evaluations, then smaller blocks
+    assert any(t["event"] == "drop_block" for t in runs[True][1].trace)
+    assert not any(t["event"] == "drop_block" for t in runs[False][1].trace)

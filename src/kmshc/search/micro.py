@@ -13,6 +13,7 @@
   one at a time, least important first (e.g. lowest learned ``log_alpha``); each is dropped
   if ``S(C \\ {h}) ≥ U``. One evaluation per starting head; when ``S`` is monotone in ``C``
   the result is already 1-minimal, and :func:`single_head_pass` confirms it in one batch.
+  ``gallop=True`` tries runs of heads as blocks that double while they can be dropped.
 
 Every function takes a :class:`~kmshc.search.state.Recorder` (counting, logging, resume) and a
 ``random.Random``; sets of heads are flat indices (see :mod:`kmshc.search.common`).
@@ -139,26 +140,43 @@ def single_head_pass(rec: Recorder, shape: tuple[int, int], start: set[int], U: 
 
 
 def ordered_deletion(rec: Recorder, shape: tuple[int, int], start: set[int], U: float, rng: random.Random,
-                     order: list[int], score: float | None = None) -> tuple[set[int], float | None]:
+                     order: list[int], score: float | None = None, *,
+                     gallop: bool = False) -> tuple[set[int], float | None]:
     """Try to drop each head of ``order`` (least important first) once; returns ``(C, S(C) if known)``.
 
     One mask per evaluation, in sequence, because each decision changes the next mask. A head
     kept here was necessary for a superset of the final ``C``; when removing heads never
     raises ``S``, it stays necessary, so the final single-head pass usually removes nothing
     and costs ``|C|`` evaluations in one batch.
+
+    ``gallop``: try the next ``k`` heads of ``order`` as one block, doubling ``k`` after a block
+    is dropped and halving it after one fails (a failed block of several heads decides nothing:
+    its heads are tried again in smaller blocks, down to the one-head decision above). Why: a
+    start restored up to the bar holds many heads whose removals are all close calls, each of
+    which reads the whole split; runs of unneeded heads then go in a few evaluations.
     """
     C = set(start)
+    todo = [h for h in order if h in C]
+    i, k = 0, 1
     try:
-        for h in order:
-            if h not in C or len(C) == 1:
-                continue
-            s = rec.one(mask_of(C - {h}, shape))
+        while i < len(todo):
+            block = todo[i:i + k][:len(C) - 1]  # never the last head
+            if not block:
+                break
+            s = rec.one(mask_of(C - set(block), shape))
             if s >= U:
-                C.discard(h)
-                score = s
-                rec.decision(rng, size=len(C), event="drop_head", head=h, score=s)
+                C -= set(block)
+                score, i = s, i + len(block)
+                if len(block) == 1:
+                    rec.decision(rng, size=len(C), event="drop_head", head=block[0], score=s)
+                else:
+                    rec.decision(rng, size=len(C), event="drop_block", heads=block, score=s)
+                k = 2 * k if gallop else 1
+            elif len(block) > 1:
+                k = len(block) // 2
             else:
-                rec.decision(rng, size=len(C), event="keep_head", head=h, score=s)
+                rec.decision(rng, size=len(C), event="keep_head", head=block[0], score=s)
+                i += 1
     except BudgetExhausted as stop:
         raise stop.at(C, score)  # the caller reports where the search stopped
     return C, score

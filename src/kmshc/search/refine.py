@@ -101,14 +101,14 @@ def refine(rec: Recorder, shape: tuple[int, int], gates: Mapping[int, float], *,
     ``C0 = {gate > τ}``; if ``S(C0) < U``, heads are restored in gate order. Then either
     ``strategy="bundles"``: bundle removal (sampling weighted by importance rank when
     ``weighted``), or ``"ordered"``: :func:`~kmshc.search.micro.ordered_deletion`, least
-    important first. Both end with the single-head pass, so the result is 1-minimal.
+    important first (``"gallop"``: the same in doubling blocks). Both end with the single-head pass, so the result is 1-minimal.
     ``importance`` (default: the gates) ranks heads; pass the learned ``log_alpha``.
     ``universe``: the only heads that may be on (the heads outside excluded circuits); the others
     are dropped from the start and stay ablated, while ``U`` still comes from the true ``S(M)``
     and ``S(∅)``. Raises :class:`~kmshc.search.common.NoSufficientSet` when all of them miss ``U``.
     """
-    if strategy not in ("bundles", "ordered"):
-        raise KmshcError(f"strategy: expected 'bundles' or 'ordered', got {strategy!r}")
+    if strategy not in ("bundles", "ordered", "gallop"):
+        raise KmshcError(f"strategy: expected 'bundles', 'ordered' or 'gallop', got {strategy!r}")
     rng = random.Random(seed)
     importance = gates if importance is None else importance
     allowed = allowed_heads(shape, universe)
@@ -121,12 +121,13 @@ def refine(rec: Recorder, shape: tuple[int, int], gates: Mapping[int, float], *,
         rec.decision(rng, size=len(C), event="threshold", full=full, baseline=base, U=U, start=len(C))
         score = rec.one(mask_of(C, shape)) if C else base
         if score < U:
-            # ordered: one prefix per evaluation (fewest example forwards); bundles: N per evaluation (fewest rounds)
+            # ordered, gallop: one prefix per evaluation (fewest example forwards); bundles: N per evaluation (fewest rounds)
             ranked = {h: v for h, v in importance.items() if h in allowed}
-            C, score = restore_in_gate_order(rec, shape, C, ranked, U, rng, batch=1 if strategy == "ordered" else N)
+            C, score = restore_in_gate_order(rec, shape, C, ranked, U, rng, batch=N if strategy == "bundles" else 1)
         weights = importance_weights(importance, C) if weighted else None
-        if strategy == "ordered":
-            C, score = ordered_deletion(rec, shape, C, U, rng, by_importance(importance, C), score=score)
+        if strategy in ("ordered", "gallop"):
+            C, score = ordered_deletion(rec, shape, C, U, rng, by_importance(importance, C), score=score,
+                                        gallop=strategy == "gallop")
         else:
             C, score = removal_loop(rec, shape, C, U, rng, N=N, weights=weights, score=score)
         C, score, last = single_head_pass(rec, shape, C, U, rng, priority=weights, score=score)
