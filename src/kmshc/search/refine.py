@@ -101,7 +101,8 @@ def refine(rec: Recorder, shape: tuple[int, int], gates: Mapping[int, float], *,
     ``C0 = {gate > τ}``; if ``S(C0) < U``, heads are restored in gate order. Then either
     ``strategy="bundles"``: bundle removal (sampling weighted by importance rank when
     ``weighted``), or ``"ordered"``: :func:`~kmshc.search.micro.ordered_deletion`, least
-    important first (``"gallop"``: the same in doubling blocks). Both end with the single-head pass, so the result is 1-minimal.
+    important first (``"gallop"``: the same in doubling blocks). All end with the single-head
+    pass, so the result is 1-minimal.
     ``importance`` (default: the gates) ranks heads; pass the learned ``log_alpha``.
     ``universe``: the only heads that may be on (the heads outside excluded circuits); the others
     are dropped from the start and stay ablated, while ``U`` still comes from the true ``S(M)``

@@ -23,8 +23,8 @@ class SearchSettings:
     N: int = 10
     tau: float = 0.5
     weighted: bool = True
-    strategy: Literal["ordered", "gallop", "bundles"] = "ordered"  # warm: deletion filter by log_alpha (gallop: in
-    # doubling blocks), or bundles
+    # warm only: the deletion filter by log_alpha, the same in doubling blocks (gallop), or bundles
+    strategy: Literal["ordered", "gallop", "bundles"] = "ordered"
     macro: bool | None = None
     window: int | None = None
     window_fraction: float = 0.2
