@@ -125,6 +125,7 @@ def test_search_circuit_searches_with_the_search_configs_defaults(exp, monkeypat
     ("epsilon", 1.5, "epsilon: expected a value in (0, 1], got 1.5"),
     ("threshold", -0.1, "threshold: expected an accuracy in [0, 1], got -0.1"),
     ("looks", 0, "looks: expected a positive integer, got 0"),
+    ("spending_power", 0.0, "spending_power: expected a positive number, got 0.0"),
     ("decision_confidence", 1.0, "decision_confidence: expected a value in (0.5, 1), got 1.0"),
     ("bar_slack", 2.0, "bar_slack: 2.0 is outside [0, 1]"),
     ("epsilon", None, "epsilon: expected a number, got None"),

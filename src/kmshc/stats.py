@@ -75,19 +75,54 @@ def recovery_bounds(x_a, x_b, x_m, level: float) -> tuple[float, float]:
     u = as_array(x_a) - as_array(x_b)
     v = as_array(x_m) - as_array(x_b)
     n = u.size
-    q2 = t_quantile(level, n) ** 2 / n
     ub, vb = float(u.mean()), float(v.mean())
     # the sample covariance matrix of (u, v), written out: np.cov costs more than the rest here
     du, dv = u - ub, v - vb
     dof = max(n - 1, 1)  # one example: du = dv = 0, so zero variance
     su, sv, suv = float(du @ du) / dof, float(dv @ dv) / dof, float(du @ dv) / dof
-    a = vb * vb - q2 * sv
-    if vb <= 0 or a <= 0:
+    return _fieller(ub, vb, (su / n, suv / n, sv / n), t_quantile(level, n) ** 2)
+
+
+def recovery_bounds_with_control(x_a, x_c, x_b, x_m, level: float) -> tuple[float, float]:
+    """:func:`recovery_bounds` of ``A`` seen on the first ``m`` examples only (``x_a [m]``), helped by
+    a control set ``C`` seen on all ``n ≥ m`` (``x_c, x_b, x_m [n]``).
+
+    ``S(A) − S(B)`` is estimated as ``mean_n(x_c − x_b) + mean_m(x_a − x_c)`` (a control variate with
+    coefficient 1): when ``C`` differs from ``A`` by a head or two, the per-example differences
+    ``x_a − x_c`` vary far less than ``x_a`` itself, so ``m`` examples of ``A`` pin down almost as
+    much as ``n`` would. The contrast ``N̂ − ρD̂`` has variance
+    ``var(c − ρg)/n + var(δ)/m + 2 cov(c − ρg, δ)/n`` (``c = x_c − x_b``, ``g = x_m − x_b``,
+    ``δ = x_a − x_c``; the covariance from the ``m`` shared examples), and the bounds are its Fieller
+    roots with ``m − 1`` degrees of freedom. With ``m = n`` it is exactly :func:`recovery_bounds`.
+    """
+    xa, xc, xb, xm = as_array(x_a), as_array(x_c), as_array(x_b), as_array(x_m)
+    m, n = xa.size, xc.size
+    if m == n:
+        return recovery_bounds(xa, xb, xm, level)
+    if not (m < n == xb.size == xm.size):
+        raise ValueError(f"need len(x_a) <= len(x_c) == len(x_b) == len(x_m); got {m}, {n}, {xb.size}, {xm.size}")
+    c, g = xc - xb, xm - xb
+    d = xa - xc[:m]
+    cb, gb, db = float(c.mean()), float(g.mean()), float(d.mean())
+    dc, dg = c - cb, g - gb
+    scc, scg, sgg = (float(dc @ dc) / (n - 1), float(dc @ dg) / (n - 1), float(dg @ dg) / (n - 1))
+    dd, dcm, dgm = d - db, c[:m] - c[:m].mean(), g[:m] - g[:m].mean()
+    dof = max(m - 1, 1)
+    sdd, scd, sgd = float(dd @ dd) / dof, float(dcm @ dd) / dof, float(dgm @ dd) / dof
+    return _fieller(cb + db, gb, (scc / n + sdd / m + 2 * scd / n, (scg + sgd) / n, sgg / n),
+                    t_quantile(level, m) ** 2)
+
+
+def _fieller(num: float, den: float, var: tuple[float, float, float], q2: float) -> tuple[float, float]:
+    """The roots ρ of ``(num − ρ·den)² = q2·(var₀ − 2ρ·var₁ + ρ²·var₂)``, where ``var`` holds the
+    variance of ``num``, its covariance with ``den`` and the variance of ``den``; unbounded when
+    ``den`` is not significantly positive."""
+    a = den * den - q2 * var[2]
+    if den <= 0 or a <= 0:
         return -math.inf, math.inf
-    b = ub * vb - q2 * suv
-    c = ub * ub - q2 * su
-    disc = max(b * b - a * c, 0.0)
-    root = math.sqrt(disc)
+    b = num * den - q2 * var[1]
+    c = num * num - q2 * var[0]
+    root = math.sqrt(max(b * b - a * c, 0.0))
     return (b - root) / a, (b + root) / a
 
 

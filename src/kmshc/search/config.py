@@ -36,7 +36,10 @@ class SearchConfig(SearchSettings):
     # (see SearchConfig.bar for why half of tau)
     bar_slack: float = 0.5
     adaptive: bool = False  # score the search split in growing chunks; stop when a decision is clear
-    looks: int = 4
+    looks: int = 5
+    # rho of the adaptive decisions' error spending alpha * t**rho (1: even spending over the split's
+    # doublings, where clear decisions stop early; 2: O'Brien-Fleming-like, more left for the last look)
+    spending_power: float = 1.0
     certificate: CertificateConfig = field(default_factory=CertificateConfig)
     verify_split: Literal["val", "test"] = "test"
     dtype: Literal["float32", "bfloat16", "auto"] | None = None  # override the experiment's (also a warm run's) dtype
@@ -53,7 +56,7 @@ class SearchConfig(SearchSettings):
     def __post_init__(self) -> None:
         """Check the values that need no file or model, so a bad one fails before anything loads
         (the command line, a config file and the Python API all construct this class)."""
-        for key in ("epsilon", "threshold", "K", "N", "looks", "decision_confidence", "bar_slack"):
+        for key in ("epsilon", "threshold", "K", "N", "looks", "spending_power", "decision_confidence", "bar_slack"):
             v = getattr(self, key)
             # a YAML ``null`` or a string can reach here through a config file; compare only numbers
             if not (v is None and key == "threshold") and (isinstance(v, bool) or not isinstance(v, (int, float))):
@@ -65,6 +68,8 @@ class SearchConfig(SearchSettings):
         for key in ("K", "N", "looks"):
             if getattr(self, key) < 1:
                 raise KmshcError(f"{key}: expected a positive integer, got {getattr(self, key)}")
+        if not self.spending_power > 0:
+            raise KmshcError(f"spending_power: expected a positive number, got {self.spending_power}")
         if not 0.5 < self.decision_confidence < 1:
             raise KmshcError(f"decision_confidence: expected a value in (0.5, 1), got {self.decision_confidence}")
         if not 0.0 <= self.bar_slack <= 1.0:

@@ -8,12 +8,17 @@ the search sees each set ``A`` through the *lower confidence bound of its recove
 circuit without it still clears the bar with confidence, so the search's choices carry less of
 the winner's curse into the held-out certificate.
 
-``adaptive=True`` scores the split in growing chunks (1/8, 1/4, 1/2, all by default) and stops
-as soon as a group-sequential test decides "≥ ε" or "< ε": an O'Brien–Fleming-type error
-spending ``α(t) = α·t²`` (Lan and DeMets 1983; the power family of Kim and DeMets 1987) spends
-``α(t_k) − α(t_{k−1})`` at look ``k`` on each side, so by the union bound the decision's error
-stays at most ``α`` however many looks it takes. A set undecided at the last look gets the
-fixed-n rule at the error left, and the score it returns is then its lower bound.
+``adaptive=True`` scores the split in growing chunks (1/16, 1/8, 1/4, 1/2, all by default) and
+stops as soon as a group-sequential test decides "≥ ε" or "< ε": the error spending
+``α(t) = α·t^ρ`` (Lan and DeMets 1983; the power family of Kim and DeMets 1987; ``ρ = 1`` by
+default) spends ``α(t_k) − α(t_{k−1})`` at look ``k`` on each side, so by the union bound the
+decision's error stays at most ``α`` however many looks it takes. A set undecided at the last look
+gets the fixed-n rule at the error left, and the score it returns is then its lower bound.
+
+Before the last look, a decision also borrows from the set nearest to it that was already read
+further (a control variate, :func:`kmshc.stats.recovery_bounds_with_control`): the search's
+candidates differ from sets it has just decided by a head or two, and the per-example differences
+vary far less than the values, so a few examples settle what the whole split would.
 """
 from __future__ import annotations
 
@@ -23,6 +28,7 @@ import numpy as np
 import torch
 
 from kmshc import stats
+from kmshc.search.seen import SeenSets
 
 Outcomes = Callable[[torch.Tensor], Any]
 
@@ -37,10 +43,13 @@ def point_scores(outcomes: Outcomes, metric: str) -> Callable[[torch.Tensor], li
     return lambda masks: metric_values(outcomes(masks), metric).mean(-1).tolist()
 
 
-def spending(looks: int, alpha: float) -> list[float]:
-    """Error spent at each of ``looks`` equally spaced-in-log2 looks ``t_k = 2^(k−looks)``."""
+def spending(looks: int, alpha: float, power: float = 1.0) -> list[float]:
+    """Error spent at each of ``looks`` looks ``t_k = 2^(k−looks+1)`` (equally spaced in log2): the
+    increments of ``α·t^power`` (Kim and DeMets 1987). ``power`` 1 spends an eighth of ``α`` by
+    ``t = 1/8``, where the search's many clear decisions stop; 2 (O'Brien–Fleming-like) keeps more
+    for the last look."""
     t = [2.0 ** (k - looks + 1) for k in range(looks)]
-    cum = [alpha * x * x for x in t]
+    cum = [alpha * x ** power for x in t]
     return [cum[0]] + [cum[k] - cum[k - 1] for k in range(1, looks)]
 
 
@@ -52,15 +61,21 @@ class RecoveryScores:
             part for fixed-n decisions, several for adaptive ones.
         full_mask, base_mask: ``[L, H]`` masks of ``M`` and ``B``; they score exactly 1 and 0.
         confidence: the one-sided level of each decision (its error is ``1 − confidence``).
+        spending_power: ``ρ`` of the adaptive error spending ``α·t^ρ`` (:func:`spending`).
+        seen: where adaptive decisions keep the sets they score; a decision at a look before the
+            last borrows strength from the nearest one seen on more of the split (:meth:`_bounds`).
+            None: plain decisions, each from its own values only.
     """
 
     def __init__(self, chunks: Sequence[Outcomes], *, full_mask: torch.Tensor, base_mask: torch.Tensor,
-                 metric: str, epsilon: float, confidence: float, adaptive: bool) -> None:
+                 metric: str, epsilon: float, confidence: float, adaptive: bool, spending_power: float = 1.0,
+                 seen: SeenSets | None = None) -> None:
         self.chunks, self.metric, self.epsilon = list(chunks), metric, epsilon
         self.full_mask, self.base_mask = full_mask.bool(), base_mask.bool()
         alpha = 1 - confidence
-        self.alphas = spending(len(self.chunks), alpha) if adaptive else [0.0] * (len(self.chunks) - 1) + [alpha]
+        self.alphas = spending(len(self.chunks), alpha, spending_power) if adaptive else [0.0] * (len(self.chunks) - 1) + [alpha]
         self._ref: list[tuple[np.ndarray, np.ndarray]] = []  # per chunk scored so far: x(M), x(B)
+        self.seen = seen if adaptive else None
 
     def _reference(self, k: int) -> tuple[np.ndarray, np.ndarray]:
         """``x(M), x(B)`` on chunks ``0..k``, concatenated. A chunk's reference is scored the first
@@ -83,26 +98,47 @@ class RecoveryScores:
             else:
                 open_.append(i)
         seen: dict[int, list[np.ndarray]] = {i: [] for i in open_}
+        reached: dict[int, int] = {}
+        flat = {i: masks[i].bool().reshape(-1).cpu().numpy() for i in open_}
+        # only sets scored in earlier calls are controls: a batch is then decided the same way whatever
+        # else it holds, and a resumed search (whose saved sets may include this very batch) as well
+        batch = {f.tobytes() for f in flat.values()}
         for k, chunk in enumerate(self.chunks):
             if not open_:
                 break
             x = metric_values(chunk(masks[open_]), self.metric)
-            xm, xb = self._reference(k)
             last = k == len(self.chunks) - 1
+            level = 1 - self.alphas[k]  # the error this look may spend (all of it at the last)
             still = []
             for j, i in enumerate(open_):
                 seen[i].append(x[j])
-                xa = np.concatenate(seen[i])
-                level = 1 - self.alphas[k]  # the error this look may spend (all of it at the last)
-                lo, hi = stats.recovery_bounds(xa, xb, xm, level) if level < 1 else (-np.inf, np.inf)
+                reached[i] = k
+                lo, hi = (self._bounds(np.concatenate(seen[i]), flat[i], k, level, batch) if level < 1
+                          else (-np.inf, np.inf))
                 if last or lo >= self.epsilon or hi < self.epsilon:
                     # confidently below: report the upper bound (< ε), else the lower bound
                     scores[i] = float(hi if hi < self.epsilon and not last else lo)
                 else:
                     still.append(i)
             open_ = still
+        if self.seen is not None:
+            self.seen.add([(flat[i], np.concatenate(seen[i]), k) for i, k in reached.items()])
         # an unbounded ratio (no significant gap on these examples) reads as "not above ε"
         return [s if np.isfinite(s) else -1.0 for s in scores]
+
+    def _bounds(self, xa: np.ndarray, mask: np.ndarray, k: int, level: float,
+                batch: set[bytes]) -> tuple[float, float]:
+        """Bounds of ``r(A)`` from ``xa``, its values on chunks ``0..k``, with the control nearest to
+        ``mask`` (flat ``[L·H]``) among the sets seen on more chunks when there is one
+        (:func:`kmshc.stats.recovery_bounds_with_control`): a set one head away was usually decided
+        on the whole split, and ``A`` then needs few examples of its own to be as sure."""
+        control = self.seen.nearest(mask, k, exclude=batch) if self.seen is not None else None
+        if control is None:
+            xm, xb = self._reference(k)
+            return stats.recovery_bounds(xa, xb, xm, level)
+        xc, j = control
+        xm, xb = self._reference(j)
+        return stats.recovery_bounds_with_control(xa, xc, xb, xm, level)
 
 
 def split_chunks(n: int, looks: int) -> list[slice]:

@@ -20,7 +20,8 @@ from kmshc.search.common import indices, mask_of, names
 from kmshc.search.decide import RecoveryScores, point_scores, split_chunks
 from kmshc.search.config import SearchConfig
 from kmshc.search.refine import cold_search, refine
-from kmshc.search.rundir import SEARCHED, STATE, VERIFIED, output_dir, prepare, read_gates, release_lock
+from kmshc.search.rundir import SEARCHED, SEEN, STATE, VERIFIED, output_dir, prepare, read_gates, release_lock
+from kmshc.search.seen import SeenSets
 from kmshc.search.state import Recorder
 from kmshc.search.verify import certify
 from kmshc.types import Circuit, KmshcError, circuit_from_dict, read_circuit
@@ -41,10 +42,12 @@ def _accuracies(scorer: Scorer):
     return lambda masks: scorer.outcomes(masks).accuracy.tolist()
 
 
-def search_scores(cfg: SearchConfig, exp: Experiment, shape: tuple[int, int], val: Scorer):
+def search_scores(cfg: SearchConfig, exp: Experiment, shape: tuple[int, int], val: Scorer, *,
+                  seen: SeenSets | None = None):
     """``(evaluate_many, scorers)`` of the search on the val split ``val``: point means of the metric,
     or recovery lower bounds (:class:`~kmshc.search.decide.RecoveryScores`) when ``cfg.confident``;
-    ``scorers``: every scorer used, for the cost count."""
+    ``scorers``: every scorer used, for the cost count. ``seen`` keeps what adaptive decisions
+    score (default: in memory)."""
     if not cfg.confident:
         return point_scores(val.outcomes, cfg.metric), [val]
     task = exp.splits["val"]
@@ -53,7 +56,8 @@ def search_scores(cfg: SearchConfig, exp: Experiment, shape: tuple[int, int], va
                                              for p in parts]
     rs = RecoveryScores([sc.outcomes for sc in scorers], full_mask=mask_of(range(shape[0] * shape[1]), shape),
                         base_mask=mask_of((), shape), metric=cfg.metric, epsilon=cfg.bar, confidence=cfg.decision_confidence,
-                        adaptive=cfg.adaptive)
+                        adaptive=cfg.adaptive, spending_power=cfg.spending_power,
+                        seen=seen if seen is not None else SeenSets())
     return rs, scorers
 
 
@@ -77,7 +81,8 @@ def _search(cfg: SearchConfig, out: Path, on_progress) -> tuple[Circuit, Path]:
     excluded = excluded_heads(cfg.exclude, exp, shape)
     universe = set(range(shape[0] * shape[1])) - set(indices(excluded, shape)) if excluded else None
     val = exp.scorer_for("val", distributed=True)
-    evaluate, scorers = search_scores(cfg, exp, shape, val)
+    evaluate, scorers = search_scores(cfg, exp, shape, val,
+                                      seen=SeenSets(out / SEEN, resume=cfg.resume, save=is_main()))
     others = {}
     if cfg.macro_probe_dim is not None:
         model, tok = exp.loaded

@@ -12,6 +12,7 @@ from kmshc.search.config import SearchConfig
 from kmshc.types import KmshcError, ensure_writable_dir
 
 STATE, SEARCHED, VERIFIED = "search_state.json", "circuit_searched.json", "circuit_verified.json"
+SEEN = "search_seen.npz"  # the sets an adaptive search scored, with their values (kmshc.search.seen)
 
 
 def read_gates(run_dir: Path) -> tuple[Experiment, dict[str, float], dict[str, float] | None]:
@@ -110,7 +111,7 @@ def prepare(out: Path, cfg: SearchConfig) -> None:
     fresh_cold = cfg.mode == "cold" and not (out.exists() and any(out.iterdir()))
     ensure_writable_dir(out, "run directory")  # before the model loads: fail in seconds, not after the search
     acquire_lock(out)
-    ours = [out / VERIFIED] if cfg.mode == "verify" else [out / SEARCHED, out / STATE]
+    ours = [out / VERIFIED] if cfg.mode == "verify" else [out / SEARCHED, out / STATE, out / SEEN]
     existing = [p for p in ours if p.exists()] or ([out] if cfg.mode == "cold" and not fresh_cold else [])
     if existing and not (cfg.overwrite or cfg.resume):
         release_lock(out)
