@@ -155,3 +155,20 @@ def test_a_malformed_file_of_scored_sets_names_itself(tmp_path):
     np.savez(bad, masks=np.ones((2, 4), bool), depths=np.array([1]), lengths=np.array([3, 3]), values=np.zeros(6))
     with pytest.raises(KmshcError, match="malformed"):
         SeenSets(bad, resume=True)
+
+
+def test_the_search_config_decides_whether_decisions_borrow():
+    from types import SimpleNamespace
+
+    from kmshc.search.config import SearchConfig
+    from kmshc.search.run import search_scores
+
+    class Split(list):
+        items = list(range(40))
+    exp = SimpleNamespace(splits={"val": Split(range(40))}, scorer_for=lambda *a, **k: SimpleNamespace(outcomes=None))
+    kinds = {}
+    for flag in (True, False):
+        cfg = SearchConfig(semantics="keep", decision="confident", adaptive=True, adaptive_controls=flag)
+        rs, scorers = search_scores(cfg, exp, (1, 4), None)
+        kinds[flag] = (type(rs.seen).__name__, len(scorers), len(rs.alphas))
+    assert kinds == {True: ("SeenSets", 5, 5), False: ("NoneType", 5, 5)}

@@ -40,6 +40,9 @@ class SearchConfig(SearchSettings):
     # rho of the adaptive decisions' error spending alpha * t**rho (1: even spending over the split's
     # doublings, where clear decisions stop early; 2: O'Brien-Fleming-like, more left for the last look)
     spending_power: float = 1.0
+    # adaptive decisions before the last look borrow from the nearest set already read further (a
+    # control variate, kmshc.search.decide); false: each decision from its own examples only
+    adaptive_controls: bool = True
     certificate: CertificateConfig = field(default_factory=CertificateConfig)
     verify_split: Literal["val", "test"] = "test"
     dtype: Literal["float32", "bfloat16", "auto"] | None = None  # override the experiment's (also a warm run's) dtype

@@ -57,7 +57,7 @@ def search_scores(cfg: SearchConfig, exp: Experiment, shape: tuple[int, int], va
     rs = RecoveryScores([sc.outcomes for sc in scorers], full_mask=mask_of(range(shape[0] * shape[1]), shape),
                         base_mask=mask_of((), shape), metric=cfg.metric, epsilon=cfg.bar, confidence=cfg.decision_confidence,
                         adaptive=cfg.adaptive, spending_power=cfg.spending_power,
-                        seen=seen if seen is not None else SeenSets())
+                        seen=(seen if seen is not None else SeenSets()) if cfg.adaptive_controls else None)
     return rs, scorers
 
 
