@@ -15,6 +15,7 @@ from kmshc.search.refine import refine
 from kmshc.search.seen import SeenSets
 from kmshc.search.state import Recorder
 from kmshc.types import KmshcError
+from test_adaptive_decisions import BASE, FULL, A, fake
 
 EPS, ALPHA = 0.9, 0.1
 
@@ -54,17 +55,7 @@ def test_a_control_tightens_the_bound_and_keeps_its_level():
     assert np.median(width_cv) < 0.5 * np.median(width_plain)
 
 
-FULL, BASE = torch.ones(1, 4), torch.zeros(1, 4)
-C, A = torch.tensor([[1.0, 1, 0, 0]]), torch.tensor([[1.0, 0, 0, 0]])
-ROW = {4: 0, 0: 1, 2: 2, 1: 3}  # row of x by the mask's head count: FULL, BASE, C, A
-
-
-def fake(x: torch.Tensor, part: slice, calls: list):
-    def outcomes(masks: torch.Tensor) -> Outcome:
-        rows = x[[ROW[int(m.sum())] for m in masks], part]
-        calls.append(rows.numel())
-        return Outcome((rows > 0).float(), rows)
-    return outcomes
+C = torch.tensor([[1.0, 1, 0, 0]])  # the control: A and one more head
 
 
 def decider(x: torch.Tensor, calls: list, seen: SeenSets | None) -> RecoveryScores:
@@ -74,9 +65,9 @@ def decider(x: torch.Tensor, calls: list, seen: SeenSets | None) -> RecoveryScor
 
 
 def rows(rng, r_a: float, r_c: float, n: int = 400, spread: float = 0.2) -> torch.Tensor:
-    """Per-example margins ``[4, n]`` of FULL, BASE, C and A (see :func:`draw`)."""
+    """Per-example margins ``[4, n]`` of FULL, BASE, A and C (see :func:`draw`)."""
     xa, xc, xb, xm = draw(rng, n, r_a, r_c, spread)
-    return torch.from_numpy(np.stack([xm, xb, xc, xa]))
+    return torch.from_numpy(np.stack([xm, xb, xa, xc]))
 
 
 def test_adaptive_decisions_with_a_control_err_at_most_nominally():
@@ -105,7 +96,7 @@ def test_a_control_read_to_the_end_lets_a_clear_removal_stop_at_the_first_look()
         d = decider(x, calls, seen)
         d._reference(3)  # M and B on all four chunks, as an earlier decision left them
         if seen is not None:
-            seen.add([(C.bool().reshape(-1).numpy(), x[2].numpy(), 3)])  # C seen on all four chunks
+            seen.add([(C.bool().reshape(-1).numpy(), x[3].numpy(), 3)])  # C seen on all four chunks
         calls.clear()
         assert d(A[None])[0] >= EPS
         reads[name] = sum(calls)

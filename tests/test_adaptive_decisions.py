@@ -14,11 +14,12 @@ FULL, BASE, A = torch.ones(1, 4), torch.zeros(1, 4), torch.tensor([[1.0, 0, 0, 0
 EPS, CONF = 0.9, 0.9
 
 
-ROW = {4: 0, 0: 1, 1: 2}  # row of x by the mask's head count: FULL, BASE, A
+ROW = {4: 0, 0: 1, 1: 2, 2: 3}  # row of x by the mask's head count: FULL, BASE, A and a 2-head set
 
 
 def fake(x: torch.Tensor, part: slice, calls: list):
-    """Outcomes of the masks FULL, BASE and A (rows 0, 1, 2 of ``x`` ``[3, n]``) on examples ``part``."""
+    """Outcomes of the masks FULL, BASE, A (rows 0, 1, 2 of ``x`` ``[3 or 4, n]``) and a 2-head
+    set (row 3) on examples ``part``."""
     def outcomes(masks: torch.Tensor) -> Outcome:
         rows = x[[ROW[int(m.sum())] for m in masks], part]
         calls.append(rows.numel())
