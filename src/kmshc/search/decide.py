@@ -73,7 +73,8 @@ class RecoveryScores:
         self.chunks, self.metric, self.epsilon = list(chunks), metric, epsilon
         self.full_mask, self.base_mask = full_mask.bool(), base_mask.bool()
         alpha = 1 - confidence
-        self.alphas = spending(len(self.chunks), alpha, spending_power) if adaptive else [0.0] * (len(self.chunks) - 1) + [alpha]
+        self.alphas = (spending(len(self.chunks), alpha, spending_power) if adaptive
+                       else [0.0] * (len(self.chunks) - 1) + [alpha])
         self._ref: list[tuple[np.ndarray, np.ndarray]] = []  # per chunk scored so far: x(M), x(B)
         self.seen = seen if adaptive else None
 

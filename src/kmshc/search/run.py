@@ -54,10 +54,10 @@ def search_scores(cfg: SearchConfig, exp: Experiment, shape: tuple[int, int], va
     parts = split_chunks(len(task), cfg.looks) if cfg.adaptive else [slice(0, len(task))]
     scorers = [val] if len(parts) == 1 else [exp.scorer_for("val", items=task.items[p], distributed=True)
                                              for p in parts]
+    seen = (seen or SeenSets()) if cfg.adaptive_controls else None
     rs = RecoveryScores([sc.outcomes for sc in scorers], full_mask=mask_of(range(shape[0] * shape[1]), shape),
                         base_mask=mask_of((), shape), metric=cfg.metric, epsilon=cfg.bar, confidence=cfg.decision_confidence,
-                        adaptive=cfg.adaptive, spending_power=cfg.spending_power,
-                        seen=(seen if seen is not None else SeenSets()) if cfg.adaptive_controls else None)
+                        adaptive=cfg.adaptive, spending_power=cfg.spending_power, seen=seen)
     return rs, scorers
 
 
