@@ -121,6 +121,7 @@ def search(out, *, resume: bool, cap: int | None = None):
     out.mkdir(exist_ok=True)
     rs = RecoveryScores([chunk(p) for p in split_chunks(c.shape[1], 4)], full_mask=torch.ones(1, 8),
                         base_mask=torch.zeros(1, 8), metric="margin", epsilon=0.9, confidence=0.9, adaptive=True,
+                        spending_power=1.0,  # sets read part-way, so controls of every depth
                         seen=SeenSets(out / "seen.npz", resume=resume))
     rec = Recorder(rs, path=out / "state.json", resume=resume, fingerprint={}, max_evaluations=cap)
     return refine(rec, (1, 8), {h: 1.0 - h / 20 for h in range(8)}, seed=0, strategy="ordered"), rec

@@ -37,9 +37,10 @@ class SearchConfig(SearchSettings):
     bar_slack: float = 0.5
     adaptive: bool = False  # score the search split in growing chunks; stop when a decision is clear
     looks: int = 5
-    # rho of the adaptive decisions' error spending alpha * t**rho (1: even spending over the split's
-    # doublings, where clear decisions stop early; 2: O'Brien-Fleming-like, more left for the last look)
-    spending_power: float = 1.0
+    # rho of the adaptive decisions' error spending alpha * t**rho. 2 leaves 3/4 of alpha to the last
+    # look, which settles the close removals and so the circuit's size; 1 stops clear decisions
+    # sooner but decides close ones at alpha/2 (docs/search.md)
+    spending_power: float = 2.0
     # adaptive decisions before the last look borrow from the nearest set already read further (a
     # control variate, kmshc.search.decide); false: each decision from its own examples only
     adaptive_controls: bool = True

@@ -10,7 +10,7 @@ the winner's curse into the held-out certificate.
 
 ``adaptive=True`` scores the split in growing chunks (1/16, 1/8, 1/4, 1/2, all by default) and
 stops as soon as a group-sequential test decides "≥ ε" or "< ε": the error spending
-``α(t) = α·t^ρ`` (Lan and DeMets 1983; the power family of Kim and DeMets 1987; ``ρ = 1`` by
+``α(t) = α·t^ρ`` (Lan and DeMets 1983; the power family of Kim and DeMets 1987; ``ρ = 2`` by
 default) spends ``α(t_k) − α(t_{k−1})`` at look ``k`` on each side, so by the union bound the
 decision's error stays at most ``α`` however many looks it takes. A set undecided at the last look
 gets the fixed-n rule at the error left, and the score it returns is then its lower bound.
@@ -43,7 +43,7 @@ def point_scores(outcomes: Outcomes, metric: str) -> Callable[[torch.Tensor], li
     return lambda masks: metric_values(outcomes(masks), metric).mean(-1).tolist()
 
 
-def spending(looks: int, alpha: float, power: float = 1.0) -> list[float]:
+def spending(looks: int, alpha: float, power: float = 2.0) -> list[float]:
     """Error spent at each of ``looks`` looks ``t_k = 2^(k−looks+1)`` (equally spaced in log2): the
     increments of ``α·t^power`` (Kim and DeMets 1987). ``power`` 1 spends an eighth of ``α`` by
     ``t = 1/8``, where the search's many clear decisions stop; 2 (O'Brien–Fleming-like) keeps more
@@ -68,7 +68,7 @@ class RecoveryScores:
     """
 
     def __init__(self, chunks: Sequence[Outcomes], *, full_mask: torch.Tensor, base_mask: torch.Tensor,
-                 metric: str, epsilon: float, confidence: float, adaptive: bool, spending_power: float = 1.0,
+                 metric: str, epsilon: float, confidence: float, adaptive: bool, spending_power: float = 2.0,
                  seen: SeenSets | None = None) -> None:
         self.chunks, self.metric, self.epsilon = list(chunks), metric, epsilon
         self.full_mask, self.base_mask = full_mask.bool(), base_mask.bool()
