@@ -45,9 +45,9 @@ def point_scores(outcomes: Outcomes, metric: str) -> Callable[[torch.Tensor], li
 
 def spending(looks: int, alpha: float, power: float = 2.0) -> list[float]:
     """Error spent at each of ``looks`` looks ``t_k = 2^(k−looks+1)`` (equally spaced in log2): the
-    increments of ``α·t^power`` (Kim and DeMets 1987). ``power`` 1 spends an eighth of ``α`` by
-    ``t = 1/8``, where the search's many clear decisions stop; 2 (O'Brien–Fleming-like) keeps more
-    for the last look."""
+    increments of ``α·t^power`` (Kim and DeMets 1987). ``power`` 1 spends in proportion to the
+    examples read, so the search's many clear decisions stop sooner; 2 (O'Brien–Fleming-like)
+    keeps 3/4 of ``α`` for the last look, where the close ones are decided."""
     t = [2.0 ** (k - looks + 1) for k in range(looks)]
     cum = [alpha * x ** power for x in t]
     return [cum[0]] + [cum[k] - cum[k - 1] for k in range(1, looks)]
