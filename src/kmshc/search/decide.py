@@ -131,8 +131,8 @@ class RecoveryScores:
                 batch: set[bytes]) -> tuple[float, float]:
         """Bounds of ``r(A)`` from ``xa``, its values on chunks ``0..k``, with the control nearest to
         ``mask`` (flat ``[L·H]``) among the sets seen on more chunks when there is one
-        (:func:`kmshc.stats.recovery_bounds_with_control`): a set one head away was usually decided
-        on the whole split, and ``A`` then needs few examples of its own to be as sure."""
+        (:func:`kmshc.stats.recovery_bounds_with_control`): with a set one head away read further,
+        ``A`` needs few examples of its own to be as sure."""
         control = self.seen.nearest(mask, k, exclude=batch) if self.seen is not None else None
         if control is None:
             xm, xb = self._reference(k)
