@@ -88,6 +88,16 @@ def test_settings_of_a_circuit_recover_the_bar_it_decided_against():
     assert "bar_slack" not in settings_of(point)  # point decisions have no slack to recover
 
 
+def test_settings_of_a_circuit_from_before_controls_rerun_without_them():
+    from kmshc.search.config import settings_of
+    from kmshc.types import Circuit
+    search = {"epsilon": 0.9, "adaptive": True, "looks": 4, "bar_slack": 0.5}
+    old = settings_of(Circuit("m", "t", ("L0H0",), 8, config={"search": search}))
+    assert (old["adaptive_controls"], old["spending_power"], old["looks"]) == (False, 2.0, 4)
+    now = {**search, "adaptive_controls": True, "spending_power": 1.0}
+    assert settings_of(Circuit("m", "t", ("L0H0",), 8, config={"search": now})) == now  # recorded: kept
+
+
 def test_cold_then_resume_then_verify(tmp_path, reachable):
     TINY_R = TINY + reachable
     out = ENTRY.main(TINY_R + ["--runs_dir", str(tmp_path), "--name", "c"])

@@ -126,8 +126,12 @@ def settings_of(circuit) -> dict[str, Any]:
     """The search settings ``circuit`` (a :class:`~kmshc.types.Circuit`) was found with, to run the
     same search again (e.g. with another decision rule or start). A circuit written before
     ``bar_slack`` was recorded decided against ``ε − τ``; its slack is read back from the bar it
-    reports on val (``scores.val.threshold`` in recovery units), so the rerun decides alike."""
+    reports on val (``scores.val.threshold`` in recovery units), so the rerun decides alike. One
+    written before adaptive decisions had controls and a spending power decided without controls,
+    at power 2."""
     cfg = dict(circuit.config.get("search") or {})
+    if cfg and "adaptive_controls" not in cfg:
+        cfg.update(adaptive_controls=False, spending_power=cfg.get("spending_power", 2.0))
     val = (circuit.scores or {}).get("val") or {}
     if "bar_slack" not in cfg and val.get("units") == "recovery lower bound" and "threshold" in val:
         tau = float((cfg.get("certificate") or {}).get("tau", CertificateConfig.tau))
