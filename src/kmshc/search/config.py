@@ -126,9 +126,9 @@ def settings_of(circuit) -> dict[str, Any]:
     """The search settings ``circuit`` (a :class:`~kmshc.types.Circuit`) was found with, to run the
     same search again (e.g. with another decision rule or start). A circuit written before
     ``bar_slack`` was recorded decided against ``ε − τ``; its slack is read back from the bar it
-    reports on val (``scores.val.threshold`` in recovery units), so the rerun decides alike. One
-    written before adaptive decisions had controls and a spending power decided without controls,
-    at power 2."""
+    reports on val (``scores.val.threshold`` in recovery units), so the rerun decides alike. A
+    circuit whose settings predate ``adaptive_controls`` was searched without controls and at
+    spending power 2, and is rerun so."""
     cfg = dict(circuit.config.get("search") or {})
     if cfg and "adaptive_controls" not in cfg:
         cfg.update(adaptive_controls=False, spending_power=cfg.get("spending_power", 2.0))
