@@ -76,6 +76,7 @@ class RecoveryScores:
         self.alphas = (spending(len(self.chunks), alpha, spending_power) if adaptive
                        else [0.0] * (len(self.chunks) - 1) + [alpha])
         self._ref: list[tuple[np.ndarray, np.ndarray]] = []  # per chunk scored so far: x(M), x(B)
+        self._ref_upto: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # k -> chunks 0..k concatenated
         self.seen = seen if adaptive else None
 
     def _reference(self, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -85,8 +86,11 @@ class RecoveryScores:
             both = torch.stack([self.full_mask.float(), self.base_mask.float()])
             x = metric_values(self.chunks[len(self._ref)](both), self.metric)
             self._ref.append((x[0], x[1]))
-        return (np.concatenate([r[0] for r in self._ref[:k + 1]]),
-                np.concatenate([r[1] for r in self._ref[:k + 1]]))
+        # asked once per open set and look; chunks 0..k never change once scored, so join them once
+        if k not in self._ref_upto:
+            self._ref_upto[k] = (np.concatenate([r[0] for r in self._ref[:k + 1]]),
+                                 np.concatenate([r[1] for r in self._ref[:k + 1]]))
+        return self._ref_upto[k]
 
     def __call__(self, masks: torch.Tensor) -> list[float]:
         scores: list[float | None] = [None] * masks.shape[0]

@@ -42,11 +42,8 @@ class SeenSets:
         if self._stacked is None:
             self._stacked = np.stack(self.masks)
         dist = np.count_nonzero(self._stacked ^ mask[None], axis=1)
-        best = None
-        for e in np.lexsort((np.arange(len(dist)), -np.asarray(self.depths), dist)):
-            if self.depths[e] > k and self.masks[e].tobytes() not in exclude:
-                best = e
-                break
+        usable = (e for e, j in enumerate(self.depths) if j > k and self.masks[e].tobytes() not in exclude)
+        best = min(usable, key=lambda e: (dist[e], -self.depths[e], e), default=None)
         return None if best is None else (self.values[best], self.depths[best])
 
     def add(self, entries: list[tuple[np.ndarray, np.ndarray, int]]) -> None:
