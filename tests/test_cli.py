@@ -13,7 +13,7 @@ import pytest
 from kmshc.cli import build_parser, main
 from kmshc.entry.configs import resolve_config, resolve_config_args
 from kmshc.entry.train import train_argv
-from kmshc.types import read_circuit
+from kmshc.types import KmshcError, read_circuit
 
 REPO = Path(__file__).resolve().parents[1]
 VERBS = {"score", "train", "search", "verify", "compare"}
@@ -61,7 +61,6 @@ def test_configs_resolve_from_any_directory_and_from_an_installed_copy(tmp_path,
 
 
 def test_search_user_error_is_one_line_and_debug_anywhere_raises(capsys):
-    from kmshc.types import KmshcError
     args = ["search", "--config", "configs/search/tiny.yaml", "--epsilon", "1.5"]
     assert main(args) == 2
     assert capsys.readouterr().err.strip().splitlines()[-1] == "kmshc: error: epsilon: expected a value in (0, 1], got 1.5"
@@ -82,7 +81,7 @@ def test_train_search_verify_from_another_directory(tmp_path, monkeypatch, capsy
     assert main(["search", *search, "--mode", "warm", "--from_run", str(run)]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["method"] == "warm" and Path(out["circuit"]) == run / "circuit_searched.json"
-    assert main(["verify", *search, "--circuit", out["circuit"]]) == 0
+    assert main(["verify", out["circuit"], *search]) == 0  # the circuit as the verb's argument
     verified = read_circuit(run / "circuit_verified.json")
     assert list(verified.heads) == out["heads"] and verified.certificate["verified"] == out["verified"]
 
@@ -95,3 +94,35 @@ def test_console_help_and_the_search_shim_run_as_programs():
     r = subprocess.run([sys.executable, "search.py", "--help"], cwd=REPO, env=ENV, capture_output=True, text=True,
                        timeout=300)
     assert r.returncode == 0 and "--from_run" in r.stdout and "--experiment.model" in r.stdout
+
+
+@pytest.mark.parametrize("verb", ["score", "train", "search", "verify", "compare", "tasks", "show", "rank", "toy",
+                                  "redundancy"])
+def test_each_verb_prints_its_own_usage(verb, capsys):
+    with pytest.raises(SystemExit) as e:
+        main([verb, "--help"])
+    assert e.value.code == 0
+    assert capsys.readouterr().out.startswith(f"usage: kmshc {verb}")
+
+
+def test_verify_takes_the_circuit_as_its_argument_or_as_circuit():
+    from kmshc.entry.search import parse, verify_argv
+    assert parse(verify_argv(["c.json"]), verb="verify").circuit == "c.json"
+    assert parse(verify_argv(["--progress", "false", "c.json"]), verb="verify").circuit == "c.json"
+    assert parse(verify_argv(["--circuit", "c.json"]), verb="verify").circuit == "c.json"
+    with pytest.raises(KmshcError, match="two circuits"):
+        parse(verify_argv(["a.json", "--circuit", "b.json"]), verb="verify")
+
+
+def test_a_bad_train_value_names_a_command_that_exists(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "fit", "--config", "configs/train/tiny.yaml", "--model.lam", "abc"])
+    err = capsys.readouterr().err
+    assert "model.lam" in err and "run: kmshc train fit --help" in err, err
+
+
+def test_a_warm_search_from_a_missing_run_errors_before_any_progress_bar(tmp_path, capsys):
+    missing = tmp_path / "no-such-run"
+    assert main(["search", "--config", "configs/search/tiny.yaml", "--mode", "warm", "--from_run", str(missing)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("kmshc: error: ") and str(missing) in err and "search (warm)" not in err, err

@@ -16,7 +16,7 @@ def describe(circ: Circuit) -> list[str]:
     if circ.certificate:
         lines += Certificate.from_dict(circ.certificate).summary()
     else:
-        lines.append("no certificate (a learned circuit): certify it with `search.py --mode verify --circuit PATH`")
+        lines.append("no certificate (a learned circuit): certify it with `kmshc verify PATH`")
     return lines
 
 

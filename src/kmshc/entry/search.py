@@ -3,7 +3,7 @@
 ``kmshc search --config configs/search/tiny.yaml`` runs a mode (``--mode``): ``cold`` searches
 from all heads (``--semantics keep|paper``); ``warm`` refines a training run (``--from_run
 runs/<name>``: its gates.json and experiment); ``verify`` writes a certificate for any circuit
-JSON. ``kmshc verify --circuit PATH`` is that last mode. Every config field can be overridden on
+JSON. ``kmshc verify CIRCUIT`` (or ``--circuit CIRCUIT``) is that last mode. Every config field can be overridden on
 the command line, e.g. ``--epsilon 0.8 --experiment.limit 300``. ``--exclude CIRCUIT.json``
 (repeatable) searches outside the given circuits (docs/redundancy.md). Outputs:
 ``runs/<name>/circuit_searched.json`` (certificate embedded) and ``search_state.json``
@@ -20,25 +20,38 @@ from typing import TYPE_CHECKING, Any
 from kmshc.entry import add_passthrough_parser
 from kmshc.entry.configs import resolve_config_args
 
+DESCRIPTIONS = {"search": "search a minimal sufficient head set and certify it (search.py)",
+                "verify": "certify a circuit JSON on held-out data: kmshc verify CIRCUIT [--config ...]"}
+
 if TYPE_CHECKING:
     from kmshc.search.config import SearchConfig
     from kmshc.types import Circuit
 
 
-def parse(args: list[str] | None = None) -> "SearchConfig":
-    """A :class:`~kmshc.search.config.SearchConfig` from command-line ``args`` (``--config`` files first)."""
+def parse(args: list[str] | None = None, *, verb: str = "search") -> "SearchConfig":
+    """A :class:`~kmshc.search.config.SearchConfig` from command-line ``args`` (``--config`` files
+    first); ``verb`` names the command in usage and help, and ``verify`` takes the circuit as its
+    positional argument (``kmshc verify CIRCUIT``, the same as ``--circuit CIRCUIT``)."""
     from jsonargparse import ActionConfigFile, ArgumentParser
 
     from kmshc.search.config import SearchConfig
-    from kmshc.types import config_errors
-    parser = ArgumentParser(prog="kmshc search", description=__doc__.splitlines()[0], env_prefix="KMSHC_SEARCH",
+    from kmshc.types import KmshcError, config_errors
+    parser = ArgumentParser(prog=f"kmshc {verb}", description=DESCRIPTIONS[verb], env_prefix="KMSHC_SEARCH",
                             default_env=False)
     parser.add_argument("--config", action=ActionConfigFile, help="a YAML file from configs/search/")
+    if verb == "verify":
+        parser.add_argument("circuit_path", nargs="?", metavar="CIRCUIT", help="the circuit JSON file to certify")
     parser.add_class_arguments(SearchConfig, nested_key=None, fail_untyped=True)
     args = repeatable(resolve_config_args(sys.argv[1:] if args is None else args))
     with config_errors("search config", "a UTF-8 YAML mapping of search fields (see configs/search/)"):
         ns = parser.instantiate(parser.parse_args(args))
-    return SearchConfig(**{k: v for k, v in vars(ns).items() if k != "config"})
+    fields = {k: v for k, v in vars(ns).items() if k not in ("config", "circuit_path")}
+    path = getattr(ns, "circuit_path", None)
+    if path is not None and fields.get("circuit") not in (None, path):
+        raise KmshcError(f"kmshc verify: two circuits given, {path} and --circuit {fields['circuit']}; give one")
+    if path is not None:
+        fields["circuit"] = path
+    return SearchConfig(**fields)
 
 
 def repeatable(args: list[str], flag: str = "--exclude") -> list[str]:
@@ -74,7 +87,7 @@ def summary(circ: "Circuit") -> dict[str, Any]:
             "controls_failing": sum(not c.verified for c in cert.controls) if cert else None}
 
 
-def main(args: list[str] | None = None) -> dict[str, Any]:
+def main(args: list[str] | None = None, *, verb: str = "search") -> dict[str, Any]:
     """Run one search (or verify) from command-line ``args``; prints and returns the summary.
 
     Under ``torchrun --nproc_per_node P`` every rank runs the search, each scoring a share of
@@ -83,14 +96,21 @@ def main(args: list[str] | None = None) -> dict[str, Any]:
 
     from kmshc.distributed import is_main, process_group
     from kmshc.search.run import run
-    cfg = parse(args)
+    cfg = parse(args, verb=verb)
     with process_group():
-        quiet = not (cfg.progress and is_main())
-        with tqdm(desc=f"search ({cfg.mode})", unit="eval", disable=quiet, file=sys.stderr) as bar:
-            def progress(evaluations: int, size: int | None) -> None:
-                bar.update(evaluations - bar.n)
-                bar.set_postfix_str(f"|C|={size}" if size is not None else "")
+        bars: list[tqdm] = []  # drawn at the first evaluation, so an error found before it prints alone
+
+        def progress(evaluations: int, size: int | None) -> None:
+            if not bars:
+                bars.append(tqdm(desc=f"search ({cfg.mode})", unit="eval", file=sys.stderr,
+                                 disable=not (cfg.progress and is_main())))
+            bars[0].update(evaluations - bars[0].n)
+            bars[0].set_postfix_str(f"|C|={size}" if size is not None else "")
+        try:
             circ, path = run(cfg, on_progress=progress)
+        finally:
+            for bar in bars:
+                bar.close()
         result = {"circuit": str(path), **summary(circ)}
         if is_main():
             print(json.dumps(result, indent=1))
@@ -107,12 +127,12 @@ def _search(args: argparse.Namespace) -> None:
 
 
 def _verify(args: argparse.Namespace) -> None:
-    main(verify_argv(args.argv))
+    main(verify_argv(args.argv), verb="verify")
 
 
 def add_search_parser(sub) -> None:
-    add_passthrough_parser(sub, "search", "search a minimal sufficient head set and certify it (search.py)", _search)
+    add_passthrough_parser(sub, "search", DESCRIPTIONS["search"], _search)
 
 
 def add_verify_parser(sub) -> None:
-    add_passthrough_parser(sub, "verify", "certify a circuit JSON on held-out data: --circuit PATH", _verify)
+    add_passthrough_parser(sub, "verify", DESCRIPTIONS["verify"], _verify)

@@ -105,5 +105,6 @@ def main(args: list[str] | None = None) -> TrainCLI:
     args = resolve_config_args(sys.argv[1:] if args is None else args)
     with quiet_lightning():
         return TrainCLI(GateModule, GateDataModule, save_config_callback=SaveConfigToRun,
-                        save_config_kwargs={"save_to_log_dir": False}, args=args)
+                        save_config_kwargs={"save_to_log_dir": False}, args=args,
+                        parser_kwargs={"prog": "kmshc train"})  # its usage and tips name the real command
 
