@@ -156,27 +156,3 @@ def _plot(curves: dict[str, list[Curve]], tasks: dict[str, str], out: Path) -> l
             faithfulness_curves(cs, path, title=f"{task}: top-k circuits of each ranking ({m})")
             images.append(path)
     return images
-
-
-def curve_rows(curves: dict[str, list[dict]]) -> list[dict[str, Any]]:
-    """One row per ranking: CPR and CMD on each metric (for the report table)."""
-    rows: dict[str, dict[str, Any]] = {}
-    for m, cs in curves.items():
-        for c in cs:
-            rows.setdefault(c["label"], {"label": c["label"]}).update({f"cpr_{m}": c["cpr"], f"cmd_{m}": c["cmd"]})
-    return list(rows.values())
-
-
-def markdown_section(rows: list[dict[str, Any]], skipped: list[str], table) -> list[str]:
-    """Report lines: what CPR and CMD mean, then one row per ranking (``table(rows, cols)`` renders it)."""
-    md = ["## Faithfulness curves (MIB-style)", "",
-          "Each circuit's ranking of all heads (learned: by `log_alpha`; searched: its heads first) is cut to "
-          "its top k heads on a grid of k; each point is normalised as (S(top-k) − S(∅)) / (S(M) − S(∅)) on "
-          "the test split. **CPR** = area under that curve over the fraction of heads (higher is better); "
-          "**CMD** = area between the curve and 1 (lower is better); MIB (Mueller et al. 2025). Computed on the "
-          "mean log-prob margin and on accuracy.", "",
-          table(rows, ["label", "cpr_margin", "cmd_margin", "cpr_accuracy", "cmd_accuracy"]) if rows
-          else "No curve: no ranking had a gap between the full and the empty model.", ""]
-    if skipped:
-        md += ["Skipped (no gap to normalise by): " + "; ".join(skipped), ""]
-    return md

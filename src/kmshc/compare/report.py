@@ -1,9 +1,7 @@
-"""The ``kmshc compare`` command: load circuits, build the tables, write JSON/CSV/PNG and a
-markdown report, and (with ``--wandb``) log the same to W&B through :mod:`kmshc.compare.wandb_log`.
-"""
+"""The report of ``kmshc compare``: the tables, the plots, CSV and the markdown page
+(:func:`kmshc.entry.compare.run_compare` runs the command and writes them)."""
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import json
@@ -11,9 +9,9 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from kmshc.compare import plots
-from kmshc.compare.entries import Entry, infer_shape, load_entries, overlap_matrix
-from kmshc.compare.tables import circuit_row, cross_analysis, pair_rows, rescore
-from kmshc.types import KmshcError, atomic_write_json, atomic_write_text
+from kmshc.compare.entries import Entry, overlap_matrix
+from kmshc.compare.tables import circuit_row, cross_analysis, pair_rows
+from kmshc.types import KmshcError
 
 
 def parse_shape(text: str) -> tuple[int, int]:
@@ -71,7 +69,7 @@ def write_plots(entries: Sequence[Entry], result: dict, out: Path) -> list[Path]
     return paths
 
 
-def _csv(rows: Sequence[dict]) -> str:
+def csv_text(rows: Sequence[dict]) -> str:
     if not rows:
         return ""
     buf = io.StringIO()
@@ -138,8 +136,7 @@ def markdown(result: dict, images: Sequence[Path], out: Path, title: str) -> str
                  "super heads": ", ".join(c["super"]) or "–"} for t, c in info["classes"].items()]
         md += [f"### {m}", "", _table(rows, ["task", "any", "weak", "strong", "super", "super heads"]), ""]
     if "faithfulness" in result:
-        from kmshc.curve_runs import curve_rows, markdown_section
-        md += markdown_section(curve_rows(result["faithfulness"]["curves"]), result["faithfulness"]["skipped"],
+        md += curves_section(curve_rows(result["faithfulness"]["curves"]), result["faithfulness"]["skipped"],
                                _table)
     if "diagnostics" in result:
         from kmshc.compare.head_scores import markdown_section as diagnostics_section
@@ -149,35 +146,25 @@ def markdown(result: dict, images: Sequence[Path], out: Path, title: str) -> str
     return "\n".join(md) + "\n"
 
 
-def run_compare(args: argparse.Namespace) -> dict[str, Any]:
-    entries = load_entries(args.paths)
-    shape = parse_shape(args.shape) if args.shape else infer_shape(entries)
-    rescored = None
-    if args.rescore:
-        rescored = rescore(entries, n_boot=args.n_boot)
-    result = build(entries, shape, args.strong, args.super_, rescored)
-    images: list[Path] = []
-    if args.curves:
-        from kmshc.curve_runs import compare_curves
-        curves = compare_curves(entries, Path(args.out) if args.out else None,
-                                cache=not args.no_curve_cache)
-        images += curves.pop("images")
-        result["faithfulness"] = curves
-    if args.diagnostics:
-        from kmshc.compare.head_scores import compare_diagnostics
-        result["diagnostics"] = compare_diagnostics(entries, top_k=args.diagnostics_top_k)
-    if args.out:
-        out = Path(args.out)
-        images = write_plots(entries, result, out) + images
-        atomic_write_json(out / "compare.json", result)
-        atomic_write_text(out / "circuits.csv", _csv(result["circuits"]))
-        atomic_write_text(out / "pairs.csv", _csv(result["pairs"]))
-        atomic_write_text(out / "report.md", markdown(result, images, out, args.title))
-    if args.wandb:
-        from kmshc.compare.wandb_log import log_compare  # the only wandb user of compare
-        log_compare(result, images, project=args.wandb_project, out_dir=args.out)
-    summary = {m: {t: {"mean_size": v["mean_size"], "seed_stability": v["seed_stability"]}
-                   for t, v in info["tasks"].items()} for m, info in result["analysis"]["methods"].items()}
-    return {"n_circuits": len(entries), "shape": list(shape), "out": args.out, "summary": summary,
-            "learned_vs_searched": result["analysis"]["learned_vs_searched"],
-            "images": [str(p) for p in images]}
+def curve_rows(curves: dict[str, list[dict]]) -> list[dict[str, Any]]:
+    """One row per ranking: CPR and CMD on each metric (for the report table)."""
+    rows: dict[str, dict[str, Any]] = {}
+    for m, cs in curves.items():
+        for c in cs:
+            rows.setdefault(c["label"], {"label": c["label"]}).update({f"cpr_{m}": c["cpr"], f"cmd_{m}": c["cmd"]})
+    return list(rows.values())
+
+
+def curves_section(rows: list[dict[str, Any]], skipped: list[str], table) -> list[str]:
+    """Report lines: what CPR and CMD mean, then one row per ranking (``table(rows, cols)`` renders it)."""
+    md = ["## Faithfulness curves (MIB-style)", "",
+          "Each circuit's ranking of all heads (learned: by `log_alpha`; searched: its heads first) is cut to "
+          "its top k heads on a grid of k; each point is normalised as (S(top-k) − S(∅)) / (S(M) − S(∅)) on "
+          "the test split. **CPR** = area under that curve over the fraction of heads (higher is better); "
+          "**CMD** = area between the curve and 1 (lower is better); MIB (Mueller et al. 2025). Computed on the "
+          "mean log-prob margin and on accuracy.", "",
+          table(rows, ["label", "cpr_margin", "cmd_margin", "cpr_accuracy", "cmd_accuracy"]) if rows
+          else "No curve: no ranking had a gap between the full and the empty model.", ""]
+    if skipped:
+        md += ["Skipped (no gap to normalise by): " + "; ".join(skipped), ""]
+    return md

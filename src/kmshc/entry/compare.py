@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+from typing import Any
 
 
 def add_compare_parser(sub: argparse._SubParsersAction) -> None:
-    """Register ``kmshc compare``; the command itself lives in :mod:`kmshc.compare.report`."""
+    """Register ``kmshc compare``; :func:`run_compare` runs it (matplotlib and torch load only then)."""
     p = sub.add_parser("compare", help="compare circuits: learned vs searched, across tasks and seeds")
     p.add_argument("paths", nargs="+", help="run directories, folders of runs, or circuit JSON files")
     p.add_argument("--out", help="write compare.json, CSV tables, PNG plots and report.md here")
@@ -33,8 +35,44 @@ def add_compare_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--n_boot", type=int, default=1000, help="bootstrap resamples for --rescore intervals")
     p.add_argument("--title", default="Circuit comparison", help="heading of report.md")
 
-    def run(args: argparse.Namespace) -> dict:
-        from kmshc.compare.report import run_compare  # matplotlib and torch load only when it runs
-        return run_compare(args)
+    p.set_defaults(func=run_compare)
 
-    p.set_defaults(func=run)
+
+def run_compare(args: argparse.Namespace) -> dict[str, Any]:
+    """``kmshc compare``: build the comparison, add curves and diagnostics when asked, write and log it."""
+    from kmshc.compare.entries import infer_shape, load_entries
+    from kmshc.compare.report import build, csv_text, markdown, parse_shape, write_plots
+    from kmshc.compare.tables import rescore
+    from kmshc.types import atomic_write_json, atomic_write_text
+    entries = load_entries(args.paths)
+    shape = parse_shape(args.shape) if args.shape else infer_shape(entries)
+    rescored = None
+    if args.rescore:
+        rescored = rescore(entries, n_boot=args.n_boot)
+    result = build(entries, shape, args.strong, args.super_, rescored)
+    images: list[Path] = []
+    if args.curves:
+        from kmshc.curve_runs import compare_curves
+        curves = compare_curves(entries, Path(args.out) if args.out else None,
+                                cache=not args.no_curve_cache)
+        images += curves.pop("images")
+        result["faithfulness"] = curves
+    if args.diagnostics:
+        from kmshc.compare.head_scores import compare_diagnostics
+        result["diagnostics"] = compare_diagnostics(entries, top_k=args.diagnostics_top_k)
+    if args.out:
+        out = Path(args.out)
+        images = write_plots(entries, result, out) + images
+        atomic_write_json(out / "compare.json", result)
+        atomic_write_text(out / "circuits.csv", csv_text(result["circuits"]))
+        atomic_write_text(out / "pairs.csv", csv_text(result["pairs"]))
+        atomic_write_text(out / "report.md", markdown(result, images, out, args.title))
+    if args.wandb:
+        from kmshc.compare.wandb_log import log_compare  # the only wandb user of compare
+        log_compare(result, images, project=args.wandb_project, out_dir=args.out)
+    summary = {m: {t: {"mean_size": v["mean_size"], "seed_stability": v["seed_stability"]}
+                   for t, v in info["tasks"].items()} for m, info in result["analysis"]["methods"].items()}
+    return {"n_circuits": len(entries), "shape": list(shape), "out": args.out, "summary": summary,
+            "learned_vs_searched": result["analysis"]["learned_vs_searched"],
+            "images": [str(p) for p in images]}
+
