@@ -13,7 +13,8 @@ from kmshc.encoding import encode
 from kmshc.device import parse_device_spec
 from kmshc.models import check_device_map, load_model
 from kmshc.scoring import SCORERS, Scorer
-from kmshc.tasks import make_task, split_task
+from kmshc.tasks import GENERATED_TASKS, make_task, split_task
+from kmshc.tasks.fresh import FreshItems, unused_file_items
 from kmshc.tasks.base import Task
 from kmshc.tasks.defects import check_on_defect, screen, skipped_summary
 from kmshc.types import KmshcError
@@ -132,6 +133,18 @@ class Experiment:
                              "cannot be used on it; use zero, mean or resample")
         train = encode(self.splits["train"], tok) if self.ablation == "mean" else None
         return make_ablation(self.ablation, model, train, per_position=self.per_position, seed=self.seed)
+
+    def fresh_items(self) -> FreshItems:
+        """Test items that no split used, for a certificate that needs more (:mod:`kmshc.tasks.fresh`):
+        new draws of a generated task, or a data file's items past ``limit``."""
+        if self.task in GENERATED_TASKS:
+            return FreshItems(self.task_data.items, generate=self._generate, seed=self.seed)
+        used = sum((part.items for part in self.splits.values()), ())
+        return FreshItems(used, spare=unused_file_items(self.task_data, seed=self.seed, limit=self.limit),
+                          seed=self.seed)
+
+    def _generate(self, seed: int, n: int) -> Task:
+        return make_task(self.task, seed=seed, n=n, **self.task_args)
 
     def scorer_for(self, split: str, items: tuple | None = None, *, distributed: bool = False) -> Scorer:
         """``S(·)`` on ``split`` (``train``, ``val`` or ``test``); ``items``: only these of its items

@@ -38,12 +38,19 @@ class CertificateConfig:
     extra_heads: int = 2
     restore_samples: int = 100
     seed: int = 0
+    # rho of the error spending alpha * t**rho over the rounds of a certificate that draws more items
+    # (kmshc.search.sequential): 1 spends in proportion to the items read, so a circuit that needs a
+    # few hundred more items than the test split is decided at the next round or two
+    spending_power: float = 1.0
 
     def __post_init__(self) -> None:
         if not 0.5 < self.confidence < 1:
             raise KmshcError(f"certificate.confidence: expected a value in (0.5, 1), got {self.confidence}")
         if not 0 <= self.tau < 1:
             raise KmshcError(f"certificate.tau: expected a value in [0, 1), got {self.tau}")
+        if isinstance(self.spending_power, bool) or not isinstance(self.spending_power, (int, float)) \
+                or not self.spending_power > 0:
+            raise KmshcError(f"certificate.spending_power: expected a positive number, got {self.spending_power!r}")
         for k in ("random_controls", "extra_heads", "restore_samples"):
             if getattr(self, k) < 0:
                 raise KmshcError(f"certificate.{k}: expected a non-negative integer, got {getattr(self, k)}")
@@ -106,9 +113,37 @@ class Restore:
 
 
 @dataclass(frozen=True)
+class Look:
+    """One round of a certificate: ``n`` items in all, ``new`` of them drawn for this round, the
+    error ``alpha`` it spent, where its items came from and the checks still open after it."""
+
+    n: int
+    new: int
+    alpha: float
+    source: str
+    open: list[str]
+
+
+@dataclass(frozen=True)
+class OpenCheck:
+    """A check no look decided: why, and the items one more look would likely need (``None``: the
+    effect seen points the wrong way, so no size would pass it)."""
+
+    check: str
+    reason: str
+    n_needed: Optional[int] = None
+
+
+VERDICTS = ("verified", "refuted", "undecided")
+
+
+@dataclass(frozen=True)
 class Certificate:
-    """See the module docstring; ``n_needed``: test-split size that would likely decide the
-    failing checks (80% power), ``None`` when verified or when no size would."""
+    """See the module docstring. ``verdict``: ``verified`` (every check passes), ``refuted`` (a
+    check fails significantly the wrong way, or a control verifies) or ``undecided``; ``verified``
+    is ``verdict == "verified"``. ``rounds``: the looks, test split first, then fresh items while
+    undecided. ``undecided``: each open check with its reason. ``n_needed``: items that would
+    likely decide the open checks (80% power), ``None`` when decided or when no size would."""
 
     split: str
     n: int
@@ -137,6 +172,9 @@ class Certificate:
     skipped: Optional[dict] = None
     evaluations: int = 0
     wall_time_s: float = 0.0
+    verdict: str = "undecided"
+    rounds: list[Look] = field(default_factory=list)
+    undecided: list[OpenCheck] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -156,6 +194,11 @@ class Certificate:
             kw["removals"] = [Removal(**{**r, "estimate": Estimate(**r["estimate"])}) for r in d["removals"]]
             kw["controls"] = [Control(**c) for c in d["controls"]]
             kw["restores"] = [Restore(**{**r, "estimate": Estimate(**r["estimate"])}) for r in d.get("restores", [])]
+            kw.setdefault("verdict", "verified" if d["verified"] else "undecided")  # older files: two outcomes
+            if kw["verdict"] not in VERDICTS:
+                raise KmshcError(f"{where}: field 'verdict': expected one of {', '.join(VERDICTS)}, got {kw['verdict']!r}")
+            kw["rounds"] = [Look(**r) for r in d.get("rounds", [])]
+            kw["undecided"] = [OpenCheck(**u) for u in d.get("undecided", [])]
             kw["knockout"] = (Knockout(Estimate(**d["knockout"]["estimate"]), d["knockout"]["verdict"])
                               if d.get("knockout") else None)
             return cls(**{k: v for k, v in kw.items() if k in {f.name for f in fields(cls)}})
@@ -165,8 +208,9 @@ class Certificate:
     def summary(self) -> list[str]:
         """A few lines a person reads in five seconds."""
         c, rng = self.circuit, self.epsilon_range
-        lines = [f"certificate on {self.split} (n = {self.n}, metric {self.metric}, {self.confidence:.0%}): "
-                 f"verified = {self.verified}",
+        drawn = f", {len(self.rounds)} rounds" if len(self.rounds) > 1 else ""
+        lines = [f"certificate on {self.split} (n = {self.n}{drawn}, metric {self.metric}, {self.confidence:.0%}): "
+                 f"{self.verdict.upper()}",
                  f"  {self.metric}: full model {self.full.value}, all heads ablated {self.baseline.value}, "
                  f"circuit {c.value} (accuracy {self.full.accuracy} / {self.baseline.accuracy} / {c.accuracy})",
                  f"  recovery r(C) = {c.recovery} (lower bound {c.lower}); target eps = {self.epsilon} ± {self.tau}; "
@@ -182,6 +226,7 @@ class Certificate:
         n_ok = sum(not c.verified for c in self.controls)
         lines.append(f"  controls: {n_ok} of {len(self.controls)} fail, as they must")
         lines += [f"  - {r}" for r in self.reasons]
+        lines += [f"  - undecided {u.check}: {u.reason}" for u in self.undecided]
         if self.n_needed:
-            lines.append(f"  a test split of about n = {self.n_needed} would likely decide it")
+            lines.append(f"  about n = {self.n_needed} test items would likely decide it")
         return lines

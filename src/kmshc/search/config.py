@@ -45,6 +45,13 @@ class SearchConfig(SearchSettings):
     # control variate, kmshc.search.decide); false: each decision from its own examples only
     adaptive_controls: bool = True
     certificate: CertificateConfig = field(default_factory=CertificateConfig)
+    # while the certificate is undecided, score fresh test items in rounds (doubling the sample) up to
+    # max_test_items in all: new draws of a generated task, or a data file's items no split used
+    certify_until_decided: bool = True
+    max_test_items: int = 4000
+    # a refuted certificate whose circuit has a removable head: remove it and certify the smaller set on
+    # fresh items, at most this many times (0: report the refutation as it is)
+    repairs: int = 3
     verify_split: Literal["val", "test"] = "test"
     dtype: Literal["float32", "bfloat16", "auto"] | None = None  # override the experiment's (also a warm run's) dtype
     device: str | None = None  # auto|cpu|cuda|cuda:N: override the experiment's device (also a warm run's)
@@ -69,6 +76,11 @@ class SearchConfig(SearchSettings):
             raise KmshcError(f"epsilon: expected a value in (0, 1], got {self.epsilon}")
         if self.threshold is not None and not 0 <= self.threshold <= 1:
             raise KmshcError(f"threshold: expected an accuracy in [0, 1], got {self.threshold}")
+        for key in ("max_test_items", "repairs"):
+            v = getattr(self, key)
+            if isinstance(v, bool) or not isinstance(v, int) or v < (1 if key == "max_test_items" else 0):
+                raise KmshcError(f"{key}: expected a {'positive' if key == 'max_test_items' else 'non-negative'} "
+                                 f"integer, got {v!r}")
         for key in ("K", "N", "looks"):
             if getattr(self, key) < 1:
                 raise KmshcError(f"{key}: expected a positive integer, got {getattr(self, key)}")

@@ -23,7 +23,7 @@ from kmshc.search.refine import cold_search, refine
 from kmshc.search.rundir import SEARCHED, SEEN, STATE, VERIFIED, output_dir, prepare, read_gates, release_lock
 from kmshc.search.seen import SeenSets
 from kmshc.search.state import Recorder
-from kmshc.search.verify import certify
+from kmshc.search.rounds import ROUNDS, Certifier, ScoredRounds, repair
 from kmshc.types import Circuit, KmshcError, circuit_from_dict, read_circuit
 
 
@@ -109,12 +109,13 @@ def _search(cfg: SearchConfig, out: Path, on_progress) -> tuple[Circuit, Path]:
     if cfg.baseline == "complement" and "macro" in res.info:
         used = res.info["macro"]["layers_corrected" if cfg.edge_correction else "layers_paper"]
         base_on = [f"L{l}H{h}" for l in range(shape[0]) if l not in used for h in range(shape[1])]
-    verifier = exp.scorer_for(cfg.verify_split, distributed=True)
-    cert = _certify(cfg, exp, res.heads, semantics=res.semantics, epsilon=cfg.epsilon, threshold=cfg.threshold,
-                    K=cfg.K, baseline_heads=base_on, scorer=verifier,
-                    pool=names(universe, shape) if universe is not None else None)
+    certifier = Certifier(cfg, exp, ScoredRounds(out / ROUNDS, resume=cfg.resume, save=is_main()), [])
+    kw = dict(semantics=res.semantics, epsilon=cfg.epsilon, threshold=cfg.threshold, K=cfg.K, baseline_heads=base_on,
+              pool=names(universe, shape) if universe is not None else None)
+    cert = certifier.certify(res.heads, **kw)
+    heads, cert, repairs = repair(certifier, list(res.heads), cert, tries=cfg.repairs, **kw)
     method = "warm" if cfg.mode == "warm" else ("cold" if res.semantics == "keep" else "cold-paper")
-    circ = Circuit(model=exp.model, task=exp.task_name, heads=res.heads, n_heads_total=shape[0] * shape[1],
+    circ = Circuit(model=exp.model, task=exp.task_name, heads=heads, n_heads_total=shape[0] * shape[1],
                    scorer=exp.scorer, ablation=exp.ablation, semantics=res.semantics, epsilon=cfg.epsilon, K=cfg.K,
                    scores={"val": {"score": res.score, "threshold": res.threshold, "n": val.n, "units": cfg.units},
                            cfg.verify_split: _split_scores(cert)},
@@ -124,7 +125,8 @@ def _search(cfg: SearchConfig, out: Path, on_progress) -> tuple[Circuit, Path]:
                            "baseline_heads": base_on, "excluded_heads": excluded},
                    extra={"method": method, "wall_time_s": res.wall_time_s, "peak_rss_mb": round(peak_rss_mb()),
                           "source": source, "capped": res.capped, "device": str(val.device), "processes": world_size(),
-                          "verify_cost": verifier.cost.to_dict(),
+                          "verify_cost": _summed_cost(certifier.scorers), "repairs": repairs,
+                          "searched_heads": list(res.heads),
                           "search_info": dict(res.info), "data_skipped": exp.data_skipped})
     if is_main():
         circ.save(out / SEARCHED)
@@ -164,11 +166,13 @@ def excluded_heads(paths: list[str], exp: Experiment, shape: tuple[int, int]) ->
     return list(names(indices(heads, shape, where=f"exclude {paths}"), shape))
 
 
-def _certify(cfg: SearchConfig, exp: Experiment, heads, scorer: Scorer | None = None, **kw) -> Certificate:
-    scorer = scorer or exp.scorer_for(cfg.verify_split, distributed=True)
-    return certify(scorer.outcomes, exp.shape, heads, config=cfg.certificate,
-                   metric=cfg.metric, skipped=exp.data_skipped,
-                   split=cfg.verify_split, **{k: v for k, v in kw.items() if k != "seed"})
+def _summed_cost(scorers) -> dict:
+    """The cost record of every scorer a certificate used (test split and fresh rounds), summed."""
+    total: dict = {}
+    for sc in scorers:
+        for k, v in sc.cost.to_dict().items():
+            total[k] = v if k in ("n_layers", "rows_per_example") else round(total.get(k, 0) + v, 3)
+    return total
 
 
 def _split_scores(cert: Certificate) -> dict:
@@ -183,8 +187,9 @@ def _verify_only(cfg: SearchConfig, out: Path) -> tuple[Circuit, Path]:
     exp = _experiment(exp_d, f"{cfg.circuit}: field 'config.experiment'") if isinstance(exp_d, dict) else cfg.experiment
     exp = _overridden(exp, cfg)
     threshold = c.config.get("threshold", cfg.threshold)
-    cert = _certify(cfg, exp, c.heads, semantics=c.semantics, epsilon=c.epsilon, threshold=threshold, K=c.K,
-                    baseline_heads=c.config.get("baseline_heads", ()))
+    certifier = Certifier(cfg, exp, ScoredRounds(out / ROUNDS, resume=cfg.resume, save=is_main()), [])
+    cert = certifier.certify(c.heads, semantics=c.semantics, epsilon=c.epsilon, threshold=threshold, K=c.K,
+                             baseline_heads=c.config.get("baseline_heads", ()))
     d = c.to_dict()
     d["certificate"] = cert.to_dict()
     d.setdefault("scores", {})[cfg.verify_split] = _split_scores(cert)

@@ -15,12 +15,13 @@ import numpy as np
 import torch
 
 from kmshc import stats
-from kmshc.search.certificate import Certificate, CertificateConfig, Control, Knockout, Restore
+from kmshc.search.certificate import Certificate, CertificateConfig, Control, Knockout, Look, OpenCheck, Restore
 from kmshc.search.checks import Checks
 from kmshc.search.controls import controls as _controls
 from kmshc.search.decide import metric_values
 from kmshc.search.common import indices, names
 from kmshc.search.plan import CertificatePlan
+from kmshc.search.sequential import OPEN, PASSED, REFUTED, Sequential, look_alphas, run_looks, schedule
 from kmshc.types import KmshcError
 
 
@@ -29,11 +30,17 @@ def _values(out: Any, metric: str) -> tuple[np.ndarray, np.ndarray]:
     return metric_values(out, metric), metric_values(out, "accuracy")
 
 
+# (k, count) -> an outcomes function over ``count`` fresh test items for round k and a line saying
+# where they came from; None when the source has no more items
+MoreItems = Callable[[int, int], "tuple[Callable[[torch.Tensor], Any], str] | None"]
+
+
 def certify(outcomes: Callable[[torch.Tensor], Any], shape: tuple[int, int], heads: Sequence[str], *,
             semantics: str = "keep", epsilon: float = 0.9, threshold: float | None = None, K: int = 1,
             baseline_heads: Sequence[str] = (), metric: str = "accuracy",
             config: CertificateConfig = CertificateConfig(), split: str = "test",
-            skipped: dict | None = None, pool: Sequence[str] | None = None) -> Certificate:
+            skipped: dict | None = None, pool: Sequence[str] | None = None,
+            more: MoreItems | None = None, max_items: int | None = None, spending_power: float = 2.0) -> Certificate:
     """The certificate of circuit ``heads`` (see :mod:`kmshc.search.certificate`).
 
     Args:
@@ -44,6 +51,9 @@ def certify(outcomes: Callable[[torch.Tensor], Any], shape: tuple[int, int], hea
         metric: what ``S`` averages per example: ``accuracy`` (0/1) or the log-prob ``margin``.
         pool: the heads the random controls draw from (default: all); a backup circuit found
             outside excluded circuits is compared with random sets from the same allowed heads.
+        more: fresh test items while the verdict is undecided (keep semantics): looks at ``n``,
+            ``2n``, ... up to ``max_items`` items in all, spending ``α·t^spending_power``
+            (:mod:`kmshc.search.sequential`). None: one look at the test split, at the full ``α``.
     """
     if metric not in ("accuracy", "margin"):
         raise KmshcError(f"metric: expected 'accuracy' or 'margin', got {metric!r}")
@@ -64,8 +74,72 @@ def certify(outcomes: Callable[[torch.Tensor], Any], shape: tuple[int, int], hea
         epsilon = float((threshold - x[1].mean()) / gap) if gap else 1.0
     chk = Checks(x[0], x[1], epsilon, config, metric)
     cert = _assemble(plan, chk, x, acc, outcomes, split)
-    return Certificate(**cert, skipped=skipped, evaluations=plan.evaluations,
+    evaluations = plan.evaluations
+    if semantics == "keep" and C:
+        sizes = schedule(x.shape[1], max_items if more is not None else None)
+        seq = Sequential(list(names(C, shape)), epsilon, config, metric)
+        rows = {"full": (x[0], acc[0]), "base": (x[1], acc[1]), "circuit": (x[2], acc[2]),
+                **{n: (x[plan.row[("without", h)]], acc[plan.row[("without", h)]]) for n, h in zip(seq.heads, C)}}
+        scored: list[int] = []
+        looks, _ = run_looks(seq, rows, _fresh_rows(more, plan, metric, scored), sizes,
+                             look_alphas(sizes, config.alpha, spending_power), split)
+        cert = _sequential_fields(cert, seq, looks, chk)
+        evaluations += sum(scored)
+    return Certificate(**cert, skipped=skipped, evaluations=evaluations,
                        wall_time_s=round(time.perf_counter() - t0, 3))
+
+
+def _fresh_rows(more: MoreItems | None, plan: CertificatePlan, metric: str, scored: list[int]):
+    """``run_looks``' source of fresh values: the masks of the rows it asks for, scored on the
+    items ``more`` draws; ``scored`` collects how many masks each round scored."""
+    shape = plan.shape
+    key = {"full": ("full",), "base": ("base",), "circuit": ("circuit",),
+           **{n: ("without", h) for n, h in zip(names(plan.C, shape), plan.C)}}
+
+    def fetch(k: int, count: int, rows: list[str]):
+        got = more(k, count) if more is not None else None
+        if got is None:
+            return None
+        fn, where = got
+        x, acc = _values(fn(torch.stack([plan.masks[plan.row[key[r]]] for r in rows])), metric)
+        scored.append(len(rows))
+        return {r: (x[i], acc[i]) for i, r in enumerate(rows)}, where
+    return fetch
+
+
+def _sequential_fields(cert: dict, seq: Sequential, looks: list[Look], chk: Checks) -> dict:
+    """``cert`` with its checks replaced by the sequential ones (the controls and knock-out stay those
+    of the first look, at the full ``α``)."""
+    removals = [seq.checks[h].removal for h in seq.heads]
+    circ = seq.checks["sufficiency"].estimate
+    ok, why, failing = chk.keep_verdict(circ, removals)
+    gap = seq.checks["gap"].status
+    if gap != PASSED:
+        why.insert(0, f"no usable gap: the full-vs-baseline accuracy gap's lower bound is {seq.gap_lower:.3f} "
+                      f"< min_gap = {chk.cfg.min_gap}" + (" (refuted: its upper bound is below too)"
+                                                          if gap == REFUTED else ""))
+    controls = cert["controls"]
+    if any(c.verified for c in controls):
+        why.append("a negative control verified too: the certificate cannot tell circuits apart on this split")
+    verdict = ("refuted" if seq.verdict == "refuted" or any(c.verified for c in controls)
+               else seq.verdict)
+    undecided = [OpenCheck(name, _why_open(name, d), d.n_needed) for name, d in seq.checks.items() if d.status == OPEN]
+    needs = [u.n_needed for u in undecided]
+    return {**cert, "n": looks[-1].n, "circuit": circ, "removals": removals, "failing_heads": failing,
+            "reasons": why, "usable_gap": gap == PASSED, "gap_accuracy_lower": round(seq.gap_lower, 4),
+            "epsilon_range": chk.epsilon_range(circ, removals) if gap == PASSED else None,
+            "verified": verdict == "verified", "verdict": verdict, "rounds": looks, "undecided": undecided,
+            "n_needed": max(needs) if needs and None not in needs else None}
+
+
+def _why_open(name: str, d) -> str:
+    if name == "gap":
+        return "the accuracy gap's bounds straddle min_gap"
+    if name == "sufficiency":
+        return f"r(C)'s bounds [{d.estimate.lower}, {d.estimate.upper}] straddle eps - tau"
+    r = d.removal
+    return (f"without it r = {r.estimate.recovery} [{r.estimate.lower}, {r.estimate.upper}], drop p (Holm) = "
+            f"{r.p_holm}: neither necessary nor removable yet")
 
 
 def _assemble(plan: CertificatePlan, chk: Checks, x: np.ndarray, acc: np.ndarray, outcomes, split: str) -> dict:
@@ -106,6 +180,8 @@ def _assemble(plan: CertificatePlan, chk: Checks, x: np.ndarray, acc: np.ndarray
                 epsilon_range=eps_range, knockout=Knockout(est[("knockout",)], knockout_verdict(chk, est[("knockout",)])),
                 controls=controls, verified=verified, failing_heads=failing, reasons=reasons,
                 n_needed=None if verified else _n_needed(plan, chk, x, acc, removals, usable),
+                verdict="verified" if verified else "undecided",
+                rounds=[Look(int(x.shape[1]), int(x.shape[1]), cfg.alpha, split, [])],
                 restores=restores, restore_bound=None if bound is None else round(bound, 4))
 
 

@@ -1,0 +1,154 @@
+"""Certify until decided: the schedule, the three verdicts, fresh items and the rounds' store."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from kmshc.search.certificate import CertificateConfig
+from kmshc.search.rounds import ScoredRounds
+from kmshc.search.sequential import Sequential, look_alphas, run_looks, schedule
+from kmshc.tasks import ioi_task, load_blimp_jsonl
+from kmshc.tasks.base import split_task
+from kmshc.tasks.fresh import FreshItems, item_key, unused_file_items
+
+CFG = CertificateConfig()
+
+
+def test_schedule_doubles_to_the_cap_and_spends_alpha_exactly():
+    assert schedule(240, None) == [240]
+    assert schedule(240, 240) == [240]
+    assert schedule(240, 4000) == [240, 480, 960, 1920, 4000]  # not 3840 then 4000
+    sizes = schedule(100, 1000)
+    assert sizes == [100, 200, 400, 1000]
+    for power in (1.0, 2.0):
+        a = look_alphas(sizes, 0.05, power)
+        assert sum(a) == pytest.approx(0.05) and all(x > 0 for x in a)
+    assert look_alphas([240], 0.05) == [0.05]  # one look: the fixed-n certificate
+
+
+def population(rng, n, r_circuit, r_removals, noise=1.0):
+    """Margins of M, B, C and each removal on n shared examples, with the given true recoveries."""
+    shared = rng.normal(0, 2, n)
+    rows = {"full": 4.0, "base": 0.0, "circuit": 4.0 * r_circuit,
+            **{f"h{i}": 4.0 * r for i, r in enumerate(r_removals)}}
+    return {k: (mu + shared + rng.normal(0, noise, n), (mu + shared > 0).astype(float)) for k, mu in rows.items()}
+
+
+def source(rng, r_circuit, r_removals, limit=None):
+    """``more`` for run_looks: fresh draws from the same population, at most ``limit`` fresh items."""
+    given = [0]
+
+    def more(k, count, rows):
+        if limit is not None:
+            count = min(count, limit - given[0])
+            if count <= 0:
+                return None
+        given[0] += count
+        vals = population(rng, count, r_circuit, r_removals)
+        return {r: vals[r] for r in rows}, "simulated"
+    return more
+
+
+def run(rng, r_circuit, r_removals, n0=100, cap=3200, limit=None):
+    seq = Sequential([f"h{i}" for i in range(len(r_removals))], 1.0, CFG, "margin")
+    sizes = schedule(n0, cap)
+    looks, _ = run_looks(seq, population(rng, n0, r_circuit, r_removals), source(rng, r_circuit, r_removals, limit),
+                         sizes, look_alphas(sizes, CFG.alpha, 1.0), "test")
+    return seq, looks
+
+
+def test_a_circuit_too_close_to_call_on_the_test_split_is_verified_on_more_items():
+    rng = np.random.default_rng(0)
+    seq, looks = run(rng, 1.0, [0.85, 0.86])  # removals 0.14 under the window's edge 1.05... needs items
+    assert seq.verdict == "verified"
+    assert len(looks) > 1 and looks[-1].n > 100  # it needed fresh items
+    assert looks[-1].open == []
+    # later rounds score only M, B, C and the open removals: each round's alpha is its own
+    assert [lk.alpha for lk in looks] == pytest.approx(look_alphas(schedule(100, 3200), CFG.alpha, 1.0)[:len(looks)], abs=1e-6)
+
+
+def test_a_removable_head_refutes_and_stops_drawing():
+    rng = np.random.default_rng(1)
+    seq, looks = run(rng, 1.0, [0.5, 1.0])  # without h1 the set still recovers everything
+    assert seq.verdict == "refuted"
+    assert seq.checks["h1"].status == "refuted" and seq.checks["h1"].removal.cls == "removable"
+    assert seq.rows_needed == []
+
+
+def test_an_insufficient_circuit_is_refuted():
+    rng = np.random.default_rng(2)
+    seq, _ = run(rng, 0.6, [0.3])
+    assert seq.verdict == "refuted" and seq.checks["sufficiency"].status == "refuted"
+
+
+def test_a_source_that_runs_dry_leaves_it_undecided_with_what_it_would_need():
+    rng = np.random.default_rng(3)
+    seq, looks = run(rng, 1.0, [0.96], n0=100, cap=3200, limit=50)  # 0.96: just under 1.05, hard
+    assert seq.verdict == "undecided"
+    assert looks[-1].n == 150  # the test split and the 50 items the source still had
+    assert seq.checks["h0"].status == "open" and seq.checks["h0"].n_needed and seq.checks["h0"].n_needed > 150
+
+
+def test_fresh_generated_items_never_repeat_a_used_prompt_and_replay_the_same():
+    used = ioi_task(seed=0, n=300).items
+
+    def gen(seed, n):
+        return ioi_task(seed=seed, n=n)
+    a, b = FreshItems(used, generate=gen, seed=0), FreshItems(used, generate=gen, seed=0)
+    first, second = a.take(400), a.take(400)
+    keys = [item_key(it) for it in first + second]
+    assert len(keys) == 800 and len(set(keys)) == 800
+    assert not set(keys) & {item_key(it) for it in used}
+    assert b.take(800) == first + second  # deterministic: a resumed certificate draws the same items
+
+
+def test_a_generator_with_few_items_runs_dry():
+    from kmshc.tasks.base import PairItem, Task
+    pool = [PairItem(f"a{i}", f"b{i}") for i in range(30)]
+
+    def gen(seed, n):
+        return Task("small", "pairs", tuple(pool[(seed + j) % 30] for j in range(min(n, 30))))
+    src = FreshItems(pool[:20], generate=gen, seed=0)
+    got = src.take(100)
+    assert sorted(it.good for it in got) == sorted(f"a{i}" for i in range(20, 30))
+
+
+def test_a_data_files_fresh_items_are_the_ones_past_limit(tmp_path):
+    path = tmp_path / "p.jsonl"
+    path.write_text("".join(f'{{"sentence_good": "The dog {i} runs.", "sentence_bad": "The dog {i} run."}}\n'
+                            for i in range(50)))
+    task = load_blimp_jsonl(str(path))
+    splits = split_task(task, seed=4, limit=30)
+    spare = unused_file_items(task, seed=4, limit=30)
+    used = sum((s.items for s in splits.values()), ())
+    assert len(spare) == 20 and not {item_key(i) for i in spare} & {item_key(i) for i in used}
+    src = FreshItems(used, spare=spare)
+    assert src.remaining == 20 and len(src.take(15)) == 15 and src.remaining == 5
+    assert len(src.take(15)) == 5 and src.take(1) == ()
+    assert unused_file_items(task, seed=4, limit=None) == ()
+
+
+class Counting:
+    def __init__(self):
+        self.calls = 0
+
+    def __call__(self, masks):
+        self.calls += masks.shape[0]
+        n = masks.shape[0]
+        return type("O", (), {"margin": masks.reshape(n, -1).sum(1, keepdim=True).double().repeat(1, 3),
+                              "correct": torch.ones(n, 3, dtype=torch.float64)})()
+
+
+def test_scored_rounds_are_read_back_on_resume_instead_of_scored_again(tmp_path):
+    masks = torch.eye(4).bool().reshape(4, 2, 2)
+    first = Counting()
+    out = ScoredRounds(tmp_path / "r.npz", resume=False).wrap(first, "r0:x")(masks)
+    assert first.calls == 4
+    again = Counting()
+    store = ScoredRounds(tmp_path / "r.npz", resume=True)
+    back = store.wrap(again, "r0:x")(masks[[2, 0]])
+    assert again.calls == 0 and torch.equal(back.margin, out.margin[[2, 0]])
+    store.wrap(again, "r1:y")(masks[:1])  # another round's items: scored anew
+    assert again.calls == 1
+    assert ScoredRounds(tmp_path / "r.npz", resume=False).store == {}  # no resume: start afresh
