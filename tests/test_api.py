@@ -51,7 +51,7 @@ def test_only_heads_is_the_scorers_mask(exp):
             inside = scorer.outcomes(torch.ones(exp.shape)).margin[0]
         torch.testing.assert_close(inside, ref)
         assert not torch.allclose(inside, full)
-    with pytest.raises(RuntimeError), kmshc.only_heads(model, heads):
+    with pytest.raises(RuntimeError), kmshc.only_heads(model, heads, ablation="zero"):
         raise RuntimeError("inside the block")
     torch.testing.assert_close(scorer.outcomes(torch.ones(exp.shape)).margin[0], full)  # hooks are gone
 

@@ -35,7 +35,7 @@ def _accuracy_in_process(task: str, limit: int) -> float:
     exp = Experiment(model="tiny-gpt2", task=task, limit=limit, ablation="zero")
     items = sum((exp.splits[k].items for k in ("train", "val", "test")), ())
     model, tok = exp.loaded
-    return Scorer(model, tok, replace(exp.splits["train"], items=items))(torch.ones(exp.shape))
+    return Scorer(model, tok, replace(exp.splits["train"], items=items), ablation="zero")(torch.ones(exp.shape))
 
 
 def test_keep_none_all_and_list_differ(capsys):

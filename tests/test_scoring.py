@@ -33,7 +33,7 @@ def _hand_logprob(model, tok, text: str) -> float:
 @pytest.mark.parametrize("arch", ["gpt2", "llama", "gpt_neox"])
 def test_pair_logprob_matches_manual_log_softmax(arch):
     model, tok = tiny_model(arch)
-    scorer = Scorer(model, tok, PAIRS, scorer="pair_logprob", batch_size=3)
+    scorer = Scorer(model, tok, PAIRS, scorer="pair_logprob", ablation="zero", batch_size=3)
     out = scorer.outcomes(scorer.full_mask())
     hand = torch.tensor([_hand_logprob(model, tok, it.good) - _hand_logprob(model, tok, it.bad)
                          for it in PAIRS.items], dtype=torch.float64)
@@ -41,13 +41,14 @@ def test_pair_logprob_matches_manual_log_softmax(arch):
     assert torch.equal(out.correct[0], (hand > 0).float())
     assert scorer(scorer.full_mask()) == pytest.approx(float((hand > 0).float().mean()))
     # Without the shared-prefix shortcut the margins are the same.
-    slow = Scorer(model, tok, PAIRS, scorer="pair_logprob", skip_shared_tokens=False, prefix_cache=False)
+    slow = Scorer(model, tok, PAIRS, scorer="pair_logprob", ablation="zero", skip_shared_tokens=False,
+                  prefix_cache=False)
     torch.testing.assert_close(slow.outcomes(slow.full_mask()).margin[0].double(), hand, atol=1e-4, rtol=1e-4)
 
 
 def test_label_tokens_matches_hand_logits(tiny_llama):
     model, tok = tiny_llama
-    scorer = Scorer(model, tok, PROMPTS, scorer="label_tokens", batch_size=2)
+    scorer = Scorer(model, tok, PROMPTS, scorer="label_tokens", ablation="zero", batch_size=2)
     out = scorer.outcomes(scorer.full_mask())
     label_ids = [tok(w, add_special_tokens=False)["input_ids"][0] for w in LABELS]
     for i, it in enumerate(PROMPTS.items):
@@ -88,7 +89,7 @@ def test_batched_masks_equal_sequential_through_scorer(arch, ablation):
 def test_zero_mask_differs_from_full_and_keep_all_is_unhooked(tiny_gpt2):
     model, tok = tiny_gpt2
     task = Task("p", "pairs", PAIRS.items[:2])
-    scorer = Scorer(model, tok, task, skip_shared_tokens=False, prefix_cache=False)
+    scorer = Scorer(model, tok, task, ablation="zero", skip_shared_tokens=False, prefix_cache=False)
     full = scorer.outcomes(scorer.full_mask()).margin[0].double()
     hand = torch.tensor([_hand_logprob(model, tok, it.good) - _hand_logprob(model, tok, it.bad) for it in task.items], dtype=torch.float64)
     torch.testing.assert_close(full, hand, atol=1e-4, rtol=1e-4)
@@ -117,11 +118,12 @@ def test_fit_probe_separates_synthetic_features_held_out():
 def test_probe_scorer_runs_held_out_on_pairs(tiny_gpt2):
     model, tok = tiny_gpt2
     splits = split_task(grammar_task(seed=0, n=40), seed=0)
-    scorer = Scorer(model, tok, splits["val"], scorer="probe", train=splits["train"], probe_dim=2)
+    scorer = Scorer(model, tok, splits["val"], scorer="probe", ablation="zero", train=splits["train"], probe_dim=2)
     out = scorer.outcomes(torch.stack([scorer.full_mask(), torch.zeros(scorer.shape)]))
     assert out.correct.shape == (2, len(splits["val"]))
     assert set(out.correct.unique().tolist()) <= {0.0, 0.5, 1.0}  # per pair: mean over its two sentences
-    fixed = Scorer(model, tok, splits["val"], scorer="probe", train=splits["train"], probe_dim=2, probe_fixed=True)
+    fixed = Scorer(model, tok, splits["val"], scorer="probe", ablation="zero", train=splits["train"], probe_dim=2,
+                   probe_fixed=True)
     torch.testing.assert_close(fixed.outcomes(fixed.full_mask()).margin, out.margin[:1], atol=1e-4, rtol=1e-4)
 
 
@@ -134,9 +136,9 @@ def test_scorer_input_errors(tiny_gpt2):
     with pytest.raises(KmshcError, match="needs minimal pairs"):
         Scorer(model, tok, PROMPTS, scorer="pair_logprob")
     with pytest.raises(KmshcError, match="training split"):
-        Scorer(model, tok, PAIRS, scorer="probe")
+        Scorer(model, tok, PAIRS, scorer="probe", ablation="zero")
     with pytest.raises(KmshcError, match="training split"):
         Scorer(model, tok, PAIRS, ablation="mean")
-    scorer = Scorer(model, tok, PAIRS)
+    scorer = Scorer(model, tok, PAIRS, ablation="zero")
     with pytest.raises(ValueError, match="masks must be"):
         scorer.outcomes(torch.ones(3, 3))

@@ -40,7 +40,7 @@ def test_survey_task_matches_separate_scorer_calls():
         out = Scorer(model, tok, items, ablation=kind, train=splits["train"]).outcomes(none)
         assert got.accuracy == pytest.approx(float(out.accuracy[0]))
         assert got.margin == pytest.approx(float(out.margin.mean()), abs=1e-5)
-    out = Scorer(model, tok, items).outcomes(full)
+    out = Scorer(model, tok, items, ablation="zero").outcomes(full)
     assert row.full.margin == pytest.approx(float(out.margin.mean()), abs=1e-5)
     assert row.n == 30 and row.counterfactual is None and row.zero.margin != row.mean.margin
 

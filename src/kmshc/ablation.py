@@ -18,6 +18,8 @@ from kmshc.memory import TensorLRU
 from kmshc.types import KmshcError
 
 ABLATIONS = ("zero", "mean", "resample", "counterfactual")
+# The default ablation of Experiment and of everything that takes one (Scorer, kmshc score, kmshc rank).
+DEFAULT_ABLATION = "mean"
 
 
 class Ablation:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping
+from typing import Any, Iterable, Iterator, Mapping
 
 import torch
 from torch import nn
@@ -23,10 +23,8 @@ from kmshc.ablation import Ablation, MeanAblation, ZeroAblation
 from kmshc.architectures import head_shape
 from kmshc.experiment import Experiment
 from kmshc.hooks import gated
+from kmshc.search.config import SearchConfig
 from kmshc.types import Circuit, KmshcError, head_name, heads_to_mask, mask_to_heads
-
-if TYPE_CHECKING:
-    from kmshc.search.config import SearchConfig
 
 
 @dataclass(frozen=True)
@@ -92,7 +90,7 @@ def rank_heads(experiment: Experiment, *, method: str = "attribution", split: st
 
 
 def search_circuit(experiment: Experiment, *, gates: LearnedGates | Mapping[str, float] | None = None,
-                   config: "SearchConfig | None" = None, **settings: Any) -> Circuit:
+                   config: SearchConfig | None = None, **settings: Any) -> Circuit:
     """Search-K-MSHC on the experiment's ``val`` split, as ``kmshc search`` runs it; returns the
     circuit (not yet certified).
 
@@ -104,7 +102,6 @@ def search_circuit(experiment: Experiment, *, gates: LearnedGates | Mapping[str,
     absolute accuracy instead of ``U_ε`` (decisions are then on point estimates).
     """
     from kmshc.search import Recorder
-    from kmshc.search.config import SearchConfig
     from kmshc.search.run import drive, search_scores
     try:
         cfg = replace(config or SearchConfig(), experiment=experiment, **settings)
@@ -127,11 +124,12 @@ def search_circuit(experiment: Experiment, *, gates: LearnedGates | Mapping[str,
                    extra={"method": "cold" if gates is None else "warm", "capped": res.capped})
 
 
-def certify_circuit(experiment: Experiment, circuit: Circuit, *, split: str = "test", metric: str = "accuracy",
-                    config=None) -> Circuit:
+def certify_circuit(experiment: Experiment, circuit: Circuit, *, split: str = "test",
+                    metric: str = SearchConfig.metric, config=None) -> Circuit:
     """``circuit`` with its certificate on ``split`` (one the search never saw), with the circuit's
-    own ε, threshold, semantics and seed; ``config``: a
-    :class:`~kmshc.search.certificate.CertificateConfig` (confidence, tolerance, controls)."""
+    own ε, threshold, semantics and seed; ``metric``: ``accuracy`` or ``margin`` (default: the search
+    config's); ``config``: a :class:`~kmshc.search.certificate.CertificateConfig` (confidence,
+    tolerance, controls)."""
     from kmshc.search import CertificateConfig, certify
     cert = certify(experiment.scorer_for(split).outcomes, experiment.shape, circuit.heads,
                    semantics=circuit.semantics, epsilon=circuit.epsilon, threshold=circuit.config.get("threshold"),
@@ -155,13 +153,14 @@ def _fixed_values(ablation: str | Ablation) -> list[torch.Tensor] | None:
 
 @contextmanager
 def only_heads(model: nn.Module, circuit: Circuit | Iterable[str], *,
-               ablation: str | Ablation = "zero") -> Iterator[nn.Module]:
+               ablation: str | Ablation) -> Iterator[nn.Module]:
     """Inside the block, ``model`` runs with only the circuit's heads; every other head's output
     is replaced by its ablation value. Hooks are removed on exit, also after an exception.
 
     ``circuit``: a :class:`Circuit` or head names (``"L3H5"``). ``ablation``: ``"zero"``, or an
-    :class:`~kmshc.ablation.Ablation` whose values do not depend on the batch (e.g.
-    ``experiment.ablation_values`` for ``ablation="mean"``).
+    :class:`~kmshc.ablation.Ablation` whose values do not depend on the batch, such as
+    ``experiment.ablation_values`` for the default mean ablation. It has no default: the
+    Experiment's default (mean) needs the means of a train split, which only the Experiment has.
     """
     n_layers, n_heads = head_shape(model)
     names = circuit.heads if isinstance(circuit, Circuit) else list(circuit)

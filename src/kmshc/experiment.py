@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from functools import cached_property
 from typing import Any
 
-from kmshc.ablation import ABLATIONS, Ablation, make_ablation
+from kmshc.ablation import ABLATIONS, DEFAULT_ABLATION, Ablation, make_ablation
 from kmshc.architectures import head_shape
 from kmshc.encoding import encode
 from kmshc.device import parse_device_spec
@@ -54,7 +54,7 @@ class Experiment:
     seed: int = 0
     split_fractions: tuple[float, float, float] = (0.6, 0.2, 0.2)
     scorer: str = "pair_logprob"
-    ablation: str = "mean"
+    ablation: str = DEFAULT_ABLATION
     per_position: bool = False
     probe_dim: int = 3
     batch_size: int = 32

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from kmshc.ablation import DEFAULT_ABLATION
 from kmshc.attribution import METHODS as DERIVATIVES
 from kmshc.attribution import Attribution, head_attribution, starting_set
 from kmshc.cost import CostRecord
@@ -174,7 +175,7 @@ def add_rank_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--limit", type=int, help="use at most N items (taken after a seeded shuffle)")
     p.add_argument("--split", default="train", choices=["train", "val", "test"],
                    help="the seeded 60/20/20 split to rank on (default: train, which the search never scores)")
-    p.add_argument("--ablation", default="mean", choices=["zero", "mean", "resample"])
+    p.add_argument("--ablation", default=DEFAULT_ABLATION, choices=["zero", "mean", "resample"])
     p.add_argument("--per_position", action="store_true", help="mean ablation per position")
     p.add_argument("--scorer", default="pair_logprob", choices=["pair_logprob", "label_tokens"])
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "auto"])

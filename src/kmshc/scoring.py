@@ -10,8 +10,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from kmshc.ablation import (Ablation, CounterfactualAblation, MeanAblation, ZeroAblation, folds_exactly, make_ablation,
-                            require_counterfactuals)
+from kmshc.ablation import (DEFAULT_ABLATION, Ablation, CounterfactualAblation, MeanAblation, ZeroAblation,
+                            folds_exactly, make_ablation, require_counterfactuals)
 from kmshc.architectures import head_shape
 from kmshc.cost import RowCount
 from kmshc.device import input_device
@@ -56,14 +56,14 @@ class Scorer:
     Inputs go to the device of the model's input embedding; outcomes come back on the CPU.
 
     Args:
-        ablation: ``"zero"``, ``"mean"`` (needs ``train``), ``"resample"``, ``"counterfactual"`` (needs a
-            task with counterfactuals), or an :class:`Ablation`.
+        ablation: ``"mean"`` (the default, Experiment's; needs ``train``), ``"zero"``, ``"resample"``,
+            ``"counterfactual"`` (needs a task with counterfactuals), or an :class:`Ablation`.
         train: the split that mean ablation averages over and that the probe is fitted on.
         probe_fixed: fit the probe once on the full model instead of once per mask.
     """
 
     def __init__(self, model: nn.Module, tokenizer, task: Task, scorer: str = "pair_logprob",
-                 ablation: str | Ablation = "zero", train: Task | None = None, per_position: bool = False,
+                 ablation: str | Ablation = DEFAULT_ABLATION, train: Task | None = None, per_position: bool = False,
                  batch_size: int = 32, max_rows: int | None = None, probe_dim: int = 3, probe_fixed: bool = False,
                  seed: int = 0, prefix_cache: bool = True, cache_bytes: int = 256 << 20,
                  skip_shared_tokens: bool = True, distributed: bool = False) -> None:

@@ -62,7 +62,7 @@ def _device_map(text: str) -> str | dict:
 
 
 def add_score_parser(sub) -> None:
-    from kmshc.ablation import ABLATIONS
+    from kmshc.ablation import ABLATIONS, DEFAULT_ABLATION
     from kmshc.tasks import TASKS
     s = sub.add_parser("score", help="accuracy of the model with only some heads kept")
     s.add_argument("--model", default="smollm2-135m")
@@ -76,7 +76,7 @@ def add_score_parser(sub) -> None:
                    help="which seeded 60/20/20 split to score (default: all items)")
     s.add_argument("--limit", type=int, help="use at most N items (taken after a seeded shuffle)")
     s.add_argument("--keep", default="all", help="all, none, or comma-separated heads like L0H1,L3H5")
-    s.add_argument("--ablation", default="zero", choices=ABLATIONS,
+    s.add_argument("--ablation", default=DEFAULT_ABLATION, choices=ABLATIONS,
                    help="counterfactual: patch from each item's own counterfactual (ioi, greater_than, induction)")
     s.add_argument("--per_position", action="store_true", help="mean ablation per position")
     s.add_argument("--scorer", default="pair_logprob", choices=["pair_logprob", "label_tokens", "probe"])
