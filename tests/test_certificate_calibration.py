@@ -15,7 +15,7 @@ import pytest
 from statsmodels.stats.multitest import multipletests
 
 from kmshc import stats
-from kmshc.search.calibration import Case, draw, grid, simulate
+from kmshc.search.calibration import Case, draw, grid, sequential_verdicts, simulate
 from kmshc.search.certificate import CertificateConfig
 
 CFG = CertificateConfig()  # 95%, tau = 0.05
@@ -61,3 +61,29 @@ def test_holm_matches_statsmodels(monkeypatch):
         reject, adjusted = stats.holm(p, 0.05)
         ref_reject, ref_adj, _, _ = multipletests(p, alpha=0.05, method="holm")
         assert reject == list(ref_reject) and np.allclose(adjusted, ref_adj)
+
+
+@pytest.mark.parametrize("metric", ["accuracy", "margin"])
+def test_the_sequential_certificate_stays_calibrated_and_decides(metric):
+    """Certify until decided (fresh draws up to 8x the test split): over every false case, verified
+    at most alpha + 3 Monte-Carlo SE of the time; truly certifiable circuits are verified far more
+    often than at one look, and seldom refuted."""
+    cases = grid(EPS, CFG.tau, ns=(200, 400), metric=metric)
+    false = [c for c in cases if not c.truly_certifiable(EPS, CFG.tau)]
+    rates = [sequential_verdicts(c, reps=REPS, cap=8 * c.n, seed=i) for i, c in enumerate(false)]
+    mc = 3 * math.sqrt(CFG.alpha * (1 - CFG.alpha) / (len(false) * REPS))
+    assert float(np.mean([r["verified"] for r in rates])) <= CFG.alpha + mc, rates
+    true = [c for c in cases if c.truly_certifiable(EPS, CFG.tau)]
+    for i, c in enumerate(true):
+        seq = sequential_verdicts(c, reps=REPS, cap=8 * c.n, seed=100 + i)
+        assert seq["refuted"] <= CFG.alpha + 3 * math.sqrt(CFG.alpha * (1 - CFG.alpha) / REPS), (c, seq)
+        assert seq["verified"] >= simulate(c, reps=REPS, seed=100 + i) - 0.05, (c, seq)
+
+
+def test_the_calibration_check_can_fail_for_a_sequential_certificate_that_repeats_fixed_n_tests():
+    """Re-running the fixed-n rules at full alpha on every look (what certify-until-decided must not
+    do) verifies a circuit at the edge of insufficiency more often than alpha allows."""
+    case = Case("insufficient, at the edge", 100, 0.4, EPS - CFG.tau - 0.001, (0.5, 0.5, 0.5), "accuracy")
+    naive = [CFG.alpha] * 6  # the whole alpha at each of the looks at 100, 200, ..., 3200
+    rate = sequential_verdicts(case, reps=400, cap=3200, alphas=naive, seed=5)["verified"]
+    assert rate > CFG.alpha + 3 * math.sqrt(CFG.alpha * (1 - CFG.alpha) / 400), rate

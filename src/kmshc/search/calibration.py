@@ -14,12 +14,13 @@ Outcomes share each example's difficulty, as nested head sets do on real data:
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from kmshc.search.certificate import CertificateConfig
 from kmshc.search.checks import verify_values
+from kmshc.search.sequential import Sequential, look_alphas, run_looks, schedule
 
 
 @dataclass(frozen=True)
@@ -84,3 +85,29 @@ def grid(epsilon: float = 0.9, tau: float = 0.05, ns: tuple[int, ...] = (200, 40
                 c("minimal-sufficient, close to eps", epsilon, [epsilon - 0.15] * 3),
             ]
     return cases
+
+
+def sequential_verdicts(case: Case, *, reps: int, cap: int, epsilon: float = 0.9,
+                        cfg: CertificateConfig = CertificateConfig(), coupling: float = 0.9,
+                        seed: int = 0, alphas: list[float] | None = None) -> dict[str, float]:
+    """Shares of ``reps`` sequential certificates of ``case`` ending ``verified``, ``refuted`` and
+    ``undecided``: the test split holds ``case.n`` examples, and each later look draws fresh ones
+    from the same truth, up to ``cap`` in all (:mod:`kmshc.search.sequential`). ``alphas``: the
+    error each look spends, instead of the certificate's spending (to show what a wrong one does)."""
+    rng = np.random.default_rng(seed)
+    heads = [f"h{i}" for i in range(len(case.r_removals))]
+
+    def values(n: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        x = draw(replace(case, n=n), rng, reps=1, coupling=coupling)[0]
+        acc = (x > 0).astype(float) if case.metric == "margin" else x
+        return {k: (x[i], acc[i]) for i, k in enumerate(["full", "base", "circuit", *heads])}
+
+    sizes = schedule(case.n, cap)
+    alphas = alphas or look_alphas(sizes, cfg.alpha, cfg.spending_power)
+    counts = {"verified": 0, "refuted": 0, "undecided": 0}
+    for _ in range(reps):
+        seq = Sequential(heads, epsilon, cfg, case.metric)
+        run_looks(seq, values(case.n), lambda k, count, rows: ({r: v for r, v in values(count).items() if r in rows},
+                                                               "simulated"), sizes, alphas, "test")
+        counts[seq.verdict] += 1
+    return {k: v / reps for k, v in counts.items()}
