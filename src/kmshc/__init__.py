@@ -10,6 +10,7 @@ The public API (imported on first use, so ``import kmshc`` stays cheap)::
     only_heads        context manager: run a model with only a circuit's heads
     Circuit           a head set with provenance; Circuit.load(path) / circuit.save(path)
     load_model        a Hugging Face / GGUF / embedded / tiny model and its tokenizer
+    report            write a run folder's report.html (kmshc report RUN_DIR)
     KmshcError        every user error
 
 ``search_circuit`` is not called ``search`` because :mod:`kmshc.search` is the subpackage of
@@ -33,6 +34,7 @@ _LAZY = {
     "Circuit": "kmshc.types",
     "KmshcError": "kmshc.types",
     "load_model": "kmshc.models",
+    "report": "kmshc.view",
 }
 __all__ = ["__version__", *_LAZY]
 

@@ -10,6 +10,7 @@
     kmshc rank     rank heads without training (attribution patching)
     kmshc toy      train a tiny model whose induction circuit is known
     kmshc redundancy  disjoint sufficient circuits one after another: knock-out curve, mixes
+    kmshc report   write RUN_DIR/report.html, one self-contained page that shows a circuit
 
 User errors (:class:`KmshcError`) print one clear line and exit with status 2; ``--debug``
 (before the verb, or anywhere among a verb's arguments) shows the traceback instead.
@@ -30,6 +31,7 @@ from kmshc.show import add_show_parser
 from kmshc.survey import add_tasks_parser
 from kmshc.toy import add_toy_parser
 from kmshc.types import KmshcError
+from kmshc.view.write import add_report_parser
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_rank_parser(sub)
     add_toy_parser(sub)
     add_redundancy_parser(sub)
+    add_report_parser(sub)
     return p
 
 
