@@ -4,7 +4,8 @@
 #  2. refine them to a 1-minimal sufficient head set, deciding each removal with confidence on the
 #     val split, and certify it on the held-out test split (docs/certificate.md)
 #     -> runs/default/circuit_searched.json;
-#  3. print the circuit and its certificate (with the full and all-ablated model's scores).
+#  3. print the circuit and its certificate (with the full and all-ablated model's scores);
+#  4. write runs/default/report.html (opens offline; logged to W&B as an HTML artifact) and print its path.
 # Idempotent: re-running replaces runs/default/. Threads: torch's default unless OMP_NUM_THREADS
 # is set (on a busy machine OMP_NUM_THREADS=1 uses the least CPU time).
 set -euo pipefail
@@ -19,3 +20,5 @@ echo "== 2. warm search + certificate: search.py --config configs/search/default
 $PY search.py --config configs/search/default.yaml --mode warm --from_run "$RUN" --overwrite true > /dev/null
 echo "== 3. the certified circuit ($RUN/circuit_searched.json)"
 $PY -m kmshc show "$RUN/circuit_searched.json"
+echo "== 4. the report: kmshc report $RUN --wandb"
+WANDB_SILENT=${WANDB_SILENT:-true} $PY -m kmshc report "$RUN" --wandb
