@@ -27,16 +27,16 @@ from kmshc.types import atomic_write_text
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "benchmarks.md"
-BLIMP = "../shared/data/blimp/{}.jsonl"
+BLIMP = "$KMSHC_DATA/blimp/{}.jsonl"  # a paradigm name's file, in the KMSHC_DATA folder (README, Data)
 
 
 def parser(description: str, pairs: int = 48) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=description)
     p.add_argument("--model", default="smollm2-135m", help="model spec (tiny-<arch> for smoke tests)")
     p.add_argument("--dtype", default="float32",
-                   help="float32 by default: this CPU has no AVX-512, and bf16 ran ~10x slower than fp32 here")
+                   help="float32 by default: on a CPU without native bf16, bf16 is emulated and slower")
     p.add_argument("--task", default="determiner_noun_agreement_1",
-                   help="a BLiMP paradigm name (read from ../shared/data/blimp/), a jsonl path, or 'grammar'")
+                   help="a BLiMP paradigm name (read from $KMSHC_DATA/blimp/), a jsonl path, or 'grammar'")
     p.add_argument("--pairs", type=int, default=pairs, help="minimal pairs scored per evaluation")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--seed", type=int, default=0)
@@ -66,8 +66,9 @@ def load_task(name: str, seed: int = 0) -> Task:
     """A BLiMP paradigm by name or path, or the generated ``grammar`` task."""
     if name == "grammar":
         return grammar_task(n=400, seed=seed)
-    path = name if name.endswith(".jsonl") else BLIMP.format(name)
-    return make_task("blimp", data=str(ROOT / path) if not os.path.isabs(path) else path)
+    if not name.endswith(".jsonl"):
+        return make_task("blimp", data=BLIMP.format(name))
+    return make_task("blimp", data=name if os.path.isabs(name) else str(ROOT / name))
 
 
 def task_splits(name: str, pairs: int, seed: int = 0) -> dict[str, Task]:

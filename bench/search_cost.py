@@ -116,7 +116,7 @@ def searched_route(name: str, circ: Circuit, *, training: float | None = None, r
                    extra_wall_s: float = 0.0, where: str) -> Route:
     """A :class:`Route` from a search's circuit (certificate and verify cost embedded)."""
     if circ.example_forwards is None:
-        raise KmshcError(f"{where}: no 'example_forwards' (written before costs were recorded); rerun the search")
+        raise KmshcError(f"{where}: no 'example_forwards' recorded; rerun the search to record its cost")
     cert = Certificate.from_dict(circ.certificate, where=f"{where}: certificate") if circ.certificate else None
     verify = CostRecord.from_dict(circ.extra.get("verify_cost"), where=f"{where}: field 'verify_cost'")
     search_cfg = circ.config.get("search", {})

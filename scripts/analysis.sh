@@ -30,7 +30,8 @@ FIG=${FIG:-docs/figures/analysis}  # compare output (report, tables, PNGs)
 SEEDS=${SEEDS:-"0 1 2"}
 ONLY=${ONLY:-"det_noun ioi greater_than induction"}  # which tasks, in this order per seed
 SPLITS="[0.2,0.4,0.4]"
-BLIMP=../shared/data/blimp
+# BLiMP paradigm files: kmshc reads $KMSHC_DATA/blimp/ (README, Data; a clear error when it is unset)
+BLIMP=${BLIMP:-'$KMSHC_DATA/blimp'}
 # Optional overrides (empty: the configs' values): STEPS gate-training steps, BATCH pairs per step,
 # LIMIT items per task (after the seeded shuffle; for smoke runs), DTYPE (default: the
 # configs' dtype: float32 for the generated tasks, `auto` for BLiMP, bf16 only where native).

@@ -24,7 +24,8 @@ DTYPE=${DTYPE:-auto}                   # auto: bf16 on CUDA or a CPU with native
 TRAIN=${TRAIN:-}                       # a folder of train.py runs named <task>_s0: start warm from them
 EXTRA=${EXTRA:-}                       # more search flags, e.g. "--metric margin"
 
-BLIMP=${BLIMP:-../shared/data/blimp}  # a folder of BLiMP paradigm files (docs/tasks.md says where to get them)
+# BLiMP paradigm files: kmshc reads $KMSHC_DATA/blimp/ (README, Data; a clear error when it is unset)
+BLIMP=${BLIMP:-'$KMSHC_DATA/blimp'}
 
 # name | config | overrides: both use configs/search/default.yaml (margin metric, confident adaptive
 # decisions); IOI at its epsilon 1.0, det_noun at the analysis grid's 0.9. A warm chain reads the

@@ -6,6 +6,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+# BLiMP tests read $KMSHC_DATA/blimp (README, Data) and skip without it; a checkout that sits
+# beside a shared data folder uses that one unless KMSHC_DATA says otherwise.
+if [ -z "${KMSHC_DATA:-}" ] && [ -d ../shared/data ]; then KMSHC_DATA=$(cd ../shared/data && pwd); export KMSHC_DATA; fi
 export WANDB_MODE=${WANDB_MODE:-offline} HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 workers=(-n "${KMSHC_TEST_WORKERS:-2}")
 # loadgroup: tests spread one by one, except those marked xdist_group (a module's expensive fixture

@@ -29,7 +29,6 @@ from pathlib import Path  # noqa: E402
 import pytest  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-BLIMP_DIR = (REPO / ".." / "shared" / "data" / "blimp").resolve()
 
 
 def pytest_collection_modifyitems(config, items):
@@ -43,9 +42,14 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(scope="session")
 def blimp_dir() -> Path:
-    if not BLIMP_DIR.is_dir():
-        pytest.skip(f"BLiMP data not found at {BLIMP_DIR}")
-    return BLIMP_DIR
+    """``$KMSHC_DATA/blimp``, the folder of BLiMP paradigm files (README, Data); tests that need it
+    skip, saying why, where it is not set or holds no such folder."""
+    root = os.environ.get("KMSHC_DATA")
+    if not root:
+        pytest.skip("KMSHC_DATA is not set: the folder that holds blimp/<paradigm>.jsonl (README, Data)")
+    if not (Path(root) / "blimp").is_dir():
+        pytest.skip(f"KMSHC_DATA={root} holds no blimp/ folder")
+    return Path(root) / "blimp"
 
 
 def _tiny(arch: str, attn: str = "eager"):

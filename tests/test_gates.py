@@ -1,4 +1,4 @@
-"""HardConcreteGates: shapes, ranges, the closed forms of DESIGN §2, gradients."""
+"""HardConcreteGates: shapes, ranges, the closed forms of the hard-concrete distribution, gradients."""
 import math
 
 import pytest

@@ -79,7 +79,7 @@ def test_settings_of_a_circuit_recover_the_bar_it_decided_against():
     search = {"epsilon": 0.9, "decision": "confident", "certificate": {"tau": 0.05}}
     val = {"score": 0.9, "threshold": 0.85, "units": "recovery lower bound"}
     old = Circuit("m", "t", ("L0H0",), 8, scores={"val": val}, config={"search": search})
-    got = settings_of(old)  # written before bar_slack was recorded: its bar 0.85 = 0.9 - 1.0 * 0.05
+    got = settings_of(old)  # bar_slack not recorded: from its bar 0.85 = 0.9 - 1.0 * 0.05
     assert got["bar_slack"] == pytest.approx(1.0) and "bar_slack" not in search
     assert SearchConfig(epsilon=0.9, bar_slack=got["bar_slack"]).bar == pytest.approx(0.85)
     new = Circuit("m", "t", ("L0H0",), 8, scores={"val": val}, config={"search": {**search, "bar_slack": 0.5}})

@@ -124,6 +124,17 @@ def _write(path, lines):
     return path
 
 
+def test_a_data_path_may_start_with_kmshc_data(tmp_path, monkeypatch):
+    (tmp_path / "blimp").mkdir()
+    _write(tmp_path / "blimp" / "p.jsonl", [{"sentence_good": "A cat sleeps.", "sentence_bad": "A cat sleep."}, "\n"])
+    monkeypatch.setenv("KMSHC_DATA", str(tmp_path))
+    for spelling in ("$KMSHC_DATA/blimp/p.jsonl", "${KMSHC_DATA}/blimp/p.jsonl"):
+        assert make_task("blimp", data=spelling).name == "p"
+    monkeypatch.delenv("KMSHC_DATA")
+    with pytest.raises(KmshcError, match=r"\$KMSHC_DATA/blimp/p.jsonl: .*KMSHC_DATA is not set"):
+        make_task("blimp", data="$KMSHC_DATA/blimp/p.jsonl")
+
+
 def test_blimp_reader_reads_fields_and_locations(tmp_path):
     p = _write(tmp_path / "ok.jsonl", [{"sentence_good": "A cat sleeps.", "sentence_bad": "A cat sleep.", "x": 1},
                                         "\n", "\n", {"sentence_good": "Dogs run.", "sentence_bad": "Dogs runs."}, "\n"])

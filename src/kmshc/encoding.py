@@ -22,7 +22,7 @@ def start_token_id(tokenizer) -> int:
     """The token prepended to every text, so that its first word is scored too.
 
     ``<|endoftext|>`` where the vocabulary has it (SmolLM2: its ``<|im_start|>`` BOS costs
-    11 points on subject–verb agreement, DESIGN §5), else the BOS token, else EOS.
+    11 points of accuracy on subject–verb agreement), else the BOS token, else EOS.
     """
     tid = tokenizer.convert_tokens_to_ids("<|endoftext|>")
     if isinstance(tid, int) and tid != getattr(tokenizer, "unk_token_id", None):

@@ -107,7 +107,7 @@ class GateModule(L.LightningModule):
         checkpoint["kmshc_cost"] = {"train": self.cost.state(), "validation": self.val_scorer.cost.state()}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        saved = checkpoint.get("kmshc_cost", {})  # absent in checkpoints written before costs were counted
+        saved = checkpoint.get("kmshc_cost", {})  # a checkpoint without counts starts from zero
         self.cost.restore(saved.get("train", {}))
         self.val_scorer.cost.restore(saved.get("validation", {}))
 

@@ -1,6 +1,6 @@
 """Training objectives for head gates, as pure functions, plus the sparsity controllers.
 
-Faithfulness terms (DESIGN §2), each a scalar mean over the batch:
+Faithfulness terms, each a scalar mean over the batch:
 
 * :func:`pair_margin_loss`: ``softplus(−(log p(good) − log p(bad)))`` for minimal pairs;
 * :func:`label_ce_loss`: cross-entropy over the label tokens' logits;

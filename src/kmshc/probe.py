@@ -2,7 +2,7 @@
 
 PCA of the features to ``D`` directions, then multinomial logistic regression, both fitted on
 one split and applied to another (the paper fitted and scored on the same sentences, which
-overstates separability; DESIGN §5 measured 0.78 on training points against ~0.6 held out).
+overstates separability: on SmolLM2 a probe scored 0.78 on its training points against ~0.6 held out).
 """
 from __future__ import annotations
 

@@ -74,8 +74,8 @@ def gates_record(exp, result: Attribution, start: list[str] | tuple[str, ...], s
 @dataclass(frozen=True)
 class RankRecord:
     """What a rank run's ``gates.json`` says about its own run: method, examples, starting-set size,
-    cost, wall time and ``steps``: the points on the gate path (1 for plain attribution and for
-    older files) or, for forward selection, the rounds."""
+    cost, wall time and ``steps``: the points on the gate path (1 for plain attribution, and where
+    a file does not record it) or, for forward selection, the rounds."""
 
     method: str
     n: int

@@ -1,4 +1,4 @@
-"""The score ``S(A)``: task accuracy with only the heads in ``A`` active (DESIGN §1).
+"""The score ``S(A)``: task accuracy with only the heads in ``A`` active.
 
 Three scorers: ``pair_logprob`` (minimal pairs), ``label_tokens`` (prompt + label words) and
 ``probe`` (the paper's PCA + linear probe, fitted on one split and scored on another).

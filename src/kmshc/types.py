@@ -167,7 +167,7 @@ CIRCUIT_FIELDS = ("model", "task", "scorer", "ablation", "semantics", "epsilon",
 
 @dataclass(frozen=True)
 class Circuit:
-    """A head set with its provenance, in the JSON form of DESIGN §4.
+    """A head set with its provenance, as written to ``circuit_*.json``.
 
     ``heads`` are sorted ``L{l}H{h}`` names; ``scores`` maps a label (e.g. ``"val"``,
     ``"test"``) to a score dict; ``certificate`` is the verification dict or ``None``.

@@ -25,7 +25,7 @@ def recorded_scores(entry: Entry) -> dict[str, Any]:
     """Test-split scores as the circuit file records them: certificate first, then ``scores.test``.
 
     Reads both certificate layouts: the statistical one (``threshold`` a number in the metric's
-    units; ``circuit.recovery`` with its lower confidence bound ``circuit.lower``) and the older
+    units; ``circuit.recovery`` with its lower confidence bound ``circuit.lower``) and the
     point one (``threshold: {"value": ...}``).
     """
     c = entry.circuit
@@ -47,6 +47,7 @@ def recorded_scores(entry: Entry) -> dict[str, Any]:
         "baseline_accuracy": (cert.get("baseline") or {}).get("accuracy"),
         "threshold": threshold.get("value") if isinstance(threshold, dict) else threshold,
         "verified": cert.get("verified"),
+        "verdict": cert.get("verdict", None if not cert else "verified" if cert.get("verified") else "undecided"),
     }
 
 

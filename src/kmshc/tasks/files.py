@@ -1,7 +1,13 @@
-"""Readers for task files. Every problem is reported with its file and line."""
+"""Readers for task files. Every problem is reported with its file and line.
+
+A data path may start with ``$KMSHC_DATA`` (or ``${KMSHC_DATA}``): the folder named by the
+``KMSHC_DATA`` environment variable, which holds ``blimp/<paradigm>.jsonl``. The shipped BLiMP
+configs name their file that way, so they run on any machine that sets the variable.
+"""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Iterator
 
@@ -10,8 +16,26 @@ from kmshc.tasks.defects import drop_defective_pairs
 from kmshc.types import KmshcError
 
 
+DATA_ENV = "KMSHC_DATA"
+
+
+def resolve_data_path(path: str | Path) -> Path:
+    """``path`` with a leading ``$KMSHC_DATA`` replaced by the variable's folder; a clear error
+    when the path names the variable and it is unset."""
+    text = str(path)
+    for prefix in (f"${DATA_ENV}", f"${{{DATA_ENV}}}"):
+        if text == prefix or text.startswith(prefix + "/"):
+            root = os.environ.get(DATA_ENV)
+            if not root:
+                raise KmshcError(f"{text}: the data path starts with ${DATA_ENV}, but {DATA_ENV} is not set; set it "
+                                 "to the folder that holds blimp/<paradigm>.jsonl (README, Data), or give the "
+                                 "file's own path")
+            return Path(root) / text[len(prefix):].lstrip("/")
+    return Path(path)
+
+
 def _records(path: str | Path) -> Iterator[tuple[int, dict]]:
-    path = Path(path)
+    path = resolve_data_path(path)
     if not path.exists():
         raise KmshcError(f"{path}: data file not found")
     if path.is_dir():
