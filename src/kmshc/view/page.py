@@ -64,7 +64,8 @@ def certificate_section(view: Optional[CertView]) -> str:
         return section("certificate", "3. Certificate", "<p>This circuit has no certificate (a learned circuit). "
                        "Certify it with <code>kmshc verify CIRCUIT</code>.</p>")
     c, eps, tau = view.circuit, view.epsilon, view.tau
-    head = (f'<p class="verdict"><b>{escape(view.verdict)}</b> on {escape(view.split)} (n = {view.n}, metric '
+    badge = {"verified": "ok", "refuted": "bad"}.get(view.verdict, "meh")
+    head = (f'<p class="verdict {badge}"><b>{escape(view.verdict)}</b> on {escape(view.split)} (n = {view.n}, metric '
             f"{escape(view.metric)}, {view.confidence:.0%}): {escape(view.reason)}.</p>"
             f"<p>r(C) = {fmt(c.recovery)}, lower bound {fmt(c.lower)} (must be ≥ ε − τ = {eps - tau:.3g}); "
             f"epsilon_range = {escape(str(view.epsilon_range or 'none'))}; full model {fmt(view.full.value)}, "

@@ -139,9 +139,10 @@ def intervals_svg(rows: Sequence[Interval], epsilon: float, tau: float) -> str:
     h = 30 + row * len(rows)
     x = lambda v: left + (v - lo) / ((hi - lo) or 1) * (w - left - 16)  # noqa: E731
     out = [f'<svg class="chart intervals" width="{w}" height="{h}" role="img">']
-    for v, label in ((epsilon - tau, "ε − τ"), (epsilon + tau, "ε + τ")):
+    for v, label, side in ((epsilon - tau, "ε − τ", "end"), (epsilon + tau, "ε + τ", "start")):
+        # the two labels sit on either side of their lines, so a small τ does not overlap them
         out.append(f'<line x1="{x(v):.1f}" x2="{x(v):.1f}" y1="14" y2="{h - 4}" class="ref"/>'
-                   f'<text x="{x(v):.1f}" y="11" class="ax">{label} = {v:.3g}</text>')
+                   f'<text x="{x(v) + (-3 if side == "end" else 3):.1f}" y="11" class="ax {side}">{label} = {v:.3g}</text>')
     for i, r in enumerate(rows):
         y, col = 26 + row * i, "#d62728" if r.kind.startswith("knockout") else "#1f77b4"
         a, b = x(r.lower if r.lower is not None else lo), x(r.upper if r.upper is not None else hi)
