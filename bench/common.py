@@ -1,8 +1,8 @@
 """Shared pieces of the benchmark scripts: arguments, data, timing, peak RSS, tables, the doc.
 
-Every benchmark runs its variants interleaved in one process (the machine is shared, so
-absolute times drift; ratios from one run are what the tables report) and appends its table,
-with the exact command, to ``docs/benchmarks.md``.
+Every benchmark runs its variants interleaved in one process (on a shared machine absolute
+times drift; ratios from one run are what the tables report) and writes its table, with the
+exact command, to a dated page ``docs/results/<date>-<script>.md`` (``--doc``).
 """
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ from kmshc.tasks.base import Task, split_task
 from kmshc.types import atomic_write_text
 
 ROOT = Path(__file__).resolve().parents[1]
-DOC = ROOT / "docs" / "benchmarks.md"
+RESULTS = ROOT / "docs" / "results"
 BLIMP = "$KMSHC_DATA/blimp/{}.jsonl"  # a paradigm name's file, in the KMSHC_DATA folder (README, Data)
 
 
@@ -41,7 +41,8 @@ def parser(description: str, pairs: int = 48) -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: leave torch's default)")
-    p.add_argument("--doc", default=str(DOC), help="markdown file to append the table to ('none': print only)")
+    p.add_argument("--doc", default="results", help="where the table goes: 'results' (the dated page "
+                   "docs/results/<date>-<script>.md), a markdown file to append it to, or 'none' (print only)")
     return p
 
 
@@ -51,6 +52,7 @@ def parse(p: argparse.ArgumentParser, argv: list[str] | None, script: str) -> ar
     args = p.parse_args(argv)
     rel = os.path.relpath(Path(script).resolve(), ROOT)
     args.command = "python " + " ".join(shlex.quote(a) for a in [rel, *argv])
+    args.script = Path(script).stem
     return args
 
 
@@ -116,8 +118,10 @@ def report(args: argparse.Namespace, title: str, tab: str, notes: list[str] | No
     section = "\n".join(parts).rstrip() + "\n\n"
     print(section)
     if args.doc != "none":
-        doc = Path(args.doc)
-        old = doc.read_text() if doc.exists() else "# Benchmarks\n\n"
+        doc = Path(args.doc) if args.doc != "results" else RESULTS / f"{when[:10]}-{args.script}.md"
+        first = (f"# Benchmarks: {args.script}\n\nGuide: [benchmarks.md](../benchmarks.md).\n\n"
+                 if args.doc == "results" else "# Benchmarks\n\n")
+        old = doc.read_text() if doc.exists() else first
         doc.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(doc, old + section)
     return section

@@ -8,7 +8,7 @@ and on CUDA, through the real entry points; checks that they agree and prints a 
 Agreement (both runs in float32 unless ``--cuda_dtype``): the full model's accuracy on the same
 pairs within ``--acc_tol``, and the learned and searched circuits by Jaccard similarity at least
 ``--min_jaccard`` (training draws its gate noise on the device, so circuits may differ a little).
-Exit status 1 when a check fails. The section is appended to docs/benchmarks.md unless ``--doc none``.
+Exit status 1 when a check fails. The section goes to a dated page in docs/results/ unless ``--doc none``.
 """
 from __future__ import annotations
 
@@ -102,7 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--acc_tol", type=float, default=0.01)
     p.add_argument("--min_jaccard", type=float, default=0.5)
     p.add_argument("--runs_dir", default="runs/gpu_check")
-    p.add_argument("--doc", default=str(ROOT / "docs" / "benchmarks.md"), help="'none': print only")
+    p.add_argument("--doc", default="results", help="'results': a dated page in docs/results/; a file to append "
+                   "to; 'none': print only")
     p.add_argument("--dry-run", action="store_true", help="print the commands and exit")
     args = parse(p, argv, __file__)
     runs = (ROOT / args.runs_dir).resolve()

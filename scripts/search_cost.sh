@@ -29,7 +29,7 @@ ATT_METHOD=${ATT_METHOD:-attribution}  # the ranking: attribution or integrated_
 ATT_ARGS=${ATT_ARGS:-}              # more `kmshc rank` flags, e.g. "--steps 5" or "--coverage 0.5"
 ATT_SUFFIX=${ATT_SUFFIX:--att}      # the route's folder: $OUT/<task>_s$SEED$ATT_SUFFIX
 CPR=${CPR:-1}                       # 1: also score each circuit's faithfulness curve (CPR) on test
-DOC=${DOC:-docs/benchmarks.md}      # where the tables go ('none': print only)
+DOC=${DOC:-results}                # where the tables go: results (a dated page in docs/results/), a file, or none
 
 # search $run $out $adaptive: the warm search from $run into $out with the run's own search settings
 search() {

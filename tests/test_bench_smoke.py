@@ -63,6 +63,16 @@ def test_bench_module_writes_atomically_appending(tmp_path):
     assert text.index("### one") < text.index("### two") and "| 1 | 0.5 |" in text
 
 
+def test_a_benchmark_writes_a_dated_results_page_by_default(tmp_path, monkeypatch):
+    common = load("common")
+    monkeypatch.setattr(common, "RESULTS", tmp_path)
+    args = common.parse(common.parser("x"), [], str(BENCH / "x.py"))
+    common.report(args, "one", common.table(["a"], [[1]]))
+    (page,) = tmp_path.glob("*-x.md")
+    assert re.fullmatch(r"\d{4}-\d{2}-\d{2}-x", page.stem), page.name
+    assert page.read_text().startswith("# Benchmarks: x") and "`python bench/x.py`" in page.read_text()
+
+
 def test_oracle_reports_exact_minimum_rates(tmp_path):
     doc = tmp_path / "b.md"
     out = load("oracle").main(["--seeds", "2", "--model-seeds", "1", "--layers", "3", "--heads", "2", "--model-layers", "3", "--model-heads", "2",
