@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import ast
 import json
+import os
 import re
 import shlex
 from pathlib import Path
@@ -208,3 +209,30 @@ def test_view_files_and_functions_stay_short():
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
                 n = node.end_lineno - node.lineno + 1
                 assert n <= 60, f"{path.name}:{node.lineno} {node.name} has {n} lines"
+
+
+def test_redundancy_and_compare_folders_link_a_report_per_run(run, tmp_path):
+    from kmshc.view import report
+    from kmshc.view.index import chain
+    est = lambda r: {"value": r, "accuracy": r, "recovery": r, "lower": r - 0.1, "upper": r + 0.1}  # noqa: E731
+    red = tmp_path / "red"
+    red.mkdir()
+    d = {"stop": "no_sufficient_set", "why": "nothing left",
+         "circuits": [{"name": "C1", "heads": CIRCUIT, "size": 2, "verified": False,
+                       "path": str(run / "circuit_searched.json")}],
+         "analysis": {"epsilon": 0.9, "tau": 0.05, "knockouts": [{"label": "M", "size": 8, "estimate": est(1.0)},
+                                                                  {"label": "M \\ (C1)", "size": 6,
+                                                                   "estimate": est(0.2), "verdict": "collapse"}]}}
+    (red / "redundancy.json").write_text(json.dumps(d))
+    links, knocks = chain(red, d)
+    assert links[0].run_dir == run and [(k.k, k.recovery, k.verdict) for k in knocks] == [(0, 1.0, None),
+                                                                                          (1, 0.2, "collapse")]
+    html = report(red, model=False).read_text()
+    assert f'href="{Path(os.path.relpath(run / "report.html", red)).as_posix()}"' in html and "collapse" in html
+    cmp = tmp_path / "cmp"
+    cmp.mkdir()
+    (cmp / "compare.json").write_text(json.dumps({"circuits": [
+        {"label": "t:warm", "task": "grammar", "method": "warm", "size": 2, "path": str(run / "circuit_searched.json")},
+        {"label": "gone", "task": "grammar", "method": "warm", "size": 0, "path": str(tmp_path / "gone" / "c.json")}]}))
+    html = report(cmp, model=False).read_text()
+    assert html.count(">report</a>") == 1 and "(run folder not found)" in html
