@@ -236,3 +236,15 @@ def test_redundancy_and_compare_folders_link_a_report_per_run(run, tmp_path):
         {"label": "gone", "task": "grammar", "method": "warm", "size": 0, "path": str(tmp_path / "gone" / "c.json")}]}))
     html = report(cmp, model=False).read_text()
     assert html.count(">report</a>") == 1 and "(run folder not found)" in html
+
+
+def test_wandb_logs_the_page_offline(run, page, tmp_path, monkeypatch):
+    import shutil
+    from kmshc.view.write import log_to_wandb
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    copy = tmp_path / "report.html"
+    shutil.copy(run / "report.html", copy)
+    log_to_wandb(copy)
+    logged = list((tmp_path / "wandb").glob("offline-run-*/files/media/html/*.html"))
+    assert len(logged) == 1 and 'id="summary"' in logged[0].read_text()
