@@ -152,3 +152,17 @@ def test_scored_rounds_are_read_back_on_resume_instead_of_scored_again(tmp_path)
     store.wrap(again, "r1:y")(masks[:1])  # another round's items: scored anew
     assert again.calls == 1
     assert ScoredRounds(tmp_path / "r.npz", resume=False).store == {}  # no resume: start afresh
+
+
+def test_placing_the_truth_on_a_boundary_sets_the_population_recovery_exactly():
+    from kmshc.search.calibration import place_truth, population_recovery, resampled_verdicts
+    rng = np.random.default_rng(5)
+    pop = population(rng, 2000, 1.02, [0.8, 0.85])
+    for row, r in (("circuit", 0.95), ("h1", 1.05)):
+        moved = place_truth(pop, row, r)
+        assert population_recovery(moved, row) == pytest.approx(r)
+        assert np.allclose(np.diff(moved[row][0] - pop[row][0]), 0)  # a constant shift: the spread is kept
+    as_is = resampled_verdicts(pop, ["h0", "h1"], n0=100, cap=1600, reps=100, epsilon=1.0, seed=1)
+    edge = resampled_verdicts(place_truth(pop, "circuit", 0.95), ["h0", "h1"], n0=100, cap=1600, reps=100,
+                              epsilon=1.0, seed=1)
+    assert as_is["verified"] > 0.8 and edge["verified"] < 0.1 and as_is["items"] >= 100

@@ -125,15 +125,21 @@ def search_circuit(experiment: Experiment, *, gates: LearnedGates | Mapping[str,
 
 
 def certify_circuit(experiment: Experiment, circuit: Circuit, *, split: str = "test",
-                    metric: str = SearchConfig.metric, config=None) -> Circuit:
+                    metric: str = SearchConfig.metric, config=None,
+                    until_decided: bool = SearchConfig.certify_until_decided,
+                    max_test_items: int = SearchConfig.max_test_items) -> Circuit:
     """``circuit`` with its certificate on ``split`` (one the search never saw), with the circuit's
     own ε, threshold, semantics and seed; ``metric``: ``accuracy`` or ``margin`` (default: the search
     config's); ``config``: a :class:`~kmshc.search.certificate.CertificateConfig` (confidence,
-    tolerance, controls)."""
-    from kmshc.search import CertificateConfig, certify
-    cert = certify(experiment.scorer_for(split).outcomes, experiment.shape, circuit.heads,
-                   semantics=circuit.semantics, epsilon=circuit.epsilon, threshold=circuit.config.get("threshold"),
-                   K=circuit.K, metric=metric, config=config or CertificateConfig(seed=circuit.seed), split=split)
+    tolerance, controls). ``until_decided``: while the verdict is undecided, score fresh items no
+    split used, up to ``max_test_items`` in all (``certificate.verdict`` says what it found)."""
+    from kmshc.search import CertificateConfig
+    from kmshc.search.rounds import Certifier, ScoredRounds
+    cfg = SearchConfig(experiment=experiment, metric=metric, certificate=config or CertificateConfig(seed=circuit.seed),
+                       verify_split=split, certify_until_decided=until_decided, max_test_items=max_test_items)
+    cert = Certifier(cfg, experiment, ScoredRounds(None, resume=False), []).certify(
+        circuit.heads, semantics=circuit.semantics, epsilon=circuit.epsilon, threshold=circuit.config.get("threshold"),
+        K=circuit.K)
     c = cert.circuit
     scores = {**circuit.scores, split: {"accuracy": c.accuracy, "score": c.value, "recovery": c.recovery,
                                         "recovery_lower": c.lower, "metric": metric, "n": cert.n}}

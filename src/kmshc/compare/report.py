@@ -101,7 +101,7 @@ def markdown(result: dict, images: Sequence[Path], out: Path, title: str) -> str
     a = result["analysis"]
     d = a["definitions"]
     cols = ["label", "task", "method", "seed", "size", "accuracy", "ci", "metric", "recovery", "recovery_lower",
-            "full_accuracy", "threshold", "verified", "epsilon_range", "evaluations", "wall_time_s"]
+            "full_accuracy", "threshold", "verdict", "epsilon_range", "evaluations", "wall_time_s"]
     if any("rescored_accuracy" in r for r in result["circuits"]):
         cols += ["rescored_n", "rescored_accuracy", "rescored_ci", "rescored_full_accuracy"]
     md = [f"# {title}", "", f"{len(result['circuits'])} circuits, model shape {result['shape'][0]} layers × "

@@ -111,3 +111,48 @@ def sequential_verdicts(case: Case, *, reps: int, cap: int, epsilon: float = 0.9
                                                                "simulated"), sizes, alphas, "test")
         counts[seq.verdict] += 1
     return {k: v / reps for k, v in counts.items()}
+
+
+# ------------------------------------------------------- resampling real per-example values
+Population = dict[str, tuple[np.ndarray, np.ndarray]]  # row -> (metric values [N], 0/1 accuracy [N])
+
+
+def place_truth(pop: Population, row: str, r: float) -> Population:
+    """``pop`` with row ``row`` shifted by a constant so that its population recovery
+    ``(mean x_row − mean x_B) / (mean x_M − mean x_B)`` is exactly ``r``: the truth placed on a
+    boundary of the claim, with the row's real per-example spread and its pairing kept."""
+    xm, xb = pop["full"][0].mean(), pop["base"][0].mean()
+    x, acc = pop[row]
+    shifted = x + (r * (xm - xb) + xb - x.mean())
+    return {**pop, row: (shifted, acc)}
+
+
+def population_recovery(pop: Population, row: str) -> float:
+    xm, xb = pop["full"][0].mean(), pop["base"][0].mean()
+    return float((pop[row][0].mean() - xb) / (xm - xb))
+
+
+def resampled_verdicts(pop: Population, heads: list[str], *, n0: int, cap: int, reps: int, epsilon: float,
+                       cfg: CertificateConfig = CertificateConfig(), metric: str = "margin",
+                       seed: int = 0) -> dict[str, float]:
+    """Shares of ``reps`` sequential certificates ending verified / refuted / undecided when every
+    round draws its items from ``pop`` (with replacement, rows kept paired), and the mean number of
+    items they used (``"items"``)."""
+    rng = np.random.default_rng(seed)
+    size = len(pop["full"][0])
+
+    def values(n: int, rows) -> Population:
+        idx = rng.integers(0, size, n)
+        return {r: (pop[r][0][idx], pop[r][1][idx]) for r in rows}
+
+    sizes = schedule(n0, cap)
+    alphas = look_alphas(sizes, cfg.alpha, cfg.spending_power)
+    counts = {"verified": 0, "refuted": 0, "undecided": 0}
+    used = 0
+    for _ in range(reps):
+        seq = Sequential(heads, epsilon, cfg, metric)
+        looks, _ = run_looks(seq, values(n0, ["full", "base", "circuit", *heads]),
+                             lambda k, count, rows: (values(count, rows), "resampled"), sizes, alphas, "test")
+        counts[seq.verdict] += 1
+        used += looks[-1].n
+    return {**{k: v / reps for k, v in counts.items()}, "items": used / reps}
