@@ -64,7 +64,7 @@ def unique_masks(ranked: Sequence[Sequence[str]], ks: Sequence[int], shape: tupl
     return torch.stack(masks), torch.tensor(index)
 
 
-def score_curves(exp, files: RunFiles, shape: tuple[int, int], n_items: int = 24) -> Curves:
+def score_curves(exp, files: RunFiles, shape: tuple[int, int], n_items: int = 16) -> Curves:
     """Curves of :func:`rankings` on the first ``n_items`` of ``exp``'s test split."""
     labelled = rankings(files, shape)
     ks = grid(shape[0] * shape[1])

@@ -149,8 +149,8 @@ def _examples(tok, seqs, query, tokens, patterns, heads: Sequence[str], n: int) 
     return tuple(out)
 
 
-def probe_heads(model: nn.Module, tok, task, heads: Sequence[str], *, n_items: int = 16, n_examples: int = 3,
-                n_seq: int = 16, min_share: float = 0.9) -> HeadProbe:
+def probe_heads(model: nn.Module, tok, task, heads: Sequence[str], *, n_items: int = 12, n_examples: int = 3,
+                n_seq: int = 8, min_share: float = 0.9) -> HeadProbe:
     """Section 5 for ``heads`` (the circuit, most important first) on ``task`` (the test split)."""
     from kmshc.diagnostics import attention_at, head_diagnostics
     from kmshc.encoding import encode

@@ -26,11 +26,11 @@ class Options:
     answer attention and direct effects (the first 3 also show their patterns)."""
 
     model: bool = True
-    curve_items: int = 24
-    probe_items: int = 16
+    curve_items: int = 16
+    probe_items: int = 12
 
 
-def report(run_dir: str | os.PathLike, *, model: bool = True, curve_items: int = 24, probe_items: int = 16,
+def report(run_dir: str | os.PathLike, *, model: bool = True, curve_items: int = 16, probe_items: int = 12,
            wandb: bool = False) -> Path:
     """Write ``run_dir/report.html`` (see the module doc) and return its path.
 
@@ -132,8 +132,8 @@ def add_report_parser(sub) -> None:
     s.add_argument("run_dir", metavar="RUN_DIR", help="a run folder (train, search, rank), or a compare or "
                                                        "redundancy output folder")
     s.add_argument("--no_model", action="store_true", help="leave out the sections that need the model (4, 5)")
-    s.add_argument("--curve_items", type=int, default=24, help="test items the faithfulness curves are scored on")
-    s.add_argument("--probe_items", type=int, default=16, help="test items for attention to the answer and "
+    s.add_argument("--curve_items", type=int, default=16, help="test items the faithfulness curves are scored on")
+    s.add_argument("--probe_items", type=int, default=12, help="test items for attention to the answer and "
                                                                "direct effects (the first 3 show patterns)")
     s.add_argument("--wandb", action="store_true", help="also log the page to W&B as an HTML artifact (offline "
                                                         "unless WANDB_MODE says otherwise)")
