@@ -36,7 +36,7 @@ def mask_of(active: Iterable[int], shape: tuple[int, int]) -> torch.Tensor:
 
 def threshold_value(full: float, baseline: float, epsilon: float, absolute: float | None = None,
                     where: str = "search split") -> float:
-    """``U_ε = S(B) + ε·(S(M) − S(B))`` (DESIGN §1), or ``absolute``; errors when unreachable."""
+    """``U_ε = S(B) + ε·(S(M) − S(B))``, or ``absolute``; errors when unreachable."""
     if not 0 < epsilon <= 1:
         raise KmshcError(f"epsilon: expected a value in (0, 1], got {epsilon}")
     if absolute is not None:

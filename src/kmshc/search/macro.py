@@ -1,4 +1,4 @@
-"""Macro layer search (DESIGN §2, step 1): which layers matter, from sliding-window ablations.
+"""Macro layer search (the search's step 1): which layers matter, from sliding-window ablations.
 
 A window of ``w`` consecutive layers is switched off (all its heads ablated) and scored. The
 paper's per-layer drop is ``Δℓ = S(M) − max`` over the windows containing ℓ (equivalently the

@@ -1,4 +1,4 @@
-"""Micro head search (DESIGN §2, step 2) in both semantics of DESIGN §1.
+"""Micro head search (the search's step 2, after the macro layer search) in both semantics, keep and paper.
 
 * ``paper`` semantics (:func:`restore_loop`): heads in ``C`` are ablated except a restored
   bundle ``C'``; a bundle passes when ``S((M \\ C) ∪ C') ≥ U``. Each round scores ``N``
