@@ -19,8 +19,8 @@ from typing import Callable
 
 import torch
 
-from kmshc.memory import peak_rss_mb  # noqa: F401  (re-exported for the benchmarks)
-from kmshc.models import load_model
+from kmshc.engine.memory import peak_rss_mb  # noqa: F401  (re-exported for the benchmarks)
+from kmshc.engine.models import load_model
 from kmshc.tasks import grammar_task, make_task
 from kmshc.tasks.base import Task, split_task
 from kmshc.types import atomic_write_text

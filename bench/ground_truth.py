@@ -27,11 +27,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 from common import parse, table  # noqa: E402
 
-from kmshc.diagnostics import HeadDiagnostics, head_diagnostics  # noqa: E402
+from kmshc.engine.diagnostics import HeadDiagnostics, head_diagnostics  # noqa: E402
 from kmshc.experiment import Experiment  # noqa: E402
 from kmshc.ground_truth import (INDUCTION_THRESHOLD, PREV_THRESHOLD, SingleAblation, agreement,  # noqa: E402
                                 chance, reference_circuit, single_ablation)
-from kmshc.models import load_model  # noqa: E402
+from kmshc.engine.models import load_model  # noqa: E402
 from kmshc.toy import ToyConfig, save_toy, train_toy  # noqa: E402
 from kmshc.types import atomic_write_json, atomic_write_text, read_circuit  # noqa: E402
 

@@ -16,8 +16,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import interleaved, parse, parser, peak_rss_mb, report, setup, table, task_splits  # noqa: E402
 
-from kmshc.architectures import head_shape  # noqa: E402
-from kmshc.scoring import Scorer  # noqa: E402
+from kmshc.engine.architectures import head_shape  # noqa: E402
+from kmshc.engine.scoring import Scorer  # noqa: E402
 
 
 def bundle_masks(n: int, n_layers: int, n_heads: int, first: int, gen: torch.Generator) -> torch.Tensor:

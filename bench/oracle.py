@@ -21,10 +21,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import parse, parser, peak_rss_mb, report, table, task_splits  # noqa: E402
 
-from kmshc.architectures import head_shape  # noqa: E402
-from kmshc.scoring import Scorer  # noqa: E402
+from kmshc.engine.architectures import head_shape  # noqa: E402
+from kmshc.engine.scoring import Scorer  # noqa: E402
 from kmshc.search import Recorder, cold_search, refine  # noqa: E402
-from kmshc.tiny import tiny_model  # noqa: E402
+from kmshc.engine.tiny import tiny_model  # noqa: E402
 
 
 def subsets(n: int) -> torch.Tensor:

@@ -15,11 +15,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import interleaved, parse, parser, peak_rss_mb, report, setup, table, task_splits  # noqa: E402
 
-from kmshc.ablation import make_ablation  # noqa: E402
-from kmshc.architectures import head_shape  # noqa: E402
-from kmshc.encoding import encode  # noqa: E402
-from kmshc.hooks import gated  # noqa: E402
-from kmshc.readout import final_hidden  # noqa: E402
+from kmshc.engine.ablation import make_ablation  # noqa: E402
+from kmshc.engine.architectures import head_shape  # noqa: E402
+from kmshc.engine.encoding import encode  # noqa: E402
+from kmshc.engine.hooks import gated  # noqa: E402
+from kmshc.engine.readout import final_hidden  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:

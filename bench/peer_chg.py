@@ -22,9 +22,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import parse, parser, peak_rss_mb, report, setup, table, task_splits  # noqa: E402
 
-from kmshc.architectures import head_shape  # noqa: E402
+from kmshc.engine.architectures import head_shape  # noqa: E402
 from kmshc.experiment import Experiment  # noqa: E402
-from kmshc.scoring import Scorer  # noqa: E402
+from kmshc.engine.scoring import Scorer  # noqa: E402
 from kmshc.types import parse_head  # noqa: E402
 
 

@@ -3,7 +3,7 @@
 The certificate scores ``{C, C∖{h} for h in C, random controls}`` in one call. Those masks differ
 at many layers, so the stack as a whole shares no prefix; grouping each mask with the reference
 by the layer where it first differs lets ``C∖{h}`` skip the layers below ``h``. Layer-rows
-(rows × decoder layers actually run, :mod:`kmshc.cost`) are exact; the time is one run of each.
+(rows × decoder layers actually run, :mod:`kmshc.engine.cost`) are exact; the time is one run of each.
 
     python bench/prefix_groups.py --model smollm2-135m --task ioi --pairs 400 --heads 12 --controls 4
 """
@@ -18,11 +18,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import parse, parser, peak_rss_mb, report, setup, table, task_splits, timed  # noqa: E402
 
-from kmshc.architectures import head_shape  # noqa: E402
-from kmshc.scoring import Scorer  # noqa: E402
+from kmshc.engine.architectures import head_shape  # noqa: E402
+from kmshc.engine.scoring import Scorer  # noqa: E402
 from kmshc.tasks import GENERATED_TASKS, make_task  # noqa: E402
 from kmshc.tasks.base import Task, split_task  # noqa: E402
-from kmshc.tiny import tiny_model  # noqa: E402
+from kmshc.engine.tiny import tiny_model  # noqa: E402
 
 
 def splits(name: str, pairs: int, seed: int) -> dict[str, Task]:

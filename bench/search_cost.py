@@ -9,7 +9,7 @@ Three routes to a circuit on the same experiment (model, task, splits, ablation)
 * **attribution**: ``kmshc rank --method attribution`` (one forward+backward pass over train), then
   the warm search started from that ranking.
 
-Every stage is counted in **example forwards** (:mod:`kmshc.cost`: one example through all decoder
+Every stage is counted in **example forwards** (:mod:`kmshc.engine.cost`: one example through all decoder
 layers; a backward counts like a forward), read from the run files: training from
 ``circuit_learned.json`` (its training steps and in-training validation), ranking from the rank run's
 ``gates.json``, search from ``circuit_searched.json`` and certificate from its ``verify_cost``.
@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import ROOT, parse, parser, peak_rss_mb, report, table  # noqa: E402
 
 from kmshc.rank_cli import read_rank_record  # noqa: E402
-from kmshc.cost import CostRecord  # noqa: E402
+from kmshc.engine.cost import CostRecord  # noqa: E402
 from kmshc.search.certificate import Certificate  # noqa: E402
 from kmshc.types import Circuit, KmshcError, read_circuit  # noqa: E402
 

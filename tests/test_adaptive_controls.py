@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from kmshc import stats
-from kmshc.readout import Outcome
+from kmshc.engine.readout import Outcome
 from kmshc.search.decide import RecoveryScores, split_chunks
 from kmshc.search.refine import refine
 from kmshc.search.seen import SeenSets

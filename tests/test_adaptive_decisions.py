@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from kmshc.readout import Outcome
+from kmshc.engine.readout import Outcome
 from kmshc.search.decide import RecoveryScores, spending, split_chunks
 
 FULL, BASE, A = torch.ones(1, 4), torch.zeros(1, 4), torch.tensor([[1.0, 0, 0, 0]])

@@ -9,14 +9,14 @@ from pathlib import Path
 import pytest
 import torch
 
-import kmshc.readout
+import kmshc.engine.readout
 from kmshc.attribution import head_attribution, starting_set
 from kmshc.cli import main as kmshc_main
-from kmshc.scoring import Scorer
+from kmshc.engine.scoring import Scorer
 from kmshc.search.rundir import read_gates
 from kmshc.tasks import grammar_task
 from kmshc.tasks.base import LabelItem, Task
-from kmshc.tiny import tiny_model
+from kmshc.engine.tiny import tiny_model
 from kmshc.types import KmshcError, read_circuit
 
 REPO = Path(__file__).resolve().parents[1]
@@ -29,7 +29,7 @@ PROMPTS = Task("l", "labels", tuple(LabelItem(f"{a} + {b} = {a + b + i % 2}. Ans
 @pytest.fixture
 def float64_logits(monkeypatch):
     """Scorers form logits in float32; in float64 a finite difference resolves the first order."""
-    monkeypatch.setattr(kmshc.readout, "logits_from_hidden", lambda model, h: model.get_output_embeddings()(h).double())
+    monkeypatch.setattr(kmshc.engine.readout, "logits_from_hidden", lambda model, h: model.get_output_embeddings()(h).double())
 
 
 def split_metric(scorer: Scorer, gates: torch.Tensor) -> float:

@@ -67,8 +67,8 @@ def test_induction_repeats_the_first_half_and_the_counterfactual_redraws_it():
 @pytest.mark.slow
 def test_counterfactuals_align_token_for_token_on_smollm2():
     """Names, words and digits are single SmolLM2 tokens, so every counterfactual aligns."""
-    from kmshc.encoding import encode
-    from kmshc.models import load_model
+    from kmshc.engine.encoding import encode
+    from kmshc.engine.models import load_model
     _, tok = load_model("smollm2-135m")
     for name in CIRCUIT_TASKS:
         data = encode(make_task(name, seed=0), tok)  # raises on any misaligned counterfactual

@@ -9,7 +9,7 @@ import torch
 
 from kmshc.cli import main
 from kmshc.experiment import Experiment
-from kmshc.scoring import Scorer
+from kmshc.engine.scoring import Scorer
 
 REQUIRED = {"accuracy", "n", "model", "task", "ablation", "kept_heads"}
 

@@ -9,8 +9,8 @@ import torch
 from kmshc.cli import main
 from kmshc.compare import load_entries
 from kmshc.compare.head_scores import compare_diagnostics, summarise
-from kmshc.diagnostics import answer_positions, attention_patterns, head_diagnostics
-from kmshc.encoding import encode
+from kmshc.engine.diagnostics import answer_positions, attention_patterns, head_diagnostics
+from kmshc.engine.encoding import encode
 from kmshc.experiment import Experiment
 from kmshc.types import Circuit, KmshcError
 
@@ -52,7 +52,7 @@ def runs(tmp_path):
 
 
 def _direct_answer_scores(exp: Experiment, n_items: int) -> torch.Tensor:
-    """The IOI answer score computed pair by pair, unpadded, without :func:`kmshc.diagnostics.attention_at`."""
+    """The IOI answer score computed pair by pair, unpadded, without :func:`kmshc.engine.diagnostics.attention_at`."""
     model, tok = exp.loaded
     enc = encode(exp.splits["test"], tok)
     total, count = torch.zeros(2, 4), 0

@@ -1,4 +1,4 @@
-"""Cost counting (kmshc.cost): exact example-forward counts on tiny models, through the prefix
+"""Cost counting (kmshc.engine.cost): exact example-forward counts on tiny models, through the prefix
 cache, backward passes, the search log (resume) and the circuit JSON."""
 from __future__ import annotations
 
@@ -8,14 +8,14 @@ import random
 import pytest
 import torch
 
-from kmshc.cost import RowCount
-from kmshc.hooks import count_rows, gated
-from kmshc.readout import final_hidden
-from kmshc.scoring import Scorer
+from kmshc.engine.cost import RowCount
+from kmshc.engine.hooks import count_rows, gated
+from kmshc.engine.readout import final_hidden
+from kmshc.engine.scoring import Scorer
 from kmshc.search import Recorder, refine
 from kmshc.tasks import grammar_task
 from kmshc.tasks.base import LabelItem, Task
-from kmshc.tiny import tiny_model
+from kmshc.engine.tiny import tiny_model
 from kmshc.types import Circuit, KmshcError, circuit_from_dict, read_circuit
 
 L, H, N = 4, 4, 10

@@ -8,19 +8,19 @@ from __future__ import annotations
 import pytest
 import torch
 
-from kmshc.ablation import CounterfactualAblation, make_ablation
-from kmshc.encoding import encode
+from kmshc.engine.ablation import CounterfactualAblation, make_ablation
+from kmshc.engine.encoding import encode
 from kmshc.experiment import Experiment
-from kmshc.hooks import capture_head_outputs, gated
+from kmshc.engine.hooks import capture_head_outputs, gated
 from kmshc.module import GateModule
 from kmshc.datamodule import batch_of
 from kmshc.objectives import pair_margin_loss
-from kmshc.prefix import gated_hidden
-from kmshc.readout import final_hidden
-from kmshc.scoring import Scorer
+from kmshc.engine.prefix import gated_hidden
+from kmshc.engine.readout import final_hidden
+from kmshc.engine.scoring import Scorer
 from kmshc.tasks import grammar_task, ioi_task
 from kmshc.tasks.base import PairItem, Task
-from kmshc.tiny import tiny_model, tiny_tokenizer
+from kmshc.engine.tiny import tiny_model, tiny_tokenizer
 from kmshc.types import KmshcError
 
 N_LAYERS, N_HEADS = 3, 4

@@ -16,7 +16,7 @@ from kmshc.cli import build_parser
 from kmshc.entry.search import parse as parse_search
 from kmshc.experiment import Experiment
 from kmshc.module import GateModule
-from kmshc.scoring import Scorer
+from kmshc.engine.scoring import Scorer
 from kmshc.search.config import SearchConfig
 from kmshc.types import Circuit
 

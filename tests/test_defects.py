@@ -32,7 +32,7 @@ def _no_tokenizer():
 
 @pytest.fixture(scope="module")
 def cased():
-    from kmshc.tiny import tiny_tokenizer
+    from kmshc.engine.tiny import tiny_tokenizer
     return tiny_tokenizer()
 
 
@@ -41,7 +41,7 @@ def uncased():
     """The tiny tokenizer with a lower-casing normaliser: 'The dog.' and 'the dog.' become the same tokens."""
     from tokenizers import normalizers
 
-    from kmshc.tiny import tiny_tokenizer
+    from kmshc.engine.tiny import tiny_tokenizer
     tok = copy.deepcopy(tiny_tokenizer())
     tok.backend_tokenizer.normalizer = normalizers.Lowercase()
     return tok

@@ -11,10 +11,10 @@ import pytest
 import torch
 from torch import nn
 
-from kmshc import models
-from kmshc.device import (execution_device, input_device, lightning_accelerator, parse_device_spec,
+from kmshc.engine import models
+from kmshc.engine.device import (execution_device, input_device, lightning_accelerator, parse_device_spec,
                           resolve_device)
-from kmshc.encoding import Batch
+from kmshc.engine.encoding import Batch
 from kmshc.experiment import Experiment
 from kmshc.types import KmshcError
 

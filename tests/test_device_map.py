@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from kmshc.device import execution_device, input_device, model_devices
+from kmshc.engine.device import execution_device, input_device, model_devices
 from kmshc.experiment import Experiment
-from kmshc.hooks import gated
-from kmshc.models import load_model
+from kmshc.engine.hooks import gated
+from kmshc.engine.models import load_model
 from kmshc.types import KmshcError
 
 SPLIT = {"model.embed_tokens": "cpu", "model.rotary_emb": "cpu", "model.layers.0": "cpu", "model.layers.1": "disk",

@@ -6,10 +6,10 @@ import sys
 import pytest
 import torch
 
-from kmshc.diagnostics import (attention_at, attention_patterns, current_token_scores, duplicate_token_scores,
+from kmshc.engine.diagnostics import (attention_at, attention_patterns, current_token_scores, duplicate_token_scores,
                                eager_attention, final_position_scores, head_diagnostics, induction_scores,
                                previous_token_scores, repeated_random_tokens)
-from kmshc.tiny import tiny_model
+from kmshc.engine.tiny import tiny_model
 
 PERIOD, B = 5, 3
 T = 1 + 2 * PERIOD

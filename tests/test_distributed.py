@@ -78,7 +78,7 @@ def test_two_ranks_resume_a_capped_run_to_the_same_circuit(tmp_path, one_process
 
 def _gather_worker(rank: int, port: int, out: str) -> None:
     import torch.distributed as dist
-    from kmshc import distributed as kd
+    from kmshc.engine import distributed as kd
     from kmshc.types import KmshcError
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=2)

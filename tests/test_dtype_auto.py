@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from kmshc import models
+from kmshc.engine import models
 from kmshc.types import KmshcError
 
 

@@ -8,12 +8,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from kmshc.ablation import folds_exactly, make_ablation
+from kmshc.engine.ablation import folds_exactly, make_ablation
 from kmshc.datamodule import batch_of
-from kmshc.encoding import encode, final_token_pairs, fold_final_tokens
-from kmshc.scoring import Scorer
+from kmshc.engine.encoding import encode, final_token_pairs, fold_final_tokens
+from kmshc.engine.scoring import Scorer
 from kmshc.tasks.base import PairItem, Task
-from kmshc.tiny import tiny_model
+from kmshc.engine.tiny import tiny_model
 
 L, H = 3, 4
 NAMES = ["Mary", "John", "Anna", "Paul", "Kate", "Mark"]

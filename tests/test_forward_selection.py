@@ -10,12 +10,12 @@ import torch
 
 from kmshc.attribution import gate_gradients
 from kmshc.cli import main as kmshc_main
-from kmshc.cost import RowCount
+from kmshc.engine.cost import RowCount
 from kmshc.forward_selection import forward_selection
-from kmshc.scoring import Scorer
+from kmshc.engine.scoring import Scorer
 from kmshc.search.rundir import read_gates
 from kmshc.tasks import grammar_task
-from kmshc.tiny import tiny_model
+from kmshc.engine.tiny import tiny_model
 from kmshc.types import KmshcError, head_name, heads_to_mask
 
 L, H = 3, 4

@@ -4,13 +4,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from kmshc.ablation import MeanAblation, ResampleAblation, make_ablation
-from kmshc.architectures import ARCHITECTURES, arch_spec, head_dim, head_shape, out_projections
+from kmshc.engine.ablation import MeanAblation, ResampleAblation, make_ablation
+from kmshc.engine.architectures import ARCHITECTURES, arch_spec, head_dim, head_shape, out_projections
 from kmshc.datamodule import batch_of
-from kmshc.encoding import Encoded, encode, pad
-from kmshc.hooks import capture_head_outputs, gated
+from kmshc.engine.encoding import Encoded, encode, pad
+from kmshc.engine.hooks import capture_head_outputs, gated
 from kmshc.tasks import grammar_task
-from kmshc.tiny import TINY_ARCHS, tiny_model
+from kmshc.engine.tiny import TINY_ARCHS, tiny_model
 from kmshc.types import KmshcError
 
 NO_SDPA = {"gemma2"}  # transformers refuses sdpa for Gemma2

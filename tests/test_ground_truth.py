@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from kmshc.diagnostics import HeadDiagnostics, head_diagnostics
+from kmshc.engine.diagnostics import HeadDiagnostics, head_diagnostics
 from kmshc.ground_truth import check_circuit, reference_circuit
-from kmshc.models import load_model
+from kmshc.engine.models import load_model
 from kmshc.toy import ToyConfig, save_toy, train_toy
 from kmshc.types import read_circuit
 

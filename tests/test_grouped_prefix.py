@@ -8,12 +8,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from kmshc.encoding import final_token_pairs
-from kmshc.prefix import plan_splits, streams_entering, unique_masks
-from kmshc.scoring import Scorer
+from kmshc.engine.encoding import final_token_pairs
+from kmshc.engine.prefix import plan_splits, streams_entering, unique_masks
+from kmshc.engine.scoring import Scorer
 from kmshc.tasks import grammar_task
 from kmshc.tasks.base import PairItem, Task
-from kmshc.tiny import tiny_model
+from kmshc.engine.tiny import tiny_model
 
 L, H = 4, 4
 PLAIN = dict(prefix_cache=False, skip_shared_tokens=False, max_rows=10**6)

@@ -43,7 +43,7 @@ class StepCounter(L.Callback):
 
 @pytest.fixture(scope="module")
 def llama_dir(tmp_path_factory) -> Path:
-    from kmshc.tiny import tiny_model
+    from kmshc.engine.tiny import tiny_model
     d = tmp_path_factory.mktemp("llama4x8")
     model, tok = tiny_model("llama", n_layers=4, n_heads=8, width=64, seed=0)
     model.save_pretrained(d)

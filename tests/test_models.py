@@ -6,10 +6,10 @@ import importlib.metadata
 import pytest
 import torch
 
-from kmshc import models
-from kmshc.architectures import head_shape
-from kmshc.models import SMOLLM2_DIST, load_model
-from kmshc.tiny import TINY_ARCHS
+from kmshc.engine import models
+from kmshc.engine.architectures import head_shape
+from kmshc.engine.models import SMOLLM2_DIST, load_model
+from kmshc.engine.tiny import TINY_ARCHS
 from kmshc.types import KmshcError
 
 
@@ -25,7 +25,7 @@ def test_tiny_specs_load_frozen_in_eval_mode(arch):
 
 def test_loading_a_folder_draws_no_weight_bar_and_restores_the_setting(tmp_path, capfd):
     from transformers.utils import logging as hf_logging
-    from kmshc.tiny import tiny_model
+    from kmshc.engine.tiny import tiny_model
     model, tok = tiny_model("llama")
     model.save_pretrained(tmp_path, safe_serialization=True)
     tok.save_pretrained(tmp_path)
@@ -44,7 +44,7 @@ def test_tiny_llama_has_grouped_query_attention(tiny_llama):
 
 
 def test_tiny_models_are_seeded():
-    from kmshc.tiny import tiny_model
+    from kmshc.engine.tiny import tiny_model
     a, _ = tiny_model("llama", seed=1)
     b, _ = tiny_model("llama", seed=1)
     c, _ = tiny_model("llama", seed=2)
@@ -73,7 +73,7 @@ def test_non_gguf_file_is_rejected(tmp_path):
 
 def test_unsupported_architecture_folder_lists_supported(tmp_path):
     from transformers import BertConfig, BertLMHeadModel
-    from kmshc.tiny import tiny_tokenizer
+    from kmshc.engine.tiny import tiny_tokenizer
     folder = tmp_path / "bert"
     cfg = BertConfig(vocab_size=600, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
                      intermediate_size=32, is_decoder=True)

@@ -5,7 +5,7 @@ import torch.nn.functional as F
 
 from kmshc import objectives as obj
 from kmshc.gates import HardConcreteGates
-from kmshc.probe import Probe
+from kmshc.engine.probe import Probe
 
 
 def test_pair_margin_loss_is_softplus_of_negative_margin():

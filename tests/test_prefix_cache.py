@@ -8,14 +8,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from kmshc import memory
-from kmshc.architectures import decoder_layers
-from kmshc.hooks import gated
-from kmshc.prefix import PrefixCache, first_differing_layer, hidden_entering, plan_splits, start_at_layer
-from kmshc.readout import final_hidden, first_differing_tokens, sequence_logprobs
-from kmshc.scoring import Scorer
+from kmshc.engine import memory
+from kmshc.engine.architectures import decoder_layers
+from kmshc.engine.hooks import gated
+from kmshc.engine.prefix import PrefixCache, first_differing_layer, hidden_entering, plan_splits, start_at_layer
+from kmshc.engine.readout import final_hidden, first_differing_tokens, sequence_logprobs
+from kmshc.engine.scoring import Scorer
 from kmshc.tasks import grammar_task
-from kmshc.tiny import TINY_ARCHS, tiny_model
+from kmshc.engine.tiny import TINY_ARCHS, tiny_model
 
 # Margins are sums of ~10 log-probs of size ~6, so fp32 rounding alone moves them by ~1e-5.
 PLAIN = dict(prefix_cache=False, skip_shared_tokens=False, max_rows=10**6)
@@ -126,7 +126,7 @@ def test_skipping_shared_tokens_keeps_margins_exact_but_not_sums(task):
     model, tok = tiny_model("gpt_neox", n_layers=2, n_heads=N_HEADS)
     s = Scorer(model, tok, task, ablation="zero")
     data = s.data
-    from kmshc.encoding import pad
+    from kmshc.engine.encoding import pad
     ids, att = pad(data.seqs, data.pad_id)
     start = first_differing_tokens(data.seqs)
     assert (start >= 1).all() and (start > 1).any()

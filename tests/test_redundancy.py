@@ -7,7 +7,7 @@ import torch
 from kmshc.redundancy import Found, analyze, find_circuits, grid
 from kmshc.redundancy_report import report_text, write_report
 from kmshc.redundancy_run import Redundancy
-from kmshc.readout import Outcome
+from kmshc.engine.readout import Outcome
 from kmshc.search import CertificateConfig, Recorder, certify, cold_search, refine
 from kmshc.search.common import NoSufficientSet, indices, names
 from kmshc.search.decide import point_scores

@@ -43,7 +43,7 @@ def files(tmp_path_factory) -> Path:
     from tokenizers import normalizers
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from kmshc.tiny import tiny_model, tiny_tokenizer
+    from kmshc.engine.tiny import tiny_model, tiny_tokenizer
     # An uncased tokenizer: "The dog runs." and "the dog runs." become the same tokens.
     model, tok = tiny_model("gpt2")
     lower = copy.deepcopy(tok)
@@ -61,8 +61,8 @@ def files(tmp_path_factory) -> Path:
 @pytest.fixture
 def trap(monkeypatch):
     """Make loading a model or scoring a mask fail loudly, to prove an error came before them."""
-    import kmshc.models
-    import kmshc.scoring
+    import kmshc.engine.models
+    import kmshc.engine.scoring
 
     def no_load(*a, **k):
         raise AssertionError("the model was loaded before the input was checked")
@@ -72,8 +72,8 @@ def trap(monkeypatch):
 
     def arm(load: bool = True) -> None:
         if load:
-            monkeypatch.setattr(kmshc.models, "load_model", no_load)
-        monkeypatch.setattr(kmshc.scoring.Scorer, "outcomes", no_score)
+            monkeypatch.setattr(kmshc.engine.models, "load_model", no_load)
+        monkeypatch.setattr(kmshc.engine.scoring.Scorer, "outcomes", no_score)
     return arm
 
 

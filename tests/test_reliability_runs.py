@@ -62,11 +62,11 @@ def search_cfg(tmp_path) -> list[str]:
 @pytest.fixture
 def no_compute(monkeypatch):
     """Scoring a mask fails the test: config errors must come first."""
-    import kmshc.scoring
+    import kmshc.engine.scoring
 
     def boom(*a, **k):
         raise AssertionError("a mask was scored before the config was checked")
-    monkeypatch.setattr(kmshc.scoring.Scorer, "outcomes", boom)
+    monkeypatch.setattr(kmshc.engine.scoring.Scorer, "outcomes", boom)
 
 
 # ----------------------------------------------------------------------------- search configs

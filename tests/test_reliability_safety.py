@@ -29,7 +29,7 @@ SOURCES = sorted((REPO / "src" / "kmshc").rglob("*.py")) + [p for p in (REPO / "
 # ----------------------------------------------------------------------------- trust_remote_code
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory) -> Path:
-    from kmshc.tiny import tiny_model
+    from kmshc.engine.tiny import tiny_model
     d = tmp_path_factory.mktemp("tiny_llama")
     model, tok = tiny_model("llama")
     model.save_pretrained(d)
@@ -54,7 +54,7 @@ def recorded(monkeypatch):
 
 def test_no_remote_code_by_default(model_dir, recorded):
     from kmshc.experiment import Experiment
-    from kmshc.models import load_model
+    from kmshc.engine.models import load_model
     load_model(str(model_dir))
     Experiment(model=str(model_dir), task="grammar", n=20).loaded
     assert {name for name, _ in recorded} == {"AutoTokenizer", "AutoModelForCausalLM"}
@@ -62,7 +62,7 @@ def test_no_remote_code_by_default(model_dir, recorded):
 
 
 def test_remote_code_only_when_asked(model_dir, recorded):
-    from kmshc.models import load_model
+    from kmshc.engine.models import load_model
     load_model(str(model_dir), trust_remote_code=True)
     assert [k.get("trust_remote_code") for _, k in recorded] == [True, True]
 
@@ -213,7 +213,7 @@ def fake_gguf(tmp_path, monkeypatch):
     ``tmp_path/cache``."""
     import transformers
 
-    from kmshc.tiny import tiny_model
+    from kmshc.engine.tiny import tiny_model
     ref, tok = tiny_model("llama")
     real_tok, real_model = transformers.AutoTokenizer.from_pretrained, transformers.AutoModelForCausalLM.from_pretrained
     conversions: list[int] = []
@@ -237,7 +237,7 @@ def fake_gguf(tmp_path, monkeypatch):
 
 def test_gguf_cache_is_safetensors(tmp_path, fake_gguf):
     """The GGUF -> cache conversion (used for SmolLM2) writes safetensors only and reloads identically."""
-    from kmshc import models
+    from kmshc.engine import models
     gguf, ref, _ = fake_gguf
     model, _ = models._load_gguf(gguf, torch.float32, "eager", cache_key="tiny-cache")
     cached = tmp_path / "cache" / "tiny-cache"
@@ -253,7 +253,7 @@ def test_gguf_cache_is_converted_once_by_concurrent_loaders(fake_gguf):
     its cache; neither deletes the folder the other loads from."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from kmshc import models
+    from kmshc.engine import models
     gguf, ref, conversions = fake_gguf
     with ThreadPoolExecutor(2) as pool:
         loaded = list(pool.map(lambda _: models._load_gguf(gguf, torch.float32, "eager", cache_key="tiny-cache")[0],
@@ -265,7 +265,7 @@ def test_gguf_cache_is_converted_once_by_concurrent_loaders(fake_gguf):
 
 
 def test_user_smollm2_cache_holds_no_pickles():
-    from kmshc.models import cache_dir
+    from kmshc.engine.models import cache_dir
     cached = cache_dir() / "smollm2-135m-instruct"
     if not cached.is_dir():
         pytest.skip(f"no SmolLM2 cache at {cached}")

@@ -4,13 +4,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from kmshc.encoding import start_token_id
-from kmshc.probe import fit_probe
-from kmshc.readout import Outcome, class_margin
-from kmshc.scoring import Scorer
+from kmshc.engine.encoding import start_token_id
+from kmshc.engine.probe import fit_probe
+from kmshc.engine.readout import Outcome, class_margin
+from kmshc.engine.scoring import Scorer
 from kmshc.tasks import grammar_task, split_task
 from kmshc.tasks.base import LabelItem, PairItem, Task
-from kmshc.tiny import tiny_model
+from kmshc.engine.tiny import tiny_model
 from kmshc.types import KmshcError
 
 PAIRS = Task("p", "pairs", (PairItem("The dog runs.", "The dog run."),

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from kmshc.readout import Outcome
+from kmshc.engine.readout import Outcome
 from kmshc import stats
 from kmshc.search import Certificate, CertificateConfig, certify
 from kmshc.stats import bootstrap_means, percentile_interval, zero_failure_bound

@@ -4,11 +4,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from kmshc.scoring import Scorer
+from kmshc.engine.scoring import Scorer
 from kmshc.survey import Score, TaskRow, markdown, survey_task, verdict
 from kmshc.tasks import grammar_task, split_task
 from kmshc.tasks.base import merge_splits
-from kmshc.tiny import tiny_model
+from kmshc.engine.tiny import tiny_model
 
 
 def test_verdict_rule():

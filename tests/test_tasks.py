@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kmshc.encoding import encode
+from kmshc.engine.encoding import encode
 from kmshc.tasks import (ARITHMETIC_PRESETS, Task, arithmetic_task, grammar_task, load_blimp_jsonl,
                          load_label_jsonl, make_task, split_task, word_problem_task)
 from kmshc.tasks.base import PairItem
@@ -185,7 +185,7 @@ def test_label_reader_and_errors(tmp_path):
 
 
 def test_encode_rejects_identical_tokenisation_and_multi_token_labels():
-    from kmshc.tiny import tiny_tokenizer
+    from kmshc.engine.tiny import tiny_tokenizer
     tok = tiny_tokenizer()
     # Different strings, same tokens: the tokenizer's normaliser is identity, so use a real
     # collision: the start token text itself is split the same way in both sentences.

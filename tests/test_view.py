@@ -106,8 +106,8 @@ def test_direct_effect_equals_removing_the_heads_write_before_the_final_norm(arc
     """Oracle: rerun the model with head h's write (its out-projection of h alone, bias excluded)
     subtracted from the final norm's input at the read position; the logit difference drops by
     exactly the direct effect."""
-    from kmshc.architectures import out_projections
-    from kmshc.tiny import tiny_model
+    from kmshc.engine.architectures import out_projections
+    from kmshc.engine.tiny import tiny_model
     from kmshc.view.probe import direct_effects, final_norm, head_writes
     model, _ = tiny_model(arch)
     ids = torch.randint(5, 200, (3, 7))

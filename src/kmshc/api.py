@@ -8,7 +8,7 @@
         ...                                               # the model with only the circuit's heads
 
 These are thin layers over :mod:`kmshc.module` (training), :mod:`kmshc.search` (searches and
-certificate) and :mod:`kmshc.hooks` (interventions); the command line runs the same code.
+certificate) and :mod:`kmshc.engine.hooks` (interventions); the command line runs the same code.
 """
 from __future__ import annotations
 
@@ -19,10 +19,10 @@ from typing import Any, Iterable, Iterator, Mapping
 import torch
 from torch import nn
 
-from kmshc.ablation import Ablation, MeanAblation, ZeroAblation
-from kmshc.architectures import head_shape
+from kmshc.engine.ablation import Ablation, MeanAblation, ZeroAblation
+from kmshc.engine.architectures import head_shape
 from kmshc.experiment import Experiment
-from kmshc.hooks import gated
+from kmshc.engine.hooks import gated
 from kmshc.search.config import SearchConfig
 from kmshc.types import Circuit, KmshcError, head_name, heads_to_mask, mask_to_heads
 
@@ -59,7 +59,7 @@ def learn_gates(experiment: Experiment, *, steps: int = 200, batch_size: int = 1
 
     from kmshc.datamodule import GateDataModule
     from kmshc.module import GateModule
-    from kmshc.quiet import quiet_lightning
+    from kmshc.engine.quiet import quiet_lightning
     L.seed_everything(seed, verbose=False)
     module = GateModule(experiment, **module_args)
     with quiet_lightning(info=False):
@@ -164,7 +164,7 @@ def only_heads(model: nn.Module, circuit: Circuit | Iterable[str], *,
     is replaced by its ablation value. Hooks are removed on exit, also after an exception.
 
     ``circuit``: a :class:`Circuit` or head names (``"L3H5"``). ``ablation``: ``"zero"``, or an
-    :class:`~kmshc.ablation.Ablation` whose values do not depend on the batch, such as
+    :class:`~kmshc.engine.ablation.Ablation` whose values do not depend on the batch, such as
     ``experiment.ablation_values`` for the default mean ablation. It has no default: the
     Experiment's default (mean) needs the means of a train split, which only the Experiment has.
     """

@@ -6,7 +6,7 @@ the gold label logit minus the best other for labels) changes, to first order, b
 
     A(h) = m(all heads) − m(h ablated) ≈ Σ_positions (z_h − a_h) · ∂m/∂z_h.
 
-This is exactly ``∂m/∂g_h`` at ``g = 1`` for the gate of :func:`kmshc.hooks.gated`
+This is exactly ``∂m/∂g_h`` at ``g = 1`` for the gate of :func:`kmshc.engine.hooks.gated`
 (``out = a + g·(z − a)``), so one forward and one backward pass per batch, with every gate held
 at 1, gives all heads at once: attribution patching (Nanda, 2023), i.e. EAP (Syed et al., 2023)
 on nodes. ``A(h) > 0``: the head helps the task; ``A(h) < 0``: ablating it helps.
@@ -29,9 +29,9 @@ from dataclasses import dataclass
 
 import torch
 
-from kmshc.cost import RowCount
-from kmshc.hooks import count_rows
-from kmshc.scoring import Scorer
+from kmshc.engine.cost import RowCount
+from kmshc.engine.hooks import count_rows
+from kmshc.engine.scoring import Scorer
 from kmshc.types import KmshcError, head_name
 
 METHODS = ("attribution", "integrated_gradients")  # the derivative methods of this module
@@ -40,7 +40,7 @@ METHODS = ("attribution", "integrated_gradients")  # the derivative methods of t
 @dataclass(frozen=True)
 class Attribution:
     """``scores`` ``[L, H]`` (float64): ``A(h)`` averaged over the ``n`` examples of ``split``;
-    ``cost``: the rows the forward and backward passes ran (:mod:`kmshc.cost`); ``method`` and
+    ``cost``: the rows the forward and backward passes ran (:mod:`kmshc.engine.cost`); ``method`` and
     ``steps``: how (``steps`` points on the gate path; 1 for plain attribution)."""
 
     scores: torch.Tensor

@@ -10,7 +10,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader
 
-from kmshc.encoding import Batch, Encoded, encode, pad
+from kmshc.engine.encoding import Batch, Encoded, encode, pad
 from kmshc.experiment import Experiment
 
 

@@ -7,12 +7,12 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from functools import cached_property
 from typing import Any
 
-from kmshc.ablation import ABLATIONS, DEFAULT_ABLATION, Ablation, make_ablation
-from kmshc.architectures import head_shape
-from kmshc.encoding import encode
-from kmshc.device import parse_device_spec
-from kmshc.models import check_device_map, load_model
-from kmshc.scoring import SCORERS, Scorer
+from kmshc.engine.ablation import ABLATIONS, DEFAULT_ABLATION, Ablation, make_ablation
+from kmshc.engine.architectures import head_shape
+from kmshc.engine.encoding import encode
+from kmshc.engine.device import parse_device_spec
+from kmshc.engine.models import check_device_map, load_model
+from kmshc.engine.scoring import SCORERS, Scorer
 from kmshc.tasks import GENERATED_TASKS, make_task, split_task
 from kmshc.tasks.fresh import FreshItems, unused_file_items
 from kmshc.tasks.base import Task

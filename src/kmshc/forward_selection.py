@@ -23,9 +23,9 @@ from typing import Callable
 import torch
 
 from kmshc.attribution import Attribution, gate_gradients
-from kmshc.cost import RowCount
-from kmshc.hooks import count_rows
-from kmshc.scoring import Scorer
+from kmshc.engine.cost import RowCount
+from kmshc.engine.hooks import count_rows
+from kmshc.engine.scoring import Scorer
 from kmshc.types import KmshcError, head_name
 
 

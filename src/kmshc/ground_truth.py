@@ -1,6 +1,6 @@
 """Scoring circuits against a known mechanism: the toy model's induction circuit.
 
-The reference circuit comes from attention diagnostics alone (:mod:`kmshc.diagnostics`), never
+The reference circuit comes from attention diagnostics alone (:mod:`kmshc.engine.diagnostics`), never
 from ablations or from any method under test: the previous-token heads of layer 0 and the
 induction heads of layer 1, each above a fixed threshold. A found circuit is then scored by
 precision and recall against it, and by whether it holds the mechanism at all (at least one
@@ -13,7 +13,7 @@ from typing import Iterable
 
 import torch
 
-from kmshc.diagnostics import HeadDiagnostics
+from kmshc.engine.diagnostics import HeadDiagnostics
 from kmshc.search.common import mask_of, names
 from kmshc.types import head_name
 

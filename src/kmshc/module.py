@@ -17,18 +17,18 @@ import torch
 from torchmetrics.classification import BinaryAccuracy
 
 from kmshc import objectives as obj
-from kmshc.cost import RowCount
+from kmshc.engine.cost import RowCount
 from kmshc.datamodule import batch_of
-from kmshc.device import input_device
-from kmshc.ablation import folds_exactly
-from kmshc.encoding import Batch, Encoded, encode, fold_final_tokens
+from kmshc.engine.device import input_device
+from kmshc.engine.ablation import folds_exactly
+from kmshc.engine.encoding import Batch, Encoded, encode, fold_final_tokens
 from kmshc.experiment import Experiment
 from kmshc.gates import HardConcreteGates
-from kmshc.hooks import count_rows, gated
-from kmshc.probe import Probe, fit_probe
-from kmshc.readout import (class_margin, final_hidden, final_token_logprobs, label_logits, last_positions,
+from kmshc.engine.hooks import count_rows, gated
+from kmshc.engine.probe import Probe, fit_probe
+from kmshc.engine.readout import (class_margin, final_hidden, final_token_logprobs, label_logits, last_positions,
                            logits_from_hidden, sequence_logprobs)
-from kmshc.scoring import Scorer
+from kmshc.engine.scoring import Scorer
 from kmshc.types import KmshcError
 
 
@@ -82,7 +82,7 @@ class GateModule(L.LightningModule):
 
     @cached_property
     def folds_pairs(self) -> bool:
-        """Whether training runs one row per pair (:func:`kmshc.ablation.folds_exactly`); decided
+        """Whether training runs one row per pair (:func:`kmshc.engine.ablation.folds_exactly`); decided
         once, since neither the train split nor the ablation changes. Fits the ablation values."""
         return self.hparams.objective == "task" and folds_exactly(self.train_data, self.experiment.ablation_values)
 
@@ -92,7 +92,7 @@ class GateModule(L.LightningModule):
 
     @cached_property
     def cost(self) -> RowCount:
-        """Rows the training steps ran, forward and backward (:mod:`kmshc.cost`); validation is
+        """Rows the training steps ran, forward and backward (:mod:`kmshc.engine.cost`); validation is
         counted by :attr:`val_scorer`. Both are kept in checkpoints, so a resumed run adds up."""
         return RowCount(self.experiment.shape[0], self.train_data.rows_per_example)
 
@@ -186,7 +186,7 @@ class GateModule(L.LightningModule):
         # One gate draw per example; both sentences of a pair share it, so their margin
         # compares the same circuit.
         gates = self.gates.sample(examples.numel()).repeat_interleave(r, dim=0)
-        _ = self.experiment.ablation_values  # fitted outside the count: every route pays it once (kmshc.cost)
+        _ = self.experiment.ablation_values  # fitted outside the count: every route pays it once (kmshc.engine.cost)
         with count_rows(self.lm, self.cost):  # the backward pass is counted when it runs, after this block
             faith = self.faithfulness(batch, gates)
         el0 = self.gates.expected_l0()

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kmshc.probe import Probe
+from kmshc.engine.probe import Probe
 
 FAITHFULNESS = ("task", "kl", "probe")
 SPARSITY = ("l0", "lagrangian")

@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from kmshc.ablation import DEFAULT_ABLATION
+from kmshc.engine.ablation import DEFAULT_ABLATION
 from kmshc.attribution import METHODS as DERIVATIVES
 from kmshc.attribution import Attribution, head_attribution, starting_set
-from kmshc.cost import CostRecord
+from kmshc.engine.cost import CostRecord
 from kmshc.types import KmshcError, atomic_write_json, ensure_writable_dir
 
 METHODS = (*DERIVATIVES, "forward_selection")

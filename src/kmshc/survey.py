@@ -61,8 +61,8 @@ def survey_task(model, tok, task: Task, *, limit: int | None = None, seed: int =
     The full and the mean-ablated model go through one batched call; zero and counterfactual
     ablation each need their own ablation values, hence their own call.
     """
-    from kmshc.encoding import encode
-    from kmshc.scoring import Scorer
+    from kmshc.engine.encoding import encode
+    from kmshc.engine.scoring import Scorer
     splits = split_task(task, seed=seed, limit=limit)
     items = merge_splits(task, splits)
     full_and_none = None
@@ -109,7 +109,7 @@ def markdown(rows: list[TaskRow], min_full: float = MIN_FULL, min_gap: float = M
 def run_tasks(args: argparse.Namespace) -> None:
     from tqdm import tqdm
 
-    from kmshc.models import load_model
+    from kmshc.engine.models import load_model
     from kmshc.tasks.defects import screen
     tasks = [make_task(name, seed=args.seed) for name in args.tasks]
     tasks += [load_blimp_jsonl(path) for path in args.data or []]

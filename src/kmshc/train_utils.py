@@ -17,7 +17,7 @@ import torch
 
 from kmshc.stats import bootstrap_means, percentile_interval
 
-from kmshc.memory import peak_rss_mb
+from kmshc.engine.memory import peak_rss_mb
 from kmshc.plots import gate_heatmap
 from kmshc.types import Circuit, KmshcError, atomic_write_json, ensure_writable_dir, head_name, mask_to_heads
 
@@ -38,7 +38,7 @@ def prepare_run_dir(run_dir: str | Path, overwrite: bool = False, resuming: bool
 
 def gates_record(module, tau: float, world_size: int = 1) -> dict[str, Any]:
     """The gates.json object: every head's ``log_alpha`` and deterministic gate, and the training
-    cost so far in example forwards (:mod:`kmshc.cost`; ``world_size`` DDP ranks)."""
+    cost so far in example forwards (:mod:`kmshc.engine.cost`; ``world_size`` DDP ranks)."""
     exp = module.experiment
     la = module.gates.log_alpha.detach().float().cpu()
     det = module.gates.deterministic().detach().float().cpu()

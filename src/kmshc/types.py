@@ -172,7 +172,7 @@ class Circuit:
     ``heads`` are sorted ``L{l}H{h}`` names; ``scores`` maps a label (e.g. ``"val"``,
     ``"test"``) to a score dict; ``certificate`` is the verification dict or ``None``.
     ``evaluations`` counts the masks scored to find the circuit; ``example_forwards`` what they
-    cost in example forwards (:mod:`kmshc.cost`), ``None`` where it was not recorded.
+    cost in example forwards (:mod:`kmshc.engine.cost`), ``None`` where it was not recorded.
     """
 
     model: str

@@ -1,11 +1,11 @@
 """Head diagnostics in ``kmshc compare --diagnostics``: do circuits hold the heads the literature expects?
 
-Each head of the model gets scores from attention patterns alone (:mod:`kmshc.diagnostics`):
+Each head of the model gets scores from attention patterns alone (:mod:`kmshc.engine.diagnostics`):
 
 * ``previous_token``, ``duplicate_token``, ``induction``: on repeated random token sequences,
   once for the model;
 * ``answer``: per task, attention from the position the model reads to the earlier occurrence
-  of the answer token, on the task's test split (:func:`kmshc.diagnostics.answer_positions`).
+  of the answer token, on the task's test split (:func:`kmshc.engine.diagnostics.answer_positions`).
   For IOI it is attention to the indirect-object name (Wang et al. 2022's name movers); for the
   induction task, to the word to copy. Tasks whose answer is not repeated by design (greater-than,
   BLiMP) have none.
@@ -84,8 +84,8 @@ def answer_scores(model, tokenizer, task, *, n_items: int = 128, min_share: floa
     ``None`` also where fewer than ``min_share`` of the pairs have an earlier occurrence: then the
     answer repeats by chance (a digit of greater-than's start year), not by the task's design.
     """
-    from kmshc.diagnostics import answer_positions, attention_at, attention_patterns
-    from kmshc.encoding import encode, pad
+    from kmshc.engine.diagnostics import answer_positions, attention_at, attention_patterns
+    from kmshc.engine.encoding import encode, pad
     if task.kind != "pairs":
         return None
     enc = encode(task, tokenizer)
@@ -123,7 +123,7 @@ def compare_diagnostics(entries: Sequence[Entry], *, top_k: int = 10, n_seq: int
 
     Returns ``{"model": name, "scores": {diagnostic or "answer:<task>": [[...]]}, "rows": [...]}``.
     """
-    from kmshc.diagnostics import head_diagnostics
+    from kmshc.engine.diagnostics import head_diagnostics
     exps, (model, tok) = _shared_model_experiments(entries)
     diag = head_diagnostics(model, tok, n_seq=n_seq)
     model_scores = {d: getattr(diag, d) for d in MODEL_SCORES}

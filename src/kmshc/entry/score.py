@@ -11,13 +11,13 @@ def _score(args: argparse.Namespace) -> dict:
 
     import torch
 
-    from kmshc.architectures import head_shape
-    from kmshc.device import input_device
-    from kmshc.models import load_model
+    from kmshc.engine.architectures import head_shape
+    from kmshc.engine.device import input_device
+    from kmshc.engine.models import load_model
     from kmshc.tasks import make_task, split_task
     from kmshc.tasks.defects import screen, skipped_summary
     from kmshc.tasks.base import merge_splits
-    from kmshc.scoring import Scorer
+    from kmshc.engine.scoring import Scorer
     from kmshc.types import heads_to_mask, mask_to_heads
     task = make_task(args.task, data=args.data, seed=args.seed, labels=args.labels, on_defect=args.on_defect,
                      **args.task_args)
@@ -62,7 +62,7 @@ def _device_map(text: str) -> str | dict:
 
 
 def add_score_parser(sub) -> None:
-    from kmshc.ablation import ABLATIONS, DEFAULT_ABLATION
+    from kmshc.engine.ablation import ABLATIONS, DEFAULT_ABLATION
     from kmshc.tasks import TASKS
     s = sub.add_parser("score", help="accuracy of the model with only some heads kept")
     s.add_argument("--model", default="smollm2-135m")

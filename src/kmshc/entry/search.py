@@ -97,7 +97,7 @@ def main(args: list[str] | None = None, *, verb: str = "search") -> dict[str, An
     every evaluation's examples; the result equals the one-process run (docs/scaling.md)."""
     from tqdm import tqdm
 
-    from kmshc.distributed import is_main, process_group
+    from kmshc.engine.distributed import is_main, process_group
     from kmshc.search.run import run
     cfg = parse(args, verb=verb)
     with process_group():

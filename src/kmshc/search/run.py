@@ -10,11 +10,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping
 
-from kmshc.distributed import barrier, is_main, main_then_all, world_size
-from kmshc.cost import total_example_forwards
+from kmshc.engine.distributed import barrier, is_main, main_then_all, world_size
+from kmshc.engine.cost import total_example_forwards
 from kmshc.experiment import Experiment
-from kmshc.memory import peak_rss_mb
-from kmshc.scoring import Scorer
+from kmshc.engine.memory import peak_rss_mb
+from kmshc.engine.scoring import Scorer
 from kmshc.search.certificate import Certificate
 from kmshc.search.common import indices, mask_of, names
 from kmshc.search.decide import RecoveryScores, point_scores, split_chunks

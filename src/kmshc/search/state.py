@@ -80,7 +80,7 @@ class Recorder:
         on_progress: called as ``on_progress(evaluations, size)`` after each batch/decision.
         save_state: write ``path`` (False on the ranks other than 0 of a distributed search,
             which read it to resume but leave the writing to rank 0).
-        forwards: returns the example forwards (:mod:`kmshc.cost`) that the scorers behind
+        forwards: returns the example forwards (:mod:`kmshc.engine.cost`) that the scorers behind
             ``evaluate_many`` and ``others`` have run so far in this process; the log keeps the
             running total, so a resumed search adds to what the interrupted one spent.
     """

@@ -1,7 +1,7 @@
 """Build a :class:`~kmshc.search.certificate.Certificate` for a circuit on a held-out split.
 
 ``outcomes(masks [M, L, H])`` returns per-example ``correct`` and ``margin`` ``[M, n]``
-(:meth:`kmshc.scoring.Scorer.outcomes`). The masks of the circuit, its single-head removals,
+(:meth:`kmshc.engine.scoring.Scorer.outcomes`). The masks of the circuit, its single-head removals,
 its knock-out and the first stage of every negative control are scored in one batched call; a
 control that survives its first checks (it should not) has its removals scored in a second.
 The rules are in :mod:`kmshc.search.certificate` and docs/certificate.md.

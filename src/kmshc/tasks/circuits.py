@@ -11,13 +11,13 @@
   with the right word, the bad one with a word that never occurred.
 * Every sentence ends at its answer, with no closing punctuation: the pair's margin is the
   log-probability of the answer alone, the logit-difference metric of the papers above, and a
-  single-token answer lets the scorer run one row per pair (:func:`kmshc.encoding.fold_final_tokens`). Counterfactual: the first
+  single-token answer lets the scorer run one row per pair (:func:`kmshc.engine.encoding.fold_final_tokens`). Counterfactual: the first
   half re-drawn, so the second half has nothing to copy from.
 
 Every word that varies between a prompt and its counterfactual is drawn from one list of words
 that are single tokens (with their leading space) on SmolLM2; digits are single tokens there
 too. So each counterfactual tokenises to exactly the length of its clean sentence, which
-activation patching needs (positions must align); :func:`kmshc.encoding.encode` checks it.
+activation patching needs (positions must align); :func:`kmshc.engine.encoding.encode` checks it.
 
 Each :class:`PairItem` carries ``counterfactual = (cf_good, cf_bad)``: the counterfactual
 prompt followed by the same continuation as the good and the bad sentence.

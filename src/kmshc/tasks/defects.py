@@ -45,7 +45,7 @@ def check_on_defect(value: Any, what: str = "on_defect") -> str:
 
 
 def text_tokens(tokenizer, text: str) -> list[int]:
-    """Token ids of ``text`` without special tokens: what :func:`kmshc.encoding.encode` scores."""
+    """Token ids of ``text`` without special tokens: what :func:`kmshc.engine.encoding.encode` scores."""
     return tokenizer(text, add_special_tokens=False)["input_ids"]
 
 

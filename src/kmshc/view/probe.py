@@ -1,6 +1,6 @@
 """Section 5 data: what each head does, from two batched forwards of the full (unablated) model.
 
-* diagnostics (:mod:`kmshc.diagnostics`): previous-token, duplicate-token and induction scores on
+* diagnostics (:mod:`kmshc.engine.diagnostics`): previous-token, duplicate-token and induction scores on
   ``n_seq`` repeated random sequences (one forward);
 * on the first ``n_items`` test items (one forward, eager attention, hooks at each out-projection
   and the final norm): attention from the read position to the answer's earlier occurrence
@@ -22,7 +22,7 @@ from typing import Iterator, Optional, Sequence
 import torch
 from torch import nn
 
-from kmshc.architectures import _get, arch_spec, out_projections
+from kmshc.engine.architectures import _get, arch_spec, out_projections
 
 # where each supported architecture keeps its final norm (None found: no direct effects)
 FINAL_NORMS = ("model.norm", "transformer.ln_f", "gpt_neox.final_layer_norm", "model.decoder.final_layer_norm",
@@ -63,7 +63,7 @@ def read_positions(enc, n: int) -> tuple[list[torch.Tensor], torch.Tensor, torch
     """The first ``n`` items of an encoded split as ``(seqs, query [n], key [n], valid [n], tokens [n, 2])``:
     the sequence the model reads, where it reads, the answer's earlier occurrence (``valid``: there is
     one) and the good and bad next tokens."""
-    from kmshc.diagnostics import answer_positions
+    from kmshc.engine.diagnostics import answer_positions
     if enc.kind == "pairs":
         good, bad = enc.seqs[0:2 * n:2], enc.seqs[1:2 * n:2]
         query, key, valid = answer_positions(good, bad)
@@ -120,9 +120,9 @@ def direct_effects(model: nn.Module, norm: nn.Module, x: torch.Tensor, writes: t
 def _forward(model: nn.Module, seqs: Sequence[torch.Tensor], pad_id: int, query: torch.Tensor):
     """One forward: ``patterns`` ``[L, B, H, T, T]``, out-projection inputs at ``query`` (``[B, H, d]``
     per layer) and the final-norm input there (``[B, D]`` or ``None``)."""
-    from kmshc.diagnostics import attention_patterns
-    from kmshc.encoding import pad
-    from kmshc.hooks import capture_head_outputs
+    from kmshc.engine.diagnostics import attention_patterns
+    from kmshc.engine.encoding import pad
+    from kmshc.engine.hooks import capture_head_outputs
     ids, mask = pad(list(seqs), pad_id)
     store: list = []
     norm_in: list = []
@@ -152,8 +152,8 @@ def _examples(tok, seqs, query, tokens, patterns, heads: Sequence[str], n: int) 
 def probe_heads(model: nn.Module, tok, task, heads: Sequence[str], *, n_items: int = 12, n_examples: int = 3,
                 n_seq: int = 8, min_share: float = 0.9) -> HeadProbe:
     """Section 5 for ``heads`` (the circuit, most important first) on ``task`` (the test split)."""
-    from kmshc.diagnostics import attention_at, head_diagnostics
-    from kmshc.encoding import encode
+    from kmshc.engine.diagnostics import attention_at, head_diagnostics
+    from kmshc.engine.encoding import encode
     diag = head_diagnostics(model, tok, n_seq=n_seq)
     enc = encode(task, tok)
     seqs, query, key, valid, tokens = read_positions(enc, min(n_items, enc.n))

@@ -48,7 +48,7 @@ def arch_spec(model: nn.Module) -> ArchSpec:
     if model_type not in ARCHITECTURES:
         raise KmshcError(
             f"unsupported architecture model_type={model_type!r}; supported: "
-            f"{', '.join(sorted(ARCHITECTURES))}. Add a row to kmshc.architectures.ARCHITECTURES.")
+            f"{', '.join(sorted(ARCHITECTURES))}. Add a row to kmshc.engine.architectures.ARCHITECTURES.")
     return ARCHITECTURES[model_type]
 
 

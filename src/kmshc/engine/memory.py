@@ -13,7 +13,7 @@ from typing import Hashable
 import torch
 from torch import nn
 
-from kmshc.device import model_devices
+from kmshc.engine.device import model_devices
 
 FALLBACK_BYTES = 2 << 30
 

@@ -17,8 +17,8 @@ import torch
 from filelock import FileLock
 from torch import nn
 
-from kmshc.device import dispatch, map_computes_on_gpu, resolve_device
-from kmshc.quiet import no_loading_bars
+from kmshc.engine.device import dispatch, map_computes_on_gpu, resolve_device
+from kmshc.engine.quiet import no_loading_bars
 from kmshc.types import KmshcError
 
 DEFAULT_MODEL = "smollm2-135m"
@@ -165,7 +165,7 @@ def _convert_gguf(path: Path, dtype: torch.dtype, attn: str, cached: Path | None
 
 def _check_folder_config(folder: Path) -> None:
     """Read ``config.json`` only, so a wrong folder or an unsupported model fails before loading weights."""
-    from kmshc.architectures import ARCHITECTURES
+    from kmshc.engine.architectures import ARCHITECTURES
     cfg = folder / "config.json"
     if not cfg.is_file():
         raise KmshcError(f"{folder}: not a model folder (no config.json); expected a folder written by "
@@ -176,7 +176,7 @@ def _check_folder_config(folder: Path) -> None:
         raise KmshcError(f"{cfg}: not a valid model config ({e})") from None
     if model_type not in ARCHITECTURES:
         raise KmshcError(f"{cfg}: unsupported architecture model_type={model_type!r}; supported: "
-                         f"{', '.join(sorted(ARCHITECTURES))}. Add a row to kmshc.architectures.ARCHITECTURES.")
+                         f"{', '.join(sorted(ARCHITECTURES))}. Add a row to kmshc.engine.architectures.ARCHITECTURES.")
 
 
 def _load_dir(spec: str | Path, dtype: torch.dtype, attn: str, trust_remote_code: bool, placement=None):
@@ -196,7 +196,7 @@ def _load_any(spec: str, dt: torch.dtype, attn: str, trust_remote_code: bool, pl
     if spec == DEFAULT_MODEL:
         return _load_gguf(smollm2_gguf(), dt, attn, cache_key="smollm2-135m-instruct", placement=placement)
     if spec.startswith("tiny-"):
-        from kmshc.tiny import tiny_model
+        from kmshc.engine.tiny import tiny_model
         model, tok = tiny_model(spec[len("tiny-"):])
         return model.to(dt), tok
     if spec.endswith(".gguf"):
@@ -221,7 +221,7 @@ def load_model(spec: str = DEFAULT_MODEL, dtype: str | torch.dtype = "float32", 
 
     ``dtype`` is a torch dtype, a name in ``DTYPES``, or ``"auto"`` (:func:`auto_dtype`, decided
     by where the model computes). ``spec`` is ``"smollm2-135m"`` (the embedded default),
-    ``"tiny-<arch>"`` (a random tiny model, see :mod:`kmshc.tiny`), a ``.gguf`` path, a local
+    ``"tiny-<arch>"`` (a random tiny model, see :mod:`kmshc.engine.tiny`), a ``.gguf`` path, a local
     folder, or a Hugging Face name. ``device`` (``auto|cpu|cuda|cuda:N``) holds the whole model;
     ``device_map`` (``"auto"`` or module name -> device, as in accelerate) spreads it over several
     devices instead and overrides ``device``.
@@ -237,6 +237,6 @@ def load_model(spec: str = DEFAULT_MODEL, dtype: str | torch.dtype = "float32", 
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
-    from kmshc.architectures import arch_spec
+    from kmshc.engine.architectures import arch_spec
     arch_spec(model)  # fail early, with the list of supported architectures
     return model, tok

@@ -2,10 +2,10 @@
 
 The unit is the **example forward**: one example (a minimal pair's two sentences, or one prompt)
 run once through all ``L`` decoder layers. Rows are counted where they run, at every decoder
-layer's attention output projection (:func:`kmshc.hooks.count_rows`), so every saving is
+layer's attention output projection (:func:`kmshc.engine.hooks.count_rows`), so every saving is
 reflected exactly and nothing that did not run is counted:
 
-* a masked row that starts at layer ``ℓ`` (the prefix cache, :mod:`kmshc.prefix`) counts
+* a masked row that starts at layer ``ℓ`` (the prefix cache, :mod:`kmshc.engine.prefix`) counts
   ``(L − ℓ)/L``; the shared prefix of a batch counts ``ℓ/L`` per example when it is computed, and
   nothing when it comes from the cache;
 * a prefix run stops before layer ``ℓ`` and counts only the layers below it;

@@ -76,7 +76,7 @@ def input_device(model: nn.Module) -> torch.device:
 
 def model_devices(model: nn.Module) -> list[torch.device]:
     """The distinct devices the embedding and the decoder layers compute on, in layer order."""
-    from kmshc.architectures import decoder_layers
+    from kmshc.engine.architectures import decoder_layers
     seen: list[torch.device] = []
     for module in (model.get_input_embeddings(), *decoder_layers(model)):
         dev = execution_device(module)

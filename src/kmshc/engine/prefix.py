@@ -14,7 +14,7 @@ No modeling file is forked: the prefix run stops at a forward pre-hook on layer 
 masked run makes layers ``< ℓ`` return their input (an instance ``forward`` restored in
 ``finally``) and swaps the cached stream in with a pre-hook on layer ``ℓ``. Rotary embeddings,
 attention masks and absolute positions are still built by the model itself for the full
-batch, so every architecture of :mod:`kmshc.architectures` works unchanged.
+batch, so every architecture of :mod:`kmshc.engine.architectures` works unchanged.
 """
 from __future__ import annotations
 
@@ -25,12 +25,12 @@ from typing import Iterator, Sequence
 import torch
 from torch import nn
 
-from kmshc.ablation import Ablation
-from kmshc.architectures import decoder_layers
-from kmshc.encoding import Batch
-from kmshc.hooks import gated
-from kmshc.memory import TensorLRU
-from kmshc.readout import final_hidden
+from kmshc.engine.ablation import Ablation
+from kmshc.engine.architectures import decoder_layers
+from kmshc.engine.encoding import Batch
+from kmshc.engine.hooks import gated
+from kmshc.engine.memory import TensorLRU
+from kmshc.engine.readout import final_hidden
 
 _MISSING = object()
 
@@ -59,7 +59,7 @@ def streams_entering(model: nn.Module, layers: Sequence[int], input_ids: torch.T
     """The residual streams ``[R, T, F]`` entering each decoder layer of ``layers``, from ONE
     forward pass that stops before the deepest of them (layers ``≥`` it never run).
 
-    Any hooks already on the model (e.g. :func:`kmshc.hooks.gated`, :func:`start_at_layer`)
+    Any hooks already on the model (e.g. :func:`kmshc.engine.hooks.gated`, :func:`start_at_layer`)
     apply to the layers that run. The captured tensors are the layers' inputs: decoder layers
     build new tensors for their outputs, so a later layer never changes an earlier capture.
     """

@@ -12,8 +12,8 @@ from typing import Iterator, Sequence
 import torch
 from torch import nn
 
-from kmshc.architectures import head_shape, out_projections
-from kmshc.cost import RowCount
+from kmshc.engine.architectures import head_shape, out_projections
+from kmshc.engine.cost import RowCount
 
 LayerValues = Sequence[torch.Tensor | None]
 
@@ -112,7 +112,7 @@ def capture_head_outputs(model: nn.Module, store: list) -> Iterator[list]:
 
 @contextmanager
 def count_rows(model: nn.Module, count: RowCount) -> Iterator[RowCount]:
-    """Add to ``count`` every row the model really runs while the block is open (:mod:`kmshc.cost`).
+    """Add to ``count`` every row the model really runs while the block is open (:mod:`kmshc.engine.cost`).
 
     A forward hook on each layer's attention output projection counts the rows ``B`` of its
     output ``[B, T, F]``: layers skipped by a prefix start, or never reached by a prefix run, do

@@ -10,18 +10,18 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from kmshc.ablation import (DEFAULT_ABLATION, Ablation, CounterfactualAblation, MeanAblation, ZeroAblation,
+from kmshc.engine.ablation import (DEFAULT_ABLATION, Ablation, CounterfactualAblation, MeanAblation, ZeroAblation,
                             folds_exactly, make_ablation, require_counterfactuals)
-from kmshc.architectures import head_shape
-from kmshc.cost import RowCount
-from kmshc.device import input_device
-from kmshc.distributed import gather_owned, owner_of, rank
-from kmshc.encoding import Batch, Encoded, encode, fold_final_tokens
-from kmshc.hooks import count_rows
-from kmshc.memory import logits_chunk_tokens, rows_per_forward
-from kmshc.prefix import PrefixCache, SplitPlan, gated_hidden, plan_splits, prefix_streams, unique_masks
-from kmshc.probe import Probe, fit_probe
-from kmshc.readout import (Outcome, class_margin, final_token_logprobs, first_differing_tokens, label_logits,
+from kmshc.engine.architectures import head_shape
+from kmshc.engine.cost import RowCount
+from kmshc.engine.device import input_device
+from kmshc.engine.distributed import gather_owned, owner_of, rank
+from kmshc.engine.encoding import Batch, Encoded, encode, fold_final_tokens
+from kmshc.engine.hooks import count_rows
+from kmshc.engine.memory import logits_chunk_tokens, rows_per_forward
+from kmshc.engine.prefix import PrefixCache, SplitPlan, gated_hidden, plan_splits, prefix_streams, unique_masks
+from kmshc.engine.probe import Probe, fit_probe
+from kmshc.engine.readout import (Outcome, class_margin, final_token_logprobs, first_differing_tokens, label_logits,
                            last_positions, sequence_logprobs)
 from kmshc.tasks.base import Task
 from kmshc.types import KmshcError
@@ -35,15 +35,15 @@ class Scorer:
 
     ``outcomes(masks)`` evaluates ``[M, L, H]`` masks and returns per-example results; every
     mask counts as one evaluation in :attr:`evaluations`, and every row it really runs through
-    the model (after the speed levers below) in :attr:`cost` (:class:`kmshc.cost.RowCount`).
+    the model (after the speed levers below) in :attr:`cost` (:class:`kmshc.engine.cost.RowCount`).
 
     Speed levers (none changes a result beyond float rounding):
 
     * masks are stacked along the batch, ``max_rows`` rows per forward (default: sized from free memory);
     * identical masks of one call run once;
     * ``prefix_cache``: masks are grouped by the layer where they first differ from a reference
-      mask (:func:`kmshc.prefix.plan_splits`); the reference's streams entering those layers come
-      from one prefix pass per batch, are cached per prefix mask (:mod:`kmshc.prefix`), and each
+      mask (:func:`kmshc.engine.prefix.plan_splits`); the reference's streams entering those layers come
+      from one prefix pass per batch, are cached per prefix mask (:mod:`kmshc.engine.prefix`), and each
       group skips the layers below its own; a single mask reuses the split layer of the last
       multi-mask call;
     * ``skip_shared_tokens`` (pairs, zero/mean/counterfactual ablation): a pair's margin is summed
@@ -93,7 +93,7 @@ class Scorer:
         self._split_hint = 0  # split layer of the last multi-mask call, reused by single masks
         self._start = self._shared_token_starts() if skip_shared_tokens and self.data.kind == "pairs" else None
         self._logit_tokens = logits_chunk_tokens(model)
-        # Pairs that differ in their final token alone run one row each (kmshc.ablation.folds_exactly).
+        # Pairs that differ in their final token alone run one row each (kmshc.engine.ablation.folds_exactly).
         self._fold = skip_shared_tokens and folds_exactly(self.data, self.ablation)
 
     def _shared_token_starts(self) -> torch.Tensor | None:
@@ -129,7 +129,7 @@ class Scorer:
                                  chunk_tokens=self._logit_tokens, start=start).view(m, -1)
 
     def _plan(self, masks: torch.Tensor) -> SplitPlan:
-        """Where each mask starts (:func:`kmshc.prefix.plan_splits`); all at 0 without the cache."""
+        """Where each mask starts (:func:`kmshc.engine.prefix.plan_splits`); all at 0 without the cache."""
         if self.cache is None:
             return SplitPlan(0, torch.zeros(masks.shape[0], dtype=torch.long), 0)
         plan = plan_splits(masks, fallback=self._split_hint)

@@ -1,7 +1,7 @@
 """Reading scores off hidden states: log-probabilities, label logits, margins, and :class:`Outcome`.
 
 Pure functions of a model's final hidden states ``[R, T, F]`` (no hooks, no state); the
-:class:`kmshc.scoring.Scorer` and the training module (:mod:`kmshc.module`) both score through them.
+:class:`kmshc.engine.scoring.Scorer` and the training module (:mod:`kmshc.module`) both score through them.
 """
 from __future__ import annotations
 
@@ -70,7 +70,7 @@ def sequence_logprobs(model: nn.Module, h: torch.Tensor, ids: torch.Tensor, att:
 
 def final_token_logprobs(model: nn.Module, h: torch.Tensor, att: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
     """``[R, 2]`` log-probabilities of each row's two ``candidates`` ``[R, 2]`` at its last real
-    position; ``h`` ``[R, T, F]``. The scores of folded pairs (:func:`kmshc.encoding.fold_final_tokens`)."""
+    position; ``h`` ``[R, T, F]``. The scores of folded pairs (:func:`kmshc.engine.encoding.fold_final_tokens`)."""
     last = h[torch.arange(h.shape[0], device=h.device), last_positions(att)]
     logits = logits_from_hidden(model, last)
     return logits.gather(-1, candidates.to(logits.device)) - logits.logsumexp(-1, keepdim=True)

@@ -25,7 +25,7 @@ from typing import Iterator, Sequence
 import torch
 from torch import nn
 
-from kmshc.architectures import head_shape
+from kmshc.engine.architectures import head_shape
 from kmshc.types import KmshcError
 
 
@@ -191,7 +191,7 @@ def head_diagnostics(model: nn.Module, tokenizer, *, n_seq: int = 32, period: in
 
     ``token_ids``: the pool random tokens are drawn from (default: every non-special id).
     """
-    from kmshc.encoding import start_token_id
+    from kmshc.engine.encoding import start_token_id
     if token_ids is None:
         special = set(tokenizer.all_special_ids)
         token_ids = [i for i in range(len(tokenizer)) if i not in special]

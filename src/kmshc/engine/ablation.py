@@ -1,7 +1,7 @@
 """Ablation values ``a`` that replace a gated-off head's output: zero, mean, resample, counterfactual.
 
 Each ablation returns, for one batch, a list with one entry per layer that
-:func:`kmshc.hooks.gated` broadcasts to ``[rows, T, H, d]`` (``None`` means zero).
+:func:`kmshc.engine.hooks.gated` broadcasts to ``[rows, T, H, d]`` (``None`` means zero).
 """
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ import random
 import torch
 from torch import nn
 
-from kmshc.architectures import head_shape
-from kmshc.device import input_device
-from kmshc.encoding import Batch, Encoded, final_token_pairs, pad
-from kmshc.hooks import capture_head_outputs
-from kmshc.memory import TensorLRU
+from kmshc.engine.architectures import head_shape
+from kmshc.engine.device import input_device
+from kmshc.engine.encoding import Batch, Encoded, final_token_pairs, pad
+from kmshc.engine.hooks import capture_head_outputs
+from kmshc.engine.memory import TensorLRU
 from kmshc.types import KmshcError
 
 ABLATIONS = ("zero", "mean", "resample", "counterfactual")
@@ -185,7 +185,7 @@ def require_counterfactuals(data: Encoded) -> None:
 
 
 def folds_exactly(data: Encoded, ablation: "Ablation") -> bool:
-    """Whether scoring each pair of ``data`` from one folded row (:func:`kmshc.encoding.fold_final_tokens`)
+    """Whether scoring each pair of ``data`` from one folded row (:func:`kmshc.engine.encoding.fold_final_tokens`)
     gives exactly the two-row margin under ``ablation``.
 
     The pairs must differ in their final token alone, and the ablation values must agree on a
