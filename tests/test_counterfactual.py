@@ -12,9 +12,9 @@ from kmshc.engine.ablation import CounterfactualAblation, make_ablation
 from kmshc.engine.encoding import encode
 from kmshc.experiment import Experiment
 from kmshc.engine.hooks import capture_head_outputs, gated
-from kmshc.module import GateModule
-from kmshc.datamodule import batch_of
-from kmshc.objectives import pair_margin_loss
+from kmshc.train.module import GateModule
+from kmshc.train.datamodule import batch_of
+from kmshc.train.objectives import pair_margin_loss
 from kmshc.engine.prefix import gated_hidden
 from kmshc.engine.readout import final_hidden
 from kmshc.engine.scoring import Scorer

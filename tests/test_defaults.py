@@ -15,7 +15,7 @@ import kmshc
 from kmshc.cli import build_parser
 from kmshc.entry.search import parse as parse_search
 from kmshc.experiment import Experiment
-from kmshc.module import GateModule
+from kmshc.train.module import GateModule
 from kmshc.engine.scoring import Scorer
 from kmshc.search.config import SearchConfig
 from kmshc.types import Circuit

@@ -102,7 +102,7 @@ def test_batch_to_moves_tokens_and_keeps_indices():
 
 
 def test_module_setup_puts_the_frozen_model_on_the_trainer_device():
-    from kmshc.module import GateModule
+    from kmshc.train.module import GateModule
     module = GateModule(Experiment(model="tiny-gpt2", n=20, device="cpu", ablation="zero"))
     module._trainer = SimpleNamespace(strategy=SimpleNamespace(root_device=torch.device("meta")))
     module.setup("fit")
@@ -145,7 +145,7 @@ def test_cuda_device_map_with_cpu_offload_agrees_with_one_device():
 
 @needs_cuda
 def test_module_setup_moves_the_model_to_the_gpu():
-    from kmshc.module import GateModule
+    from kmshc.train.module import GateModule
     module = GateModule(Experiment(model="tiny-gpt2", n=20, device="cpu"))
     module._trainer = SimpleNamespace(strategy=SimpleNamespace(root_device=torch.device("cuda", 0)))
     module.setup("fit")

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from kmshc.engine.ablation import folds_exactly, make_ablation
-from kmshc.datamodule import batch_of
+from kmshc.train.datamodule import batch_of
 from kmshc.engine.encoding import encode, final_token_pairs, fold_final_tokens
 from kmshc.engine.scoring import Scorer
 from kmshc.tasks.base import PairItem, Task

@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from kmshc.gates import HardConcreteGates
+from kmshc.train.gates import HardConcreteGates
 
 
 def test_sample_shapes_and_range():

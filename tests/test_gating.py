@@ -6,7 +6,7 @@ import torch
 
 from kmshc.engine.ablation import MeanAblation, ResampleAblation, make_ablation
 from kmshc.engine.architectures import ARCHITECTURES, arch_spec, head_dim, head_shape, out_projections
-from kmshc.datamodule import batch_of
+from kmshc.train.datamodule import batch_of
 from kmshc.engine.encoding import Encoded, encode, pad
 from kmshc.engine.hooks import capture_head_outputs, gated
 from kmshc.tasks import grammar_task

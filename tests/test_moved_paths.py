@@ -38,3 +38,16 @@ def test_old_paths_import_in_a_fresh_interpreter():
     """First import through the old path (nothing imported the new one yet)."""
     code = "import kmshc.scoring, kmshc.engine.scoring as n; assert kmshc.scoring is n"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_a_config_naming_an_old_class_path_parses():
+    """Lightning and jsonargparse configs (``class_path: kmshc.train_utils.RankGatesDump``, a
+    checkpoint's recorded hparams) resolve the old path to the same class."""
+    from jsonargparse import ArgumentParser
+    from lightning import Callback
+
+    from kmshc.train.run import RankGatesDump
+    p = ArgumentParser()
+    p.add_argument("--callback", type=Callback)
+    cfg = p.parse_args(["--callback", '{"class_path": "kmshc.train_utils.RankGatesDump", "init_args": {"dirpath": "x"}}'])
+    assert isinstance(p.instantiate_classes(cfg).callback, RankGatesDump)

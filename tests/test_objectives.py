@@ -3,8 +3,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from kmshc import objectives as obj
-from kmshc.gates import HardConcreteGates
+from kmshc.train import objectives as obj
+from kmshc.train.gates import HardConcreteGates
 from kmshc.engine.probe import Probe
 
 

@@ -15,6 +15,7 @@ sys.path.insert(0, str(ROOT))
 import train  # noqa: E402  (the entry point at the repo root)
 
 from kmshc.experiment import Experiment  # noqa: E402
+from kmshc.tasks.files import resolve_data_path  # noqa: E402
 from kmshc.types import heads_to_mask, read_circuit  # noqa: E402
 
 TINY = str(ROOT / "configs" / "train" / "tiny.yaml")
@@ -40,8 +41,8 @@ def test_every_config_parses(path, capsys):
     assert e.value.code in (0, None)
     printed = yaml.safe_load(capsys.readouterr().out)
     exp = Experiment(**printed["data"]["experiment"])  # checks scorer and ablation names
-    if exp.data and (ROOT.parent / "shared" / "data").is_dir():  # BLiMP lives beside a checkout, never in it
-        assert (ROOT / exp.data).exists(), exp.data
+    if exp.data and os.environ.get("KMSHC_DATA"):  # BLiMP lives outside the checkout, named by $KMSHC_DATA
+        assert (ROOT / resolve_data_path(exp.data)).exists(), exp.data
     assert printed["name"] == path.stem
 
 
@@ -113,7 +114,7 @@ def test_same_seed_same_gates_and_resume(tmp_path):
 def test_ddp_two_cpu_ranks_keep_identical_gates(tmp_path):
     r = subprocess.run([sys.executable, "train.py", "fit", "--config", TINY, "--runs_dir", str(tmp_path),
                         "--trainer.devices", "2", "--trainer.strategy", "ddp", "--trainer.enable_progress_bar", "false",
-                        "--trainer.callbacks+=kmshc.train_utils.RankGatesDump",
+                        "--trainer.callbacks+=kmshc.train.run.RankGatesDump",
                         "--trainer.callbacks.dirpath", str(tmp_path)],
                        cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]

@@ -20,7 +20,7 @@ The code sits in one folder per step: :mod:`kmshc.engine` (models, hooks, ablati
 :mod:`kmshc.train` (learn), :mod:`kmshc.rank`, :mod:`kmshc.search` (search and certify),
 :mod:`kmshc.compare`, :mod:`kmshc.view`, :mod:`kmshc.redundancy`, :mod:`kmshc.toy`, and
 :mod:`kmshc.entry` (one module per CLI verb). Module paths of the previous flat layout
-(``kmshc.scoring``, ``kmshc.module``, ...) still import, as the same module objects, through
+(such as ``scoring`` or ``module`` under ``kmshc``) still import, as the same module objects, through
 ``_MOVED``: old scripts, configs and pickles keep loading for one release.
 """
 from __future__ import annotations
@@ -50,6 +50,12 @@ __all__ = ["__version__", *_LAZY]
 
 # old module path -> its module now; deprecated, removed in the next release
 _MOVED: dict[str, str] = {
+    "kmshc.gates": "kmshc.train.gates",
+    "kmshc.objectives": "kmshc.train.objectives",
+    "kmshc.module": "kmshc.train.module",
+    "kmshc.datamodule": "kmshc.train.datamodule",
+    "kmshc.train_utils": "kmshc.train.run",
+    "kmshc.plots": "kmshc.train.plots",
     "kmshc.ablation": "kmshc.engine.ablation",
     "kmshc.architectures": "kmshc.engine.architectures",
     "kmshc.cost": "kmshc.engine.cost",

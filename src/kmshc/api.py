@@ -7,7 +7,7 @@
     with kmshc.only_heads(model, circuit, ablation=exp.ablation_values):
         ...                                               # the model with only the circuit's heads
 
-These are thin layers over :mod:`kmshc.module` (training), :mod:`kmshc.search` (searches and
+These are thin layers over :mod:`kmshc.train.module` (training), :mod:`kmshc.search` (searches and
 certificate) and :mod:`kmshc.engine.hooks` (interventions); the command line runs the same code.
 """
 from __future__ import annotations
@@ -51,14 +51,14 @@ def learn_gates(experiment: Experiment, *, steps: int = 200, batch_size: int = 1
     """Learn one hard-concrete gate per head with Lightning (what ``kmshc train`` fits, without
     run files, checkpoints or loggers).
 
-    ``module_args`` go to :class:`~kmshc.module.GateModule` (``objective``, ``sparsity``, ``lam``,
+    ``module_args`` go to :class:`~kmshc.train.module.GateModule` (``objective``, ``sparsity``, ``lam``,
     ``target``, ``lr``, ``tau``, ...). Validation is skipped: score the result with
     :func:`search_circuit` or ``experiment.scorer_for("val")``.
     """
     import lightning as L
 
-    from kmshc.datamodule import GateDataModule
-    from kmshc.module import GateModule
+    from kmshc.train.datamodule import GateDataModule
+    from kmshc.train.module import GateModule
     from kmshc.engine.quiet import quiet_lightning
     L.seed_everything(seed, verbose=False)
     module = GateModule(experiment, **module_args)

@@ -144,7 +144,7 @@ def _score(groups: dict[str, list[Entry]], store: _ScoreCache) -> tuple[dict[str
 
 
 def _plot(curves: dict[str, list[Curve]], tasks: dict[str, str], out: Path) -> list[Path]:
-    from kmshc.plots import faithfulness_curves
+    from kmshc.train.plots import faithfulness_curves
     out.mkdir(parents=True, exist_ok=True)
     images = []
     for m in METRICS:

@@ -1,7 +1,7 @@
 """Reading scores off hidden states: log-probabilities, label logits, margins, and :class:`Outcome`.
 
 Pure functions of a model's final hidden states ``[R, T, F]`` (no hooks, no state); the
-:class:`kmshc.engine.scoring.Scorer` and the training module (:mod:`kmshc.module`) both score through them.
+:class:`kmshc.engine.scoring.Scorer` and the training module (:mod:`kmshc.train.module`) both score through them.
 """
 from __future__ import annotations
 

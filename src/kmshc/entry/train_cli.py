@@ -17,12 +17,12 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import CSVLogger, WandbLogger
 
-from kmshc.datamodule import GateDataModule
+from kmshc.train.datamodule import GateDataModule
 from kmshc.engine.device import lightning_accelerator
 from kmshc.entry.configs import resolve_config_args
-from kmshc.module import GateModule
+from kmshc.train.module import GateModule
 from kmshc.engine.quiet import quiet_lightning
-from kmshc.train_utils import SCORE_SPLITS, RunOutputs, prepare_run_dir
+from kmshc.train.run import SCORE_SPLITS, RunOutputs, prepare_run_dir
 from kmshc.types import atomic_write_text, config_errors
 
 __all__ = ["GateDataModule", "GateModule", "TrainCLI", "main"]

@@ -18,7 +18,7 @@ import torch
 from kmshc.stats import bootstrap_means, percentile_interval
 
 from kmshc.engine.memory import peak_rss_mb
-from kmshc.plots import gate_heatmap
+from kmshc.train.plots import gate_heatmap
 from kmshc.types import Circuit, KmshcError, atomic_write_json, ensure_writable_dir, head_name, mask_to_heads
 
 RUN_FILES = ("gates.json", "circuit_learned.json", "checkpoints", "config.yaml")

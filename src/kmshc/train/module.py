@@ -16,14 +16,14 @@ import lightning as L
 import torch
 from torchmetrics.classification import BinaryAccuracy
 
-from kmshc import objectives as obj
+from kmshc.train import objectives as obj
 from kmshc.engine.cost import RowCount
-from kmshc.datamodule import batch_of
+from kmshc.train.datamodule import batch_of
 from kmshc.engine.device import input_device
 from kmshc.engine.ablation import folds_exactly
 from kmshc.engine.encoding import Batch, Encoded, encode, fold_final_tokens
 from kmshc.experiment import Experiment
-from kmshc.gates import HardConcreteGates
+from kmshc.train.gates import HardConcreteGates
 from kmshc.engine.hooks import count_rows, gated
 from kmshc.engine.probe import Probe, fit_probe
 from kmshc.engine.readout import (class_margin, final_hidden, final_token_logprobs, label_logits, last_positions,
