@@ -30,7 +30,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import ROOT, parse, parser, peak_rss_mb, report, table  # noqa: E402
 
-from kmshc.rank_cli import read_rank_record  # noqa: E402
+from kmshc.rank.run import read_rank_record  # noqa: E402
 from kmshc.engine.cost import CostRecord  # noqa: E402
 from kmshc.search.certificate import Certificate  # noqa: E402
 from kmshc.types import Circuit, KmshcError, read_circuit  # noqa: E402

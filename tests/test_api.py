@@ -141,8 +141,8 @@ def test_search_config_refuses_a_bad_value_when_built(field, value, message):
 
 def test_rank_heads_gives_gates_the_warm_search_starts_from(exp):
     """The verb's scores and starting set, as LearnedGates: log_alpha = the method's scores, gates 1 on the start."""
-    from kmshc.attribution import head_attribution, starting_set
-    from kmshc.forward_selection import forward_selection
+    from kmshc.rank.attribution import head_attribution, starting_set
+    from kmshc.rank.forward_selection import forward_selection
     train = exp.scorer_for("train")
     att = kmshc.rank_heads(exp, coverage=0.5)
     ref = head_attribution(train)

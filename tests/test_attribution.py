@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import kmshc.engine.readout
-from kmshc.attribution import head_attribution, starting_set
+from kmshc.rank.attribution import head_attribution, starting_set
 from kmshc.cli import main as kmshc_main
 from kmshc.engine.scoring import Scorer
 from kmshc.search.rundir import read_gates
@@ -164,7 +164,7 @@ def test_rank_writes_gates_a_warm_search_starts_from(tmp_path):
 
 
 def test_rank_with_integrated_gradients_records_its_steps_and_their_cost(tmp_path):
-    from kmshc.rank_cli import read_rank_record
+    from kmshc.rank.run import read_rank_record
     rank(tmp_path, "--method", "integrated_gradients", "--steps", "2")
     record = json.loads((tmp_path / "att" / "gates.json").read_text())
     assert record["method"] == "integrated_gradients" and record["steps"] == 2
@@ -182,7 +182,7 @@ def test_rank_refuses_to_overwrite_without_the_flag(tmp_path, capsys):
 
 def test_rank_reuses_an_earlier_runs_experiment(tmp_path):
     """--experiment_from: the ranking runs on that run's experiment (here n=60, zero ablation), not the flags'."""
-    from kmshc.rank_cli import read_rank_record
+    from kmshc.rank.run import read_rank_record
     from kmshc.experiment import Experiment
     from kmshc.types import atomic_write_json
     src = tmp_path / "learned"

@@ -8,10 +8,10 @@ import json
 import pytest
 import torch
 
-from kmshc.attribution import gate_gradients
+from kmshc.rank.attribution import gate_gradients
 from kmshc.cli import main as kmshc_main
 from kmshc.engine.cost import RowCount
-from kmshc.forward_selection import forward_selection
+from kmshc.rank.forward_selection import forward_selection
 from kmshc.engine.scoring import Scorer
 from kmshc.search.rundir import read_gates
 from kmshc.tasks import grammar_task

@@ -71,7 +71,7 @@ def test_warm_search_finds_a_previous_token_and_an_induction_head(toy):
 def test_forward_selection_finds_them_without_training(toy):
     """Re-linearised attribution from no head, on the learned run's experiment (train split): the
     selected start holds the mechanism, with no training at all."""
-    from kmshc.forward_selection import forward_selection
+    from kmshc.rank.forward_selection import forward_selection
     from kmshc.search.rundir import read_gates
     _, diag, circ = toy
     exp = read_gates(Path(circ.extra["source"]).parent)[0]

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from kmshc.rank_compare import compare_rankings, read_ranking, top_k
+from kmshc.compare.rankings import compare_rankings, read_ranking, top_k
 from kmshc.types import KmshcError
 
 A = {"L0H0": 5.0, "L0H1": 4.0, "L1H0": 3.0, "L1H1": 2.0, "L2H0": 1.0}

@@ -50,6 +50,10 @@ __all__ = ["__version__", *_LAZY]
 
 # old module path -> its module now; deprecated, removed in the next release
 _MOVED: dict[str, str] = {
+    "kmshc.attribution": "kmshc.rank.attribution",
+    "kmshc.forward_selection": "kmshc.rank.forward_selection",
+    "kmshc.rank_cli": "kmshc.rank.run",
+    "kmshc.rank_compare": "kmshc.compare.rankings",
     "kmshc.gates": "kmshc.train.gates",
     "kmshc.objectives": "kmshc.train.objectives",
     "kmshc.module": "kmshc.train.module",

@@ -76,11 +76,11 @@ def rank_heads(experiment: Experiment, *, method: str = "attribution", split: st
                **settings: Any) -> LearnedGates:
     """Rank heads without training, as ``kmshc rank`` does (docs/ranking.md): ``method`` is
     ``attribution``, ``integrated_gradients`` or ``forward_selection``; ``settings`` are
-    :class:`~kmshc.rank_cli.RankSettings`' other fields (``steps``, ``coverage``, ``target``,
+    :class:`~kmshc.rank.run.RankSettings`' other fields (``steps``, ``coverage``, ``target``,
     ``per_round``, ``max_heads``). Returns :class:`LearnedGates` with ``log_alpha`` = the
     method's scores and ``gates`` 1 on its starting set, so ``search_circuit(experiment,
     gates=...)`` starts from it as from learned gates."""
-    from kmshc.rank_cli import RankSettings, rank
+    from kmshc.rank.run import RankSettings, rank
     try:
         cfg = RankSettings(method=method, **settings)
     except TypeError as e:  # an unknown keyword: name it

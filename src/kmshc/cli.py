@@ -26,7 +26,7 @@ from kmshc.entry.redundancy import add_redundancy_parser
 from kmshc.entry.score import add_score_parser
 from kmshc.entry.search import add_search_parser, add_verify_parser
 from kmshc.entry.train import add_train_parser
-from kmshc.rank_cli import add_rank_parser
+from kmshc.entry.rank import add_rank_parser
 from kmshc.show import add_show_parser
 from kmshc.survey import add_tasks_parser
 from kmshc.toy import add_toy_parser

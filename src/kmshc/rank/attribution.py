@@ -17,10 +17,10 @@ integrated gradients (Sundararajan et al., 2017) on the gates, as in EAP-IG (Han
 The scores then add up to ``m(all heads) − m(no head)`` (up to the midpoint rule's error).
 ``steps`` times the cost of plain attribution. The path still moves every gate together, so a
 head that matters only next to a few others can stay low here too; see
-:mod:`kmshc.forward_selection`.
+:mod:`kmshc.rank.forward_selection`.
 
-``kmshc rank`` (:mod:`kmshc.rank_cli`) writes these scores as a ``gates.json`` that
-``search.py --mode warm`` starts from; :mod:`kmshc.forward_selection` re-takes the derivative at
+``kmshc rank`` (:mod:`kmshc.rank.run`) writes these scores as a ``gates.json`` that
+``search.py --mode warm`` starts from; :mod:`kmshc.rank.forward_selection` re-takes the derivative at
 a growing circuit instead of at the full model.
 """
 from __future__ import annotations

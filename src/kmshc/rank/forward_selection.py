@@ -1,6 +1,6 @@
 """Forward selection by re-linearised attribution: a small starting circuit without training.
 
-Attribution at the full model (:mod:`kmshc.attribution`) is a linear estimate around *all heads
+Attribution at the full model (:mod:`kmshc.rank.attribution`) is a linear estimate around *all heads
 on*; a small circuit lives around *almost all heads ablated*, where heads interact differently
 (on IOI, a head the full-model estimate ranks 177th of 270 is one of the circuit's four). So the
 estimate is taken again at the circuit being built:
@@ -22,7 +22,7 @@ from typing import Callable
 
 import torch
 
-from kmshc.attribution import Attribution, gate_gradients
+from kmshc.rank.attribution import Attribution, gate_gradients
 from kmshc.engine.cost import RowCount
 from kmshc.engine.hooks import count_rows
 from kmshc.engine.scoring import Scorer
@@ -31,7 +31,7 @@ from kmshc.types import KmshcError, head_name
 
 @dataclass(frozen=True)
 class Selection(Attribution):
-    """:class:`~kmshc.attribution.Attribution` whose ``scores`` ``[L, H]`` are ``∂m/∂g`` at the
+    """:class:`~kmshc.rank.attribution.Attribution` whose ``scores`` ``[L, H]`` are ``∂m/∂g`` at the
     selected set; ``start``: the heads in the order added; ``recovery``: ``r(S)`` on the ranking
     split before each addition and at the end (``recovery[0]`` = 0, the empty set); ``reached``:
     whether the last ``r(S)`` reached the target (otherwise ``max_heads`` stopped it)."""

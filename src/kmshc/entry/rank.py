@@ -1,107 +1,16 @@
-"""``kmshc rank``: rank heads without training and write a ``gates.json`` the warm search starts from.
-
-``log_alpha`` carries the method's scores (the warm search's order for restoring and deleting
-heads); ``gate`` is 1 for the starting set and 0 elsewhere: the coverage rule of
-:func:`kmshc.attribution.starting_set` for ``attribution`` and ``integrated_gradients``, the
-selected heads for ``forward_selection`` (:mod:`kmshc.forward_selection`).
-"""
+"""``kmshc rank``: rank heads without training and write a warm-startable ``gates.json``
+(the ranking itself is :mod:`kmshc.rank`)."""
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from kmshc.engine.ablation import DEFAULT_ABLATION
-from kmshc.attribution import METHODS as DERIVATIVES
-from kmshc.attribution import Attribution, head_attribution, starting_set
-from kmshc.engine.cost import CostRecord
+from kmshc.rank.run import METHODS, RankSettings, gates_record, rank
 from kmshc.types import KmshcError, atomic_write_json, ensure_writable_dir
-
-METHODS = (*DERIVATIVES, "forward_selection")
-
-
-@dataclass(frozen=True)
-class RankSettings:
-    """How ``kmshc rank`` ranks (the defaults of the verb and of :func:`kmshc.api.rank_heads`):
-    ``method``; ``steps`` (integrated gradients' points on the gate path); ``coverage`` (the
-    starting-set rule of the derivative methods); ``target``, ``per_round``, ``max_heads``
-    (forward selection, :func:`kmshc.forward_selection.forward_selection`)."""
-
-    method: str = "attribution"
-    steps: int = 5
-    coverage: float = 0.9
-    target: float = 0.9
-    per_round: int = 1
-    max_heads: int = 64
-
-
-def rank(scorer, split: str, settings: RankSettings,
-         on_round: Callable[[int, float], None] | None = None) -> tuple[Attribution, list[str], dict[str, Any]]:
-    """``(scores, starting set, start rule)`` of ``settings.method`` on ``scorer``'s data."""
-    if settings.method not in METHODS:
-        raise KmshcError(f"method: expected one of {', '.join(METHODS)}, got {settings.method!r}")
-    if settings.method == "forward_selection":
-        from kmshc.forward_selection import forward_selection
-        result = forward_selection(scorer, split, target=settings.target, per_round=settings.per_round,
-                                   max_heads=settings.max_heads, on_round=on_round)
-        return result, list(result.start), {
-            "rule": "forward_selection", "target": settings.target, "per_round": settings.per_round,
-            "max_heads": settings.max_heads, "reached": result.reached,
-            "recovery": [round(r, 6) for r in result.recovery]}
-    result = head_attribution(scorer, split, method=settings.method, steps=settings.steps)
-    return result, starting_set(result.named(), settings.coverage), {"rule": "coverage", "coverage": settings.coverage}
-
-
-def gates_record(exp, result: Attribution, start: list[str] | tuple[str, ...], start_rule: dict[str, Any],
-                 wall_time_s: float) -> dict[str, Any]:
-    """The ``gates.json`` object: train.py's format (``experiment`` + ``heads: {name: {gate,
-    log_alpha}}``) with ``log_alpha`` = the method's score, plus the method, its start rule
-    (with the starting set's ``size``) and its cost."""
-    named = result.named()
-    start = set(start)
-    n_layers, n_heads = result.scores.shape
-    return {"model": exp.model, "task": exp.task_name, "n_layers": n_layers, "n_heads": n_heads, "tau": 0.5,
-            "experiment": exp.to_dict(), "method": result.method, "steps": result.steps, "split": result.split, "n": result.n,
-            "metric": "mean margin", "start_rule": {**start_rule, "size": len(start)},
-            "heads": {h: {"log_alpha": a, "gate": 1.0 if h in start else 0.0} for h, a in named.items()},
-            "cost": result.cost.to_dict(), "wall_time_s": round(wall_time_s, 3)}
-
-
-@dataclass(frozen=True)
-class RankRecord:
-    """What a rank run's ``gates.json`` says about its own run: method, examples, starting-set size,
-    cost, wall time and ``steps``: the points on the gate path (1 for plain attribution, and where
-    a file does not record it) or, for forward selection, the rounds."""
-
-    method: str
-    n: int
-    start_size: int
-    cost: CostRecord
-    wall_time_s: float
-    steps: int = 1
-
-
-def read_rank_record(run_dir: str | Path) -> RankRecord:
-    """The :class:`RankRecord` of ``run_dir/gates.json``; a training run's gates (no ``method``) are refused."""
-    path = Path(run_dir) / "gates.json"
-    try:
-        d = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise KmshcError(f"{path}: not found; expected the gates.json of a `kmshc rank` run") from None
-    except (OSError, ValueError) as e:
-        raise KmshcError(f"{path}: cannot read it ({e})") from None
-    if not isinstance(d, dict) or d.get("method") not in METHODS:
-        raise KmshcError(f"{path}: field 'method' must be one of {', '.join(METHODS)} (a `kmshc rank` run)")
-    try:
-        return RankRecord(method=d["method"], n=int(d["n"]), start_size=int(d["start_rule"]["size"]),
-                          cost=CostRecord.from_dict(d["cost"], where=f"{path}: field 'cost'"),
-                          wall_time_s=float(d["wall_time_s"]), steps=int(d.get("steps", 1)))
-    except (KeyError, TypeError, ValueError) as e:
-        raise KmshcError(f"{path}: field {e} missing or malformed") from None
 
 
 def rank_experiment(args: argparse.Namespace):
