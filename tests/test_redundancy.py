@@ -4,9 +4,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from kmshc.redundancy import Found, analyze, find_circuits, grid
-from kmshc.redundancy_report import report_text, write_report
-from kmshc.redundancy_run import Redundancy
+from kmshc.redundancy.disjoint import Found, analyze, find_circuits, grid
+from kmshc.redundancy.report import report_text, write_report
+from kmshc.redundancy.run import Redundancy
 from kmshc.engine.readout import Outcome
 from kmshc.search import CertificateConfig, Recorder, certify, cold_search, refine
 from kmshc.search.common import NoSufficientSet, indices, names

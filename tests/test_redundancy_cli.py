@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from kmshc.entry.redundancy import parse
-from kmshc.redundancy_run import redundancy
+from kmshc.redundancy.run import redundancy
 from kmshc.search.common import NoSufficientSet
 from kmshc.entry.search import repeatable
 from kmshc.types import KmshcError, read_circuit

@@ -50,6 +50,8 @@ __all__ = ["__version__", *_LAZY]
 
 # old module path -> its module now; deprecated, removed in the next release
 _MOVED: dict[str, str] = {
+    "kmshc.redundancy_run": "kmshc.redundancy.run",
+    "kmshc.redundancy_report": "kmshc.redundancy.report",
     "kmshc.attribution": "kmshc.rank.attribution",
     "kmshc.forward_selection": "kmshc.rank.forward_selection",
     "kmshc.rank_cli": "kmshc.rank.run",

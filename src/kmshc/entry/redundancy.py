@@ -1,4 +1,4 @@
-"""``kmshc redundancy``: the command line of :mod:`kmshc.redundancy_run` (``kmshc search``'s
+"""``kmshc redundancy``: the command line of :mod:`kmshc.redundancy.run` (``kmshc search``'s
 flags plus ``--out``, ``--max_circuits`` and ``--mix_points``; docs/redundancy.md)."""
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ def parse(args: list[str]):
     """``(SearchConfig, {out, max_circuits, mix_points})`` from search.py's fields plus three more."""
     from jsonargparse import ActionConfigFile, ArgumentParser
 
-    from kmshc.redundancy_run import __doc__ as doc
+    from kmshc.redundancy.run import __doc__ as doc
     from kmshc.search.config import SearchConfig
     from kmshc.types import config_errors
     p = ArgumentParser(prog="kmshc redundancy", description=doc.splitlines()[0], default_env=False)
@@ -32,7 +32,7 @@ def parse(args: list[str]):
 
 
 def _main(args: argparse.Namespace) -> dict:
-    from kmshc.redundancy_run import redundancy
+    from kmshc.redundancy.run import redundancy
     cfg, extra = parse(args.argv)
     res = redundancy(replace(cfg, progress=False), **extra)
     return {"out": res.out, "stop": res.stop, "why": res.why, "report": str(Path(res.out) / "report.md"),

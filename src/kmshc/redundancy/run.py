@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from kmshc.experiment import Experiment
-from kmshc.redundancy import Analysis, Found, analyze, find_circuits
+from kmshc.redundancy.disjoint import Analysis, Found, analyze, find_circuits
 from kmshc.search.certificate import Certificate
 from kmshc.search.config import SearchConfig
 from kmshc.search.run import run
@@ -76,7 +76,7 @@ def redundancy(cfg: SearchConfig, *, out: str | Path, max_circuits: int = 5, mix
     """Find the chain ``C1, C2, …`` (see the module docstring), analyse it on the certificate's split
     and write ``redundancy.json`` and the report. ``cfg.max_evaluations`` caps the whole chain's
     search evaluations (the certificates' evaluations are not counted)."""
-    from kmshc.redundancy_report import write_report
+    from kmshc.redundancy.report import write_report
     if cfg.mode not in ("cold", "warm"):
         raise KmshcError(f"redundancy: mode must be cold or warm, got {cfg.mode!r}")
     if cfg.exclude:

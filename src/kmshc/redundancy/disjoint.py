@@ -1,7 +1,7 @@
 """Redundant circuits: find ``C1``, exclude it, find ``C2`` among the other heads, and so on.
 
-The pure core of ``kmshc redundancy`` (docs/redundancy.md); :mod:`kmshc.redundancy_run` runs it
-on a model and :mod:`kmshc.redundancy_report` writes the report.
+The pure core of ``kmshc redundancy`` (docs/redundancy.md); :mod:`kmshc.redundancy.run` runs it
+on a model and :mod:`kmshc.redundancy.report` writes the report.
 
 * :func:`find_circuits` iterates a search ``find(found, budget)`` until the heads left cannot
   reach ``U`` (:class:`~kmshc.search.common.NoSufficientSet`) or a budget is reached.

@@ -10,7 +10,7 @@ import matplotlib
 matplotlib.use("Agg")  # before pyplot: headless servers
 import matplotlib.pyplot as plt  # noqa: E402
 
-from kmshc.redundancy import Analysis, Dynamics, Mix, Point  # noqa: E402
+from kmshc.redundancy.disjoint import Analysis, Dynamics, Mix, Point  # noqa: E402
 from kmshc.search.certificate import Estimate  # noqa: E402
 from kmshc.types import atomic_write_bytes, atomic_write_text  # noqa: E402
 
@@ -84,7 +84,7 @@ def _mix_table(m: Mix) -> list[str]:
 
 
 def report_text(res) -> str:
-    """The markdown report of a :class:`~kmshc.redundancy_run.Redundancy`."""
+    """The markdown report of a :class:`~kmshc.redundancy.run.Redundancy`."""
     lines = ["# Redundant circuits", "", f"{len(res.circuits)} disjoint sufficient circuit(s). "
              f"Stopped: {res.stop} ({res.why}).", ""]
     learned = set(res.learned or ())
