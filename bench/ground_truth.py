@@ -2,7 +2,7 @@
 
 For each toy seed: train the toy induction model (``kmshc toy``), compute its head
 diagnostics and the single-head ablation table, define the reference circuit from the
-diagnostics alone (:mod:`kmshc.ground_truth`), then run ``train.py`` (learned), ``search.py
+diagnostics alone (:mod:`kmshc.toy.ground_truth`), then run ``train.py`` (learned), ``search.py
 --mode warm`` and ``--mode cold`` with the toy configs, certify the learned circuit with
 ``--mode verify``, and tabulate precision, recall, the mechanism check and the certificate.
 
@@ -29,10 +29,10 @@ from common import parse, table  # noqa: E402
 
 from kmshc.engine.diagnostics import HeadDiagnostics, head_diagnostics  # noqa: E402
 from kmshc.experiment import Experiment  # noqa: E402
-from kmshc.ground_truth import (INDUCTION_THRESHOLD, PREV_THRESHOLD, SingleAblation, agreement,  # noqa: E402
+from kmshc.toy.ground_truth import (INDUCTION_THRESHOLD, PREV_THRESHOLD, SingleAblation, agreement,  # noqa: E402
                                 chance, reference_circuit, single_ablation)
 from kmshc.engine.models import load_model  # noqa: E402
-from kmshc.toy import ToyConfig, save_toy, train_toy  # noqa: E402
+from kmshc.toy.induction import ToyConfig, save_toy, train_toy  # noqa: E402
 from kmshc.types import atomic_write_json, atomic_write_text, read_circuit  # noqa: E402
 
 TOY_TOKENS = range(2, 2 + ToyConfig.vocab)  # the t0 … t63 ids: diagnostics draw only from them

@@ -2,7 +2,7 @@
 warm search find its known circuit (a previous-token head and an induction head), and that the
 check fails when the ground truth is scrambled.
 
-The reference comes from attention diagnostics only (kmshc.ground_truth); the searched circuit
+The reference comes from attention diagnostics only (kmshc.toy.ground_truth); the searched circuit
 must hold the mechanism and reach MIN_PRECISION against it.
 """
 from __future__ import annotations
@@ -15,9 +15,9 @@ import pytest
 import torch
 
 from kmshc.engine.diagnostics import HeadDiagnostics, head_diagnostics
-from kmshc.ground_truth import check_circuit, reference_circuit
+from kmshc.toy.ground_truth import check_circuit, reference_circuit
 from kmshc.engine.models import load_model
-from kmshc.toy import ToyConfig, save_toy, train_toy
+from kmshc.toy.induction import ToyConfig, save_toy, train_toy
 from kmshc.types import read_circuit
 
 # one xdist worker runs the module, so its ~1-minute fixture (train the toy, fit, search) runs once

@@ -8,11 +8,11 @@ import torch
 
 from kmshc.cli import main as cli_main
 from kmshc.engine.diagnostics import HeadDiagnostics
-from kmshc.ground_truth import agreement, chance, check_circuit, reference_circuit, single_ablation
+from kmshc.toy.ground_truth import agreement, chance, check_circuit, reference_circuit, single_ablation
 from kmshc.engine.models import load_model
 from kmshc.tasks import make_task
 from kmshc.tasks.toy_induction import sample_induction, toy_induction_task
-from kmshc.toy import ToyConfig, toy_tokenizer, train_toy
+from kmshc.toy.induction import ToyConfig, toy_tokenizer, train_toy
 from kmshc.types import KmshcError
 
 

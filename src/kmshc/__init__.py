@@ -50,6 +50,7 @@ __all__ = ["__version__", *_LAZY]
 
 # old module path -> its module now; deprecated, removed in the next release
 _MOVED: dict[str, str] = {
+    "kmshc.ground_truth": "kmshc.toy.ground_truth",
     "kmshc.redundancy_run": "kmshc.redundancy.run",
     "kmshc.redundancy_report": "kmshc.redundancy.report",
     "kmshc.attribution": "kmshc.rank.attribution",

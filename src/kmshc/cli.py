@@ -29,7 +29,7 @@ from kmshc.entry.train import add_train_parser
 from kmshc.entry.rank import add_rank_parser
 from kmshc.show import add_show_parser
 from kmshc.survey import add_tasks_parser
-from kmshc.toy import add_toy_parser
+from kmshc.entry.toy import add_toy_parser
 from kmshc.types import KmshcError
 from kmshc.view.write import add_report_parser
 

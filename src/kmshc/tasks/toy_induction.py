@@ -1,8 +1,8 @@
 """The toy induction task: random tokens ``t0 … t{V-1}`` with one segment repeated later.
 
-The same sampler feeds the toy model's training (:mod:`kmshc.toy`) and the ``toy_induction``
+The same sampler feeds the toy model's training (:mod:`kmshc.toy.induction`) and the ``toy_induction``
 minimal pairs, so the pairs come from the distribution the model was trained on. Both the
-segment's start and the gap between its two copies are random (see :mod:`kmshc.toy` for why).
+segment's start and the gap between its two copies are random (see :mod:`kmshc.toy.induction` for why).
 """
 from __future__ import annotations
 
