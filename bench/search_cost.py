@@ -163,7 +163,7 @@ def cprs(circuits: dict[str, tuple[Circuit, Path]]) -> dict[str, float]:
     """CPR (margin) of each searched circuit's ranking: its heads first, then the rest by the
     ``log_alpha`` of the gates it started from (learned gates or attribution). Loads the model."""
     from kmshc.compare.entries import Entry
-    from kmshc.curve_runs import compare_curves
+    from kmshc.compare.curve_runs import compare_curves
     entries = []
     for name, (circ, path) in circuits.items():
         source = Path(str(circ.extra.get("source") or path))  # curve_runs reads log_alpha next to the path

@@ -7,8 +7,8 @@ import pytest
 
 from kmshc.cli import main
 from kmshc.compare import load_entries
-from kmshc.curve_runs import entry_ranking
-from kmshc.curves import faithfulness_curve
+from kmshc.compare.curve_runs import entry_ranking
+from kmshc.compare.curves import faithfulness_curve
 from kmshc.experiment import Experiment
 from kmshc.types import Circuit
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from kmshc.curves import (Curve, cmd, complete_ranking, cpr, curve_from_scores, faithfulness_curve, grid,
+from kmshc.compare.curves import (Curve, cmd, complete_ranking, cpr, curve_from_scores, faithfulness_curve, grid,
                           normalise, ranking_from_gates, topk_masks)
 from kmshc.types import KmshcError
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import TYPE_CHECKING, Mapping, Sequence
 
 import matplotlib
 
@@ -16,6 +16,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from kmshc.types import atomic_write_bytes, parse_head  # noqa: E402
+
+if TYPE_CHECKING:
+    from kmshc.compare.curves import Curve
 
 
 def _save(fig, path: str | Path) -> Path:
@@ -109,3 +112,18 @@ def layer_distributions(per_task: Mapping[str, Mapping[str, Sequence[float]]], p
 
 def _short(label: str, n: int = 22) -> str:
     return label if len(label) <= n else label[: n - 1] + "…"
+
+
+def faithfulness_curves(curves: Sequence["Curve"], path: str | Path, title: str = "") -> Path:
+    """One line per :class:`kmshc.compare.curves.Curve`: normalised faithfulness against the fraction
+    of heads. The legend gives each curve's CPR and CMD; the dashed line at 1 is the full model."""
+    fig, ax = plt.subplots(figsize=(5.5, 3.6), dpi=110)
+    for c in curves:
+        ax.plot([k / c.n_heads for k in c.ks], c.faithfulness, marker="o", ms=3,
+                label=f"{c.label or 'ranking'} (CPR {c.cpr:.2f}, CMD {c.cmd:.2f})")
+    ax.axhline(1.0, ls="--", lw=0.8, c="grey")
+    ax.set_xlabel("fraction of heads kept (top-k of the ranking)")
+    ax.set_ylabel("faithfulness (S(C_k) − S(∅)) / (S(M) − S(∅))")
+    ax.set_title(title or "faithfulness curves", fontsize=9)
+    ax.legend(fontsize=7, loc="lower right")
+    return _save(fig, path)

@@ -16,7 +16,7 @@ def add_compare_parser(sub: argparse._SubParsersAction) -> None:
                         "(loads the model) with paired bootstrap intervals")
     p.add_argument("--curves", action="store_true",
                    help="MIB-style faithfulness curves with CPR and CMD for each circuit's head ranking, scored on "
-                        "test (loads the model; see kmshc.curve_runs)")
+                        "test (loads the model; see kmshc.compare.curve_runs)")
     p.add_argument("--no_curve_cache", action="store_true",
                    help="--curves: re-score every ranking instead of reusing <out>/curve_scores.json (keyed by "
                         "experiment, ranking and grid; it cannot see changed weights behind a model path)")
@@ -52,7 +52,7 @@ def run_compare(args: argparse.Namespace) -> dict[str, Any]:
     result = build(entries, shape, args.strong, args.super_, rescored)
     images: list[Path] = []
     if args.curves:
-        from kmshc.curve_runs import compare_curves
+        from kmshc.compare.curve_runs import compare_curves
         curves = compare_curves(entries, Path(args.out) if args.out else None,
                                 cache=not args.no_curve_cache)
         images += curves.pop("images")

@@ -1,16 +1,12 @@
-"""Small, reusable plots (matplotlib, Agg backend: no display needed)."""
+"""The gate heat map of a training run (matplotlib, Agg backend: no display needed)."""
 from __future__ import annotations
 
 import io
 import os
-from typing import TYPE_CHECKING, Sequence
 
 import torch
 
 from kmshc.types import atomic_write_bytes
-
-if TYPE_CHECKING:
-    from kmshc.curves import Curve
 
 
 def _png(fig, path: str | os.PathLike | None) -> bytes:
@@ -52,26 +48,4 @@ def gate_heatmap(values: torch.Tensor, path: str | os.PathLike | None = None, ti
     ax.set_title(title or (f"{label}s: {kept}/{n_layers * n_heads} > {tau}" if kept is not None else label),
                  fontsize=9)
     fig.colorbar(im, ax=ax, label=label)
-    return _png(fig, path)
-
-
-def faithfulness_curves(curves: Sequence["Curve"], path: str | os.PathLike | None = None, title: str = "") -> bytes:
-    """One line per :class:`kmshc.curves.Curve`: normalised faithfulness against the fraction of heads.
-
-    The legend gives each curve's CPR and CMD; the dashed line at 1 is the full model. Returns the
-    PNG bytes and, with ``path``, writes them atomically.
-    """
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5.5, 3.6), dpi=110)
-    for c in curves:
-        ax.plot([k / c.n_heads for k in c.ks], c.faithfulness, marker="o", ms=3,
-                label=f"{c.label or 'ranking'} (CPR {c.cpr:.2f}, CMD {c.cmd:.2f})")
-    ax.axhline(1.0, ls="--", lw=0.8, c="grey")
-    ax.set_xlabel("fraction of heads kept (top-k of the ranking)")
-    ax.set_ylabel("faithfulness (S(C_k) − S(∅)) / (S(M) − S(∅))")
-    ax.set_title(title or "faithfulness curves", fontsize=9)
-    ax.legend(fontsize=7, loc="lower right")
     return _png(fig, path)

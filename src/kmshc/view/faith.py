@@ -1,6 +1,6 @@
 """Section 4 data: faithfulness curves of every ranking in a run folder, in one batched scoring call.
 
-Rankings (:mod:`kmshc.curve_runs`): each circuit file of the folder gives one (a learned circuit:
+Rankings (:mod:`kmshc.compare.curve_runs`): each circuit file of the folder gives one (a learned circuit:
 every head by ``log_alpha``; a searched one: its heads first, then the rest), and a ``kmshc rank``
 folder's ``gates.json`` gives its score order. All top-k masks of all rankings, with duplicates
 (``k = 0`` and ``k = N`` are common to all) scored once, go to one call of the scorer on the first
@@ -14,7 +14,7 @@ from typing import Sequence
 
 import torch
 
-from kmshc.curves import Curve, curve_from_scores, grid, ranking_from_gates, topk_masks
+from kmshc.compare.curves import Curve, curve_from_scores, grid, ranking_from_gates, topk_masks
 from kmshc.view.gather import RANKING_METHODS, RunFiles, head_field
 
 METRICS = ("margin", "accuracy")
@@ -22,7 +22,7 @@ METRICS = ("margin", "accuracy")
 
 @dataclass(frozen=True)
 class Curves:
-    """``curves[metric]``: one :class:`~kmshc.curves.Curve` per ranking; ``skipped``: why a metric
+    """``curves[metric]``: one :class:`~kmshc.compare.curves.Curve` per ranking; ``skipped``: why a metric
     has none (no gap between the full and the empty model on these items)."""
 
     curves: dict[str, list[Curve]]
@@ -33,7 +33,7 @@ class Curves:
 def rankings(files: RunFiles, shape: tuple[int, int]) -> list[tuple[str, list[str]]]:
     """``(label, every head most important first)`` per ranking in the folder, duplicates dropped."""
     from kmshc.compare.entries import load_entries
-    from kmshc.curve_runs import entry_ranking
+    from kmshc.compare.curve_runs import entry_ranking
     out = [(e.method, entry_ranking(e, *shape)) for e in load_entries([files.run_dir])]
     method = (files.gates or {}).get("method")
     scores = head_field(files.gates, "log_alpha")

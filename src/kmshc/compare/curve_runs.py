@@ -25,7 +25,7 @@ from typing import Any, Sequence
 
 from kmshc.compare import Entry
 from kmshc.compare.entries import gates_file, head_values
-from kmshc.curves import Curve, complete_ranking, curve_from_scores, grid, ranking_from_gates, topk_masks
+from kmshc.compare.curves import Curve, complete_ranking, curve_from_scores, grid, ranking_from_gates, topk_masks
 from kmshc.types import KmshcError, atomic_write_json
 
 METRICS = ("margin", "accuracy")
@@ -144,7 +144,7 @@ def _score(groups: dict[str, list[Entry]], store: _ScoreCache) -> tuple[dict[str
 
 
 def _plot(curves: dict[str, list[Curve]], tasks: dict[str, str], out: Path) -> list[Path]:
-    from kmshc.train.plots import faithfulness_curves
+    from kmshc.compare.plots import faithfulness_curves
     out.mkdir(parents=True, exist_ok=True)
     images = []
     for m in METRICS:
