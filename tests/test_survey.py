@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from kmshc.engine.scoring import Scorer
-from kmshc.survey import Score, TaskRow, markdown, survey_task, verdict
+from kmshc.entry.tasks import Score, TaskRow, markdown, survey_task, verdict
 from kmshc.tasks import grammar_task, split_task
 from kmshc.tasks.base import merge_splits
 from kmshc.engine.tiny import tiny_model

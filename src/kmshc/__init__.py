@@ -50,6 +50,8 @@ __all__ = ["__version__", *_LAZY]
 
 # old module path -> its module now; deprecated, removed in the next release
 _MOVED: dict[str, str] = {
+    "kmshc.show": "kmshc.entry.show",
+    "kmshc.survey": "kmshc.entry.tasks",
     "kmshc.curves": "kmshc.compare.curves",
     "kmshc.curve_runs": "kmshc.compare.curve_runs",
     "kmshc.ground_truth": "kmshc.toy.ground_truth",

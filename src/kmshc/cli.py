@@ -22,14 +22,14 @@ import json
 import sys
 
 from kmshc.entry.compare import add_compare_parser
+from kmshc.entry.rank import add_rank_parser
 from kmshc.entry.redundancy import add_redundancy_parser
 from kmshc.entry.score import add_score_parser
 from kmshc.entry.search import add_search_parser, add_verify_parser
-from kmshc.entry.train import add_train_parser
-from kmshc.entry.rank import add_rank_parser
-from kmshc.show import add_show_parser
-from kmshc.survey import add_tasks_parser
+from kmshc.entry.show import add_show_parser
+from kmshc.entry.tasks import add_tasks_parser
 from kmshc.entry.toy import add_toy_parser
+from kmshc.entry.train import add_train_parser
 from kmshc.types import KmshcError
 from kmshc.view.write import add_report_parser
 

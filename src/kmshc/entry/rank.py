@@ -8,9 +8,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from kmshc.engine.ablation import DEFAULT_ABLATION
+from kmshc.entry.experiment_args import add_experiment_arguments
 from kmshc.rank.run import METHODS, RankSettings, gates_record, rank
 from kmshc.types import KmshcError, atomic_write_json, ensure_writable_dir
+
+# the Experiment fields `kmshc rank` takes as flags
+RANK_FIELDS = ["model", "task", "data", "labels", "n", "limit", "ablation", "per_position", "scorer", "dtype",
+               "batch_size", "seed"]
 
 
 def rank_experiment(args: argparse.Namespace):
@@ -24,9 +28,7 @@ def rank_experiment(args: argparse.Namespace):
         return read_gates(Path(args.experiment_from))[0]
     if not args.task:
         raise KmshcError("rank: pass --task (with its data), or --experiment_from RUN to reuse a run's experiment")
-    return Experiment(model=args.model, dtype=args.dtype, task=args.task, data=args.data, labels=args.labels,
-                      n=args.n, limit=args.limit, seed=args.seed, scorer=args.scorer, ablation=args.ablation,
-                      per_position=args.per_position, batch_size=args.batch_size)
+    return Experiment(**{name: getattr(args, name) for name in RANK_FIELDS})
 
 
 def run_rank(args: argparse.Namespace) -> dict[str, Any]:
@@ -71,25 +73,17 @@ def add_rank_parser(sub: argparse._SubParsersAction) -> None:
                         "ranking split (use the search's epsilon)")
     p.add_argument("--per_round", type=int, default=d.per_round, help="forward_selection: heads added per round")
     p.add_argument("--max_heads", type=int, default=d.max_heads, help="forward_selection: stop at this many heads")
-    p.add_argument("--model", default="smollm2-135m")
-    from kmshc.tasks import TASKS
-    p.add_argument("--task", choices=TASKS)
+    add_experiment_arguments(p, ["model", "task"], task={"default": None})
     p.add_argument("--experiment_from", metavar="RUN",
                    help="rank on the experiment of an earlier run (its gates.json: model, task, splits, ablation, "
                         "scorer, dtype, batch size), e.g. the training run whose learned gates this ranking rivals; "
                         "the experiment flags below are then not used")
-    p.add_argument("--data", help="jsonl file for --task blimp / labels")
-    p.add_argument("--labels", nargs="+", help="label words for --task labels, e.g. ' True' ' False'")
-    p.add_argument("--n", type=int, help="number of generated items (generated tasks)")
-    p.add_argument("--limit", type=int, help="use at most N items (taken after a seeded shuffle)")
+    add_experiment_arguments(p, ["data", "labels", "n", "limit"])
     p.add_argument("--split", default="train", choices=["train", "val", "test"],
                    help="the seeded 60/20/20 split to rank on (default: train, which the search never scores)")
-    p.add_argument("--ablation", default=DEFAULT_ABLATION, choices=["zero", "mean", "resample"])
-    p.add_argument("--per_position", action="store_true", help="mean ablation per position")
-    p.add_argument("--scorer", default="pair_logprob", choices=["pair_logprob", "label_tokens"])
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "auto"])
-    p.add_argument("--batch_size", type=int, default=32, help="examples per forward+backward pass")
-    p.add_argument("--seed", type=int, default=0)
+    add_experiment_arguments(p, RANK_FIELDS[6:], ablation={"choices": ["zero", "mean", "resample"]},
+                             scorer={"choices": ["pair_logprob", "label_tokens"]},
+                             batch_size={"help": "examples per forward+backward pass"})
     p.add_argument("--coverage", type=float, default=d.coverage,
                    help="attribution, integrated_gradients: the starting set is the fewest top heads holding this "
                         "fraction of the positive scores")

@@ -129,15 +129,15 @@ def run_tasks(args: argparse.Namespace) -> None:
 
 def add_tasks_parser(sub: argparse._SubParsersAction) -> None:
     """Register ``kmshc tasks``."""
+    from kmshc.entry.experiment_args import add_experiment_arguments
     p = sub.add_parser("tasks", help="survey tasks: full vs all-heads-ablated accuracy and margin, and a verdict")
-    p.add_argument("--model", default="smollm2-135m")
+    add_experiment_arguments(p, ["model"])
     p.add_argument("--tasks", nargs="*", default=list(GENERATED_TASKS), choices=list(GENERATED_TASKS),
                    help="built-in generated tasks to survey (default: all)")
     p.add_argument("--data", nargs="+", action="extend", metavar="FILE",
                    help="BLiMP jsonl files to survey too (repeatable)")
-    p.add_argument("--limit", type=int, help="use at most N items per task (taken after a seeded shuffle)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "auto"])
+    add_experiment_arguments(p, ["limit", "seed", "dtype"],
+                             limit={"help": "use at most N items per task (taken after a seeded shuffle)"})
     p.add_argument("--min_full", type=float, default=MIN_FULL, help="usable: full accuracy at least this")
     p.add_argument("--min_gap", type=float, default=MIN_GAP, help="usable: full − mean-ablated accuracy at least this")
     p.add_argument("--out", help="also write the markdown table to this file (atomically)")
