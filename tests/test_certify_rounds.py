@@ -166,3 +166,55 @@ def test_placing_the_truth_on_a_boundary_sets_the_population_recovery_exactly():
     edge = resampled_verdicts(place_truth(pop, "circuit", 0.95), ["h0", "h1"], n0=100, cap=1600, reps=100,
                               epsilon=1.0, seed=1)
     assert as_is["verified"] > 0.8 and edge["verified"] < 0.1 and as_is["items"] >= 100
+
+
+def test_a_data_file_certificate_says_how_many_items_it_would_need_and_how_many_are_left():
+    from types import SimpleNamespace
+
+    from kmshc.search.rounds import file_note
+    open_ = SimpleNamespace(verdict="undecided", n=400, n_needed=1300)
+    assert file_note(open_, "blimp/x.jsonl", 0) == ("undecided after 400 items: about 1300 test items would likely "
+                                                     "decide it; blimp/x.jsonl has 0 unused items left")
+    assert "no number of items" in file_note(SimpleNamespace(verdict="undecided", n=400, n_needed=None), "f", 3)
+    assert file_note(open_, None, None) is None  # a generator draws more: nothing to say
+    assert file_note(SimpleNamespace(verdict="verified", n=400, n_needed=None), "f", 0) is None
+
+
+def test_a_data_file_whose_splits_use_every_item_gets_one_look_at_the_full_alpha(tmp_path):
+    from kmshc import Circuit, Experiment, certify_circuit
+    path = tmp_path / "p.jsonl"
+    path.write_text("".join(f'{{"sentence_good": "The dog {i} runs.", "sentence_bad": "The dog {i} run."}}\n'
+                            for i in range(40)))
+    exp = Experiment(model="tiny-llama", task="blimp", data=str(path), ablation="zero")
+    shape = exp.shape
+    circ = Circuit(model="tiny-llama", task="blimp", heads=("L0H0", "L1H1"), n_heads_total=shape[0] * shape[1])
+    cert = certify_circuit(exp, circ, metric="margin").certificate
+    assert len(cert["rounds"]) == 1 and cert["rounds"][0]["alpha"] == pytest.approx(0.05)
+    # a random tiny model has no gap: refuted, and the reason says so
+    assert cert["verdict"] == "refuted" and cert["reasons"][0].startswith("no usable gap")
+
+
+def test_repair_removes_the_most_removable_head_and_certifies_the_rest_on_fresh_items():
+    from types import SimpleNamespace as NS
+
+    from kmshc.search.rounds import repair
+
+    def removal(head, lower, cls):
+        return NS(head=head, cls=cls, estimate=NS(lower=lower, recovery=lower + 0.05))
+    refuted = NS(verdict="refuted", n=240, controls=[NS(verified=False)],
+                 removals=[removal("A", 0.2, "necessary"), removal("B", 0.96, "removable"),
+                           removal("C", 0.97, "removable")])
+    asked = []
+
+    class Certifier:
+        def certify(self, heads, **kw):
+            asked.append((list(heads), kw))
+            return NS(verdict="verified", n=480, controls=[], removals=[])
+    heads, cert, steps = repair(Certifier(), ["A", "B", "C"], refuted, tries=3, epsilon=1.0)
+    assert heads == ["A", "B"] and cert.verdict == "verified"
+    assert asked == [(["A", "B"], {"epsilon": 1.0})]
+    assert [s["removed"] for s in steps] == ["C"] and steps[0]["items"] == 240
+    # no tries, or a refutation that is not a removable head: nothing changes
+    assert repair(Certifier(), ["A", "B", "C"], refuted, tries=0)[0] == ["A", "B", "C"]
+    insufficient = NS(verdict="refuted", n=240, controls=[], removals=[removal("A", 0.2, "necessary")])
+    assert repair(Certifier(), ["A"], insufficient, tries=3)[2] == []

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import io
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -118,7 +118,8 @@ class Certifier:
                        more=more, max_items=cap, spending_power=cfg.certificate.spending_power,
                        **{k: v for k, v in kw.items() if k != "seed"})
         self._attempt += 1
-        return cert
+        note = file_note(cert, exp.data, self._source.remaining)
+        return replace(cert, reasons=[*cert.reasons, note]) if note else cert
 
     def _more(self, n0: int):
         source, exp, attempt = self._source, self.exp, self._attempt
@@ -135,6 +136,16 @@ class Certifier:
             return (self.store.wrap(sc.outcomes, f"a{attempt}r{k}:{items_digest(items)}"),
                     f"{len(items)} fresh items ({origin})")
         return more, cap
+
+
+def file_note(cert, data: str | None, left: int | None) -> str | None:
+    """For an undecided certificate on a data file (``left``: its unused items; None for a
+    generator): the items it would likely need and how many the file still has."""
+    if cert.verdict != "undecided" or left is None:
+        return None
+    need = (f"about {cert.n_needed} test items would likely decide it" if cert.n_needed else
+            "no number of items would pass an open check whose effect points the wrong way")
+    return f"undecided after {cert.n} items: {need}; {data} has {left} unused items left"
 
 
 def repair(certifier: Certifier, heads: list[str], cert, *, tries: int, **kw) -> tuple[list[str], object, list[dict]]:
