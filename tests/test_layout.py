@@ -90,3 +90,110 @@ def test_no_import_cycle_between_packages():
     graph = package_graph(import_graph())
     assert "kmshc.compare" in graph["kmshc.entry"] and "kmshc.search" in graph["kmshc.redundancy"]
     assert find_cycle(graph) is None, " -> ".join(find_cycle(graph))
+
+
+# Layers, lowest first: a module may import its own layer and the ones below, never one above.
+LAYERS = [
+    {"kmshc.types", "kmshc.stats"},
+    {"kmshc.tasks"},
+    {"kmshc.engine"},
+    {"kmshc.experiment"},
+    {"kmshc.train", "kmshc.rank", "kmshc.search"},            # learn, rank, search and certify
+    {"kmshc.compare", "kmshc.view", "kmshc.redundancy", "kmshc.toy"},
+    {"kmshc.api"},
+    {"kmshc.entry"},
+    {"kmshc.cli", "kmshc.__main__", "kmshc"},
+]
+
+
+def layer(module: str) -> int:
+    node = ".".join(module.split(".")[:2])
+    return next(i for i, names in enumerate(LAYERS) if node in names)
+
+
+def test_every_module_has_a_layer_and_the_root_stays_small():
+    graph = import_graph()
+    assert all(layer(m) >= 0 for m in graph)
+    root = [p.stem for p in SRC.joinpath("kmshc").glob("*.py")]
+    assert len(root) <= 8, sorted(root)
+
+
+def test_no_import_climbs_to_a_higher_layer():
+    """Zero arrows run back up: every import, module-level or inside a function, goes to the
+    importer's layer or a lower one."""
+    up = sorted(f"{m} -> {n}" for m, edges in import_graph().items() for n in edges if layer(n) > layer(m))
+    assert up == []
+
+
+def test_the_checker_finds_an_import_that_climbs():
+    assert layer("kmshc.engine.scoring") < layer("kmshc.search.run") < layer("kmshc.compare.curves")
+    assert layer("kmshc.types") == 0 and layer("kmshc") == len(LAYERS) - 1
+
+
+def _imports_of(tree: ast.Module) -> dict[str, str]:
+    """``{name: kmshc module it comes from}`` for a module's ``from kmshc... import name``."""
+    return {a.asname or a.name: node.module for node in tree.body if isinstance(node, ast.ImportFrom)
+            and (node.module or "").startswith("kmshc") for a in node.names}
+
+
+def declaration_walk(module: str, cls: str) -> list[str]:
+    """The files a reader opens to follow a config class: its module, then, for every name its
+    base classes, field annotations and defaults use, the file that defines the name; a class is
+    followed the same way, a constant's file is entered and not followed further."""
+    files = {module_name(p): p for p in SRC.joinpath("kmshc").rglob("*.py")}
+    entered: list[str] = []
+    seen: set[tuple[str, str]] = set()
+
+    def visit(mod: str, name: str) -> None:
+        if (mod, name) in seen or mod not in files:
+            return
+        seen.add((mod, name))
+        if mod not in entered:
+            entered.append(mod)
+        tree = ast.parse(files[mod].read_text(encoding="utf-8"))
+        imported = _imports_of(tree)
+        node = next((n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == name), None)
+        if node is None:
+            return
+        used = [*node.bases]
+        for stmt in node.body:
+            if isinstance(stmt, ast.AnnAssign):
+                used += [stmt.annotation, *([stmt.value] if stmt.value else [])]
+        names = set()
+        for expr in used:
+            for sub in ast.walk(expr):
+                if isinstance(sub, ast.Name):
+                    names.add(sub.id)
+                elif isinstance(sub, ast.Constant) and isinstance(sub.value, str) and sub.value.isidentifier():
+                    names.add(sub.value)  # a quoted annotation
+        local = {n.name for n in tree.body if isinstance(n, ast.ClassDef)}
+        for n in sorted(names):
+            if n in imported:
+                visit(imported[n], n)
+            elif n in local:
+                visit(mod, n)
+
+    visit(module, cls)
+    return entered
+
+
+def test_following_the_search_config_from_kmshc_search_stays_short():
+    """From ``kmshc search``: cli.py registers entry/search.py, which parses :class:`SearchConfig`;
+    the walk then follows the config's declarations. Files entered count each file once; a climb
+    is a step of the walk into a higher layer than the file it left."""
+    walk = ["kmshc.cli", "kmshc.entry.search", *declaration_walk("kmshc.search.config", "SearchConfig")]
+    climbs = sum(layer(b) > layer(a) for a, b in zip(walk, walk[1:]))
+    assert len(walk) <= 16 and climbs <= 8, (len(walk), climbs, walk)
+
+
+def test_files_and_functions_stay_short():
+    """No file of src/kmshc over 300 lines, no function over 60."""
+    long = []
+    for path in SRC.joinpath("kmshc").rglob("*.py"):
+        text = path.read_text(encoding="utf-8")
+        if len(text.splitlines()) > 300:
+            long.append(f"{path.relative_to(SRC)}: {len(text.splitlines())} lines")
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno >= 60:
+                long.append(f"{path.relative_to(SRC)}:{node.lineno} {node.name}: {node.end_lineno - node.lineno + 1} lines")
+    assert long == []
