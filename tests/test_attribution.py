@@ -13,7 +13,7 @@ import kmshc.engine.readout
 from kmshc.rank.attribution import head_attribution, starting_set
 from kmshc.cli import main as kmshc_main
 from kmshc.engine.scoring import Scorer
-from kmshc.search.rundir import read_gates
+from kmshc.search.gates_file import read_gates
 from kmshc.tasks import grammar_task
 from kmshc.tasks.base import LabelItem, Task
 from kmshc.engine.tiny import tiny_model

@@ -13,7 +13,7 @@ from kmshc.cli import main as kmshc_main
 from kmshc.engine.cost import RowCount
 from kmshc.rank.forward_selection import forward_selection
 from kmshc.engine.scoring import Scorer
-from kmshc.search.rundir import read_gates
+from kmshc.search.gates_file import read_gates
 from kmshc.tasks import grammar_task
 from kmshc.engine.tiny import tiny_model
 from kmshc.types import KmshcError, head_name, heads_to_mask

@@ -203,7 +203,7 @@ def _parses_or_fails_cleanly(parse) -> None:
         pass
 
 
-SEARCH_KEYS = ["mode", "semantics", "epsilon", "threshold", "K", "N", "tau", "seed", "macro", "window", "baseline",
+SEARCH_KEYS = ["mode", "semantics", "epsilon", "threshold", "K", "N", "gate_threshold", "seed", "macro", "window", "baseline",
                "experiment", "foo"]
 EXP_KEYS = ["model", "task", "n", "limit", "split_fractions", "scorer", "ablation", "labels", "task_args", "bar"]
 search_yaml = st.dictionaries(st.sampled_from(SEARCH_KEYS), small | st.dictionaries(st.sampled_from(EXP_KEYS), small,
@@ -221,7 +221,7 @@ def test_search_config_loader_never_crashes(fuzz_dir, capsys, data):
 
 
 train_yaml = st.fixed_dictionaries({}, optional={
-    "model": st.dictionaries(st.sampled_from(["lr", "lam", "objective", "sparsity", "target", "tau", "zzz"]), small,
+    "model": st.dictionaries(st.sampled_from(["lr", "lam", "objective", "sparsity", "target", "gate_threshold", "zzz"]), small,
                              max_size=2) | small,
     "data": st.dictionaries(st.sampled_from(["batch_size", "experiment"]), small | st.dictionaries(
         st.sampled_from(["n", "task", "ablation", "scorer", "split_fractions"]), small, max_size=2), max_size=2) | small,

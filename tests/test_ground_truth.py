@@ -72,7 +72,7 @@ def test_forward_selection_finds_them_without_training(toy):
     """Re-linearised attribution from no head, on the learned run's experiment (train split): the
     selected start holds the mechanism, with no training at all."""
     from kmshc.rank.forward_selection import forward_selection
-    from kmshc.search.rundir import read_gates
+    from kmshc.search.gates_file import read_gates
     _, diag, circ = toy
     exp = read_gates(Path(circ.extra["source"]).parent)[0]
     sel = forward_selection(exp.scorer_for("train"), target=0.9, max_heads=6)

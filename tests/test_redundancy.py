@@ -133,7 +133,7 @@ def test_warm_refine_outside_an_excluded_circuit_starts_from_the_learned_set_min
     rec = Recorder(point_scores(outcomes, "accuracy"))
     res = refine(rec, SHAPE, gates, epsilon=0.9, seed=0, strategy="bundles", universe=set(range(16)) - A)
     assert set(indices(res.heads, SHAPE)) == B
-    assert res.trace[0]["start"] == 3  # the learned set {A, B} (gates > tau = 0.5) minus A
+    assert res.trace[0]["start"] == 3  # the learned set {A, B} (gates > gate_threshold = 0.5) minus A
     for strategy in ("bundles", "ordered"):
         rec = Recorder(point_scores(outcomes, "accuracy"))
         with pytest.raises(NoSufficientSet):

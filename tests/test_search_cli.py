@@ -177,7 +177,7 @@ def test_warm_ranks_saturated_gates_by_log_alpha(tmp_path, reachable):
 
 
 def test_gates_json_with_a_non_numeric_log_alpha_names_the_field(tmp_path):
-    from kmshc.search.rundir import read_gates
+    from kmshc.search.gates_file import read_gates
     exp = ENTRY.parse(TINY).experiment
     (tmp_path / "gates.json").write_text(json.dumps({"experiment": exp.to_dict(),
                                                      "heads": {"L0H0": {"gate": 1.0, "log_alpha": "big"}}}))

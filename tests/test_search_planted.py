@@ -85,7 +85,7 @@ def test_warm_refinement_keeps_the_planted_set_and_prefers_high_gates(weighted):
 def test_warm_refinement_restores_heads_in_gate_order_when_start_is_insufficient():
     required = {0, 1, 2, 3}
     gates = {h: 0.0 for h in range(48)}
-    gates.update({0: 0.9, 1: 0.8, 2: 0.3, 3: 0.2, 4: 0.25})  # tau 0.5 keeps only 0 and 1
+    gates.update({0: 0.9, 1: 0.8, 2: 0.3, 3: 0.2, 4: 0.25})  # gate_threshold 0.5 keeps only 0 and 1
     res = refine(Recorder(planted(required, [])), SHAPE, gates, epsilon=0.9, N=4, seed=1, strategy="bundles")
     events = [t["event"] for t in res.trace]
     assert "restored_in_gate_order" in events

@@ -23,7 +23,8 @@ from kmshc.engine.ablation import Ablation, MeanAblation, ZeroAblation
 from kmshc.engine.architectures import head_shape
 from kmshc.experiment import Experiment
 from kmshc.engine.hooks import gated
-from kmshc.search.config import SearchConfig
+from kmshc.search.config import SearchConfig, legacy_fields
+from kmshc.search.settings import DEFAULTS
 from kmshc.types import Circuit, KmshcError, head_name, heads_to_mask, mask_to_heads
 
 
@@ -33,12 +34,12 @@ class LearnedGates:
 
     log_alpha: torch.Tensor
     gates: torch.Tensor
-    tau: float = 0.5
+    gate_threshold: float = DEFAULTS.gate_threshold
 
     @property
     def heads(self) -> tuple[str, ...]:
-        """The relaxed circuit: heads whose deterministic gate exceeds ``tau``."""
-        return tuple(h.name for h in mask_to_heads(self.gates, self.tau))
+        """The relaxed circuit: heads whose deterministic gate exceeds ``gate_threshold``."""
+        return tuple(h.name for h in mask_to_heads(self.gates, self.gate_threshold))
 
     def by_head(self, values: torch.Tensor | None = None) -> dict[str, float]:
         """``{"L0H0": value, ...}`` of ``values`` ``[L, H]`` (default: the gates)."""
@@ -52,7 +53,7 @@ def learn_gates(experiment: Experiment, *, steps: int = 200, batch_size: int = 1
     run files, checkpoints or loggers).
 
     ``module_args`` go to :class:`~kmshc.train.module.GateModule` (``objective``, ``sparsity``, ``lam``,
-    ``target``, ``lr``, ``tau``, ...). Validation is skipped: score the result with
+    ``target``, ``lr``, ``gate_threshold``, ...). Validation is skipped: score the result with
     :func:`search_circuit` or ``experiment.scorer_for("val")``.
     """
     import lightning as L
@@ -69,7 +70,7 @@ def learn_gates(experiment: Experiment, *, steps: int = 200, batch_size: int = 1
         trainer.fit(module, datamodule=GateDataModule(experiment, batch_size=batch_size))
     gates = module.gates
     return LearnedGates(gates.log_alpha.detach().float().cpu().clone(),
-                        gates.deterministic().detach().float().cpu(), tau=module.hparams.tau)
+                        gates.deterministic().detach().float().cpu(), gate_threshold=module.hparams.gate_threshold)
 
 
 def rank_heads(experiment: Experiment, *, method: str = "attribution", split: str = "train",
@@ -95,7 +96,7 @@ def search_circuit(experiment: Experiment, *, gates: LearnedGates | Mapping[str,
     circuit (not yet certified).
 
     With ``gates`` (from :func:`learn_gates`, or ``{head name: gate}``) the search refines the
-    learned circuit (warm; ``tau``, ``strategy``); without, it searches from all heads (cold;
+    learned circuit (warm; ``gate_threshold``, ``strategy``); without, it searches from all heads (cold;
     ``semantics``). The settings are ``config`` (a :class:`~kmshc.search.config.SearchConfig`;
     default: its defaults, e.g. removals decided on the recovery's lower confidence bound) with
     ``settings`` replaced, e.g. ``epsilon=0.8, N=4, max_evaluations=200``; ``threshold`` is an
@@ -104,7 +105,7 @@ def search_circuit(experiment: Experiment, *, gates: LearnedGates | Mapping[str,
     from kmshc.search import Recorder
     from kmshc.search.run import drive, search_scores
     try:
-        cfg = replace(config or SearchConfig(), experiment=experiment, **settings)
+        cfg = replace(config or SearchConfig(), experiment=experiment, **legacy_fields(settings))
     except TypeError as e:  # an unknown keyword: name it
         raise KmshcError(f"search_circuit: {e}; the settings are SearchConfig's fields") from None
     shape, seed = experiment.shape, experiment.seed if cfg.seed is None else cfg.seed

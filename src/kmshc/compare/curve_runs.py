@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from kmshc.compare import Entry
-from kmshc.compare.entries import gates_file, head_values
+from kmshc.search.gates_file import head_values, load_gates
 from kmshc.compare.curves import Curve, complete_ranking, curve_from_scores, grid, ranking_from_gates, topk_masks
 from kmshc.types import KmshcError, atomic_write_json
 
@@ -37,7 +37,7 @@ def recorded_shape(entries: Sequence[Entry]) -> tuple[tuple[int, int], Path] | N
     (``train.py`` and ``kmshc rank`` record the shape there), or ``None``: a compare whose curves
     are all cached then needs no model, which on a large one takes longer to load than the rest."""
     for e in entries:
-        found = gates_file(e.path.parent)
+        found = load_gates(e.path.parent)
         if found and isinstance(found[0].get("n_layers"), int) and isinstance(found[0].get("n_heads"), int):
             return (found[0]["n_layers"], found[0]["n_heads"]), found[1]
     return None

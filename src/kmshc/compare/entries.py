@@ -18,12 +18,12 @@ diagonal by construction and the useful cross-task matrices are ``any``, ``weak`
 from __future__ import annotations
 
 import itertools
-import json
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
+from kmshc.search.gates_file import head_values
 from kmshc.types import Circuit, KmshcError, parse_head, read_circuit
 
 LEVELS = ("any", "weak", "strong", "super")
@@ -162,33 +162,6 @@ def _method(c: Circuit, path: Path) -> str:
         return m
     stem = path.stem.removeprefix("circuit_")
     return stem if stem in ("learned", "searched") else "searched" if c.certificate else stem
-
-
-def gates_file(run_dir: Path) -> tuple[dict, Path] | None:
-    """The parsed ``run_dir/gates.json`` (written by ``train.py`` and ``kmshc rank``) and its path,
-    or ``None`` when the run has none."""
-    path = run_dir / "gates.json"
-    if not path.is_file():
-        return None
-    try:
-        d = json.loads(path.read_text(encoding="utf-8"))
-    except ValueError as e:
-        raise KmshcError(f"{path}: not JSON ({e})") from None
-    if not isinstance(d, dict):
-        raise KmshcError(f"{path}: expected a JSON object, got {type(d).__name__}")
-    return d, path
-
-
-def head_values(run_dir: Path, field: str) -> dict[str, float] | None:
-    """``{head: heads[head][field]}`` from ``run_dir/gates.json`` (``field``: ``gate`` or
-    ``log_alpha``), or ``None`` when the run has none."""
-    found = gates_file(run_dir)
-    if found is None:
-        return None
-    try:
-        return {h: float(v[field]) for h, v in found[0]["heads"].items()}
-    except (ValueError, KeyError, TypeError, AttributeError) as e:
-        raise KmshcError(f"{found[1]}: expected {{'heads': {{'L0H0': {{'{field}': float}}, ...}}}} ({e!r})") from None
 
 
 def _entry(path: Path, label: str) -> Entry:

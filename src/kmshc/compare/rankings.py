@@ -56,7 +56,7 @@ def compare_rankings(a: Mapping[str, float], b: Mapping[str, float],
 
 def read_ranking(path: str | Path) -> dict[str, float]:
     """``{head: log_alpha}`` from a run folder or its ``gates.json`` (learned or attribution)."""
-    from kmshc.search.rundir import read_gates  # one reader of gates.json
+    from kmshc.search.gates_file import read_gates
     path = Path(path)
     folder = path.parent if path.name == "gates.json" else path
     _, gates, ranks = read_gates(folder)

@@ -10,7 +10,9 @@ from typing import Any
 
 from kmshc.entry.experiment_args import add_experiment_arguments
 from kmshc.rank.run import METHODS, RankSettings, gates_record, rank
-from kmshc.types import KmshcError, atomic_write_json, ensure_writable_dir
+from kmshc.search.gates_file import NAME as GATES
+from kmshc.search.gates_file import write_gates
+from kmshc.types import KmshcError, ensure_writable_dir
 
 # the Experiment fields `kmshc rank` takes as flags
 RANK_FIELDS = ["model", "task", "data", "labels", "n", "limit", "ablation", "per_position", "scorer", "dtype",
@@ -21,7 +23,7 @@ def rank_experiment(args: argparse.Namespace):
     """The experiment to rank on: an earlier run's (``--experiment_from``, so the ranking and that
     run share model, task, splits and ablation) or one built from the flags."""
     from kmshc.experiment import Experiment
-    from kmshc.search.rundir import read_gates
+    from kmshc.search.gates_file import read_gates
     if args.experiment_from:
         if args.task or args.data:
             raise KmshcError("--experiment_from takes the task from that run; drop --task/--data")
@@ -34,8 +36,8 @@ def rank_experiment(args: argparse.Namespace):
 def run_rank(args: argparse.Namespace) -> dict[str, Any]:
     """``kmshc rank``: build the experiment, rank its heads, write ``<runs_dir>/<name>/gates.json``."""
     out = Path(args.runs_dir) / (args.name or f"rank-{args.method}")
-    if (out / "gates.json").exists() and not args.overwrite:
-        raise KmshcError(f"{out / 'gates.json'} exists; pass --overwrite to replace it or choose another --name")
+    if (out / GATES).exists() and not args.overwrite:
+        raise KmshcError(f"{out / GATES} exists; pass --overwrite to replace it or choose another --name")
     ensure_writable_dir(out, "run directory")  # before the model loads: fail in seconds
     exp = rank_experiment(args)
     scorer = exp.scorer_for(args.split)  # mean-ablation values are fitted here, outside the count
@@ -49,7 +51,7 @@ def run_rank(args: argparse.Namespace) -> dict[str, Any]:
     t0 = time.perf_counter()
     result, start, rule = rank(scorer, args.split, settings, on_round=progress)
     record = gates_record(exp, result, start, rule, time.perf_counter() - t0)
-    atomic_write_json(out / "gates.json", record)
+    write_gates(out, record)
     top = sorted(record["heads"], key=lambda h: (-record["heads"][h]["log_alpha"], h))[:args.top]
     return {"run_dir": str(out), "method": args.method, "split": args.split, "n": result.n,
             "start_size": record["start_rule"]["size"], "example_forwards": record["cost"]["example_forwards"],

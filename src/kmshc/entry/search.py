@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Optional
 
 from kmshc.entry import add_passthrough_parser
 from kmshc.entry.configs import resolve_config_args
@@ -34,7 +34,7 @@ def parse(args: list[str] | None = None, *, verb: str = "search") -> "SearchConf
     positional argument (``kmshc verify CIRCUIT``, the same as ``--circuit CIRCUIT``)."""
     from jsonargparse import ActionConfigFile, ArgumentParser
 
-    from kmshc.search.config import SearchConfig
+    from kmshc.search.config import RENAMED, SearchConfig, legacy_fields
     from kmshc.types import KmshcError, config_errors
     parser = ArgumentParser(prog=f"kmshc {verb}", description=DESCRIPTIONS[verb], env_prefix="KMSHC_SEARCH",
                             default_env=False)
@@ -42,10 +42,12 @@ def parse(args: list[str] | None = None, *, verb: str = "search") -> "SearchConf
     if verb == "verify":
         parser.add_argument("circuit_path", nargs="?", metavar="CIRCUIT", help="the circuit JSON file to certify")
     parser.add_class_arguments(SearchConfig, nested_key=None, fail_untyped=True)
+    for old in RENAMED:  # a config or command line that still says `tau` sets the gate threshold
+        parser.add_argument(f"--{old}", type=Optional[float], help=argparse.SUPPRESS)
     args = repeatable(resolve_config_args(sys.argv[1:] if args is None else args))
     with config_errors("search config", "a UTF-8 YAML mapping of search fields (see configs/search/)"):
         ns = parser.instantiate(parser.parse_args(args))
-    fields = {k: v for k, v in vars(ns).items() if k not in ("config", "circuit_path")}
+    fields = legacy_fields({k: v for k, v in vars(ns).items() if k not in ("config", "circuit_path")})
     path = getattr(ns, "circuit_path", None)
     if path is not None and fields.get("circuit") not in (None, path):
         raise KmshcError(f"kmshc verify: two circuits given, {path} and --circuit {fields['circuit']}; give one")

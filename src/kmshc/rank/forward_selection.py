@@ -26,6 +26,7 @@ from kmshc.rank.attribution import Attribution, gate_gradients
 from kmshc.engine.cost import RowCount
 from kmshc.engine.hooks import count_rows
 from kmshc.engine.scoring import Scorer
+from kmshc.search.settings import DEFAULTS
 from kmshc.types import KmshcError, head_name
 
 
@@ -41,7 +42,7 @@ class Selection(Attribution):
     reached: bool = False
 
 
-def forward_selection(scorer: Scorer, split: str = "train", *, target: float = 0.9, per_round: int = 1,
+def forward_selection(scorer: Scorer, split: str = "train", *, target: float = DEFAULTS.epsilon, per_round: int = 1,
                       max_heads: int = 64, on_round: Callable[[int, float], None] | None = None) -> Selection:
     """Grow ``S`` from ∅ by re-linearised attribution until ``r(S) ≥ target`` on ``scorer``'s data
     (named ``split`` in the result), or until it holds ``max_heads`` heads. See the module docstring.

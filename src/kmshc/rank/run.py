@@ -8,7 +8,6 @@ selected heads for ``forward_selection`` (:mod:`kmshc.rank.forward_selection`).
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -16,7 +15,10 @@ from typing import Any, Callable
 from kmshc.rank.attribution import METHODS as DERIVATIVES
 from kmshc.rank.attribution import Attribution, head_attribution, starting_set
 from kmshc.engine.cost import CostRecord
-from kmshc.types import KmshcError
+from kmshc.search.settings import DEFAULTS
+from kmshc.search.gates_file import gates_record as record
+from kmshc.search.gates_file import load_gates
+from kmshc.types import KmshcError, heads_to_mask
 
 METHODS = (*DERIVATIVES, "forward_selection")
 
@@ -31,7 +33,7 @@ class RankSettings:
     method: str = "attribution"
     steps: int = 5
     coverage: float = 0.9
-    target: float = 0.9
+    target: float = DEFAULTS.epsilon
     per_round: int = 1
     max_heads: int = 64
 
@@ -55,17 +57,14 @@ def rank(scorer, split: str, settings: RankSettings,
 
 def gates_record(exp, result: Attribution, start: list[str] | tuple[str, ...], start_rule: dict[str, Any],
                  wall_time_s: float) -> dict[str, Any]:
-    """The ``gates.json`` object: train.py's format (``experiment`` + ``heads: {name: {gate,
-    log_alpha}}``) with ``log_alpha`` = the method's score, plus the method, its start rule
-    (with the starting set's ``size``) and its cost."""
-    named = result.named()
-    start = set(start)
-    n_layers, n_heads = result.scores.shape
-    return {"model": exp.model, "task": exp.task_name, "n_layers": n_layers, "n_heads": n_heads, "tau": 0.5,
-            "experiment": exp.to_dict(), "method": result.method, "steps": result.steps, "split": result.split, "n": result.n,
-            "metric": "mean margin", "start_rule": {**start_rule, "size": len(start)},
-            "heads": {h: {"log_alpha": a, "gate": 1.0 if h in start else 0.0} for h, a in named.items()},
-            "cost": result.cost.to_dict(), "wall_time_s": round(wall_time_s, 3)}
+    """The ``gates.json`` object (:mod:`kmshc.search.gates_file`) with ``log_alpha`` = the method's
+    score and ``gate`` 1 on the starting set, plus the method, its start rule (with the starting
+    set's ``size``) and its cost."""
+    start = sorted(set(start))
+    return record(exp, result.scores.float(), heads_to_mask(start, *result.scores.shape),
+                  gate_threshold=DEFAULTS.gate_threshold, method=result.method, steps=result.steps,
+                  split=result.split, n=result.n, metric="mean margin", start_rule={**start_rule, "size": len(start)},
+                  cost=result.cost.to_dict(), wall_time_s=round(wall_time_s, 3))
 
 
 @dataclass(frozen=True)
@@ -84,14 +83,8 @@ class RankRecord:
 
 def read_rank_record(run_dir: str | Path) -> RankRecord:
     """The :class:`RankRecord` of ``run_dir/gates.json``; a training run's gates (no ``method``) are refused."""
-    path = Path(run_dir) / "gates.json"
-    try:
-        d = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise KmshcError(f"{path}: not found; expected the gates.json of a `kmshc rank` run") from None
-    except (OSError, ValueError) as e:
-        raise KmshcError(f"{path}: cannot read it ({e})") from None
-    if not isinstance(d, dict) or d.get("method") not in METHODS:
+    d, path = load_gates(run_dir, "expected the gates.json of a `kmshc rank` run")
+    if d.get("method") not in METHODS:
         raise KmshcError(f"{path}: field 'method' must be one of {', '.join(METHODS)} (a `kmshc rank` run)")
     try:
         return RankRecord(method=d["method"], n=int(d["n"]), start_size=int(d["start_rule"]["size"]),

@@ -18,7 +18,8 @@ from kmshc.redundancy.disjoint import Analysis, Found, analyze, find_circuits
 from kmshc.search.certificate import Certificate
 from kmshc.search.config import SearchConfig
 from kmshc.search.run import run
-from kmshc.search.rundir import SEARCHED, STATE, acquire_lock, read_gates, release_lock
+from kmshc.search.rundir import SEARCHED, STATE, acquire_lock, release_lock
+from kmshc.search.gates_file import read_gates
 from kmshc.types import Circuit, KmshcError, atomic_write_json, ensure_writable_dir, read_circuit
 
 RESULT = "redundancy.json"
@@ -27,7 +28,7 @@ RESULT = "redundancy.json"
 @dataclass(frozen=True)
 class Redundancy:
     """The chain and its analysis; ``learned``: the heads of the train run's learned set
-    (gate > ``tau``) when the chain started warm, else ``None``."""
+    (gate > ``gate_threshold``) when the chain started warm, else ``None``."""
 
     out: str
     circuits: list[Found]
@@ -92,7 +93,7 @@ def redundancy(cfg: SearchConfig, *, out: str | Path, max_circuits: int = 5, mix
         learned = None
         if cfg.mode == "warm":
             _, gates, _ = read_gates(Path(cfg.from_run))
-            learned = sorted(h for h, g in gates.items() if g > cfg.tau)
+            learned = sorted(h for h, g in gates.items() if g > cfg.gate_threshold)
         res = Redundancy(str(out), found, stop, why, analysis, learned)
         atomic_write_json(out / RESULT, res.to_dict())
         write_report(res, out)

@@ -37,10 +37,6 @@ class SearchConfig(SearchSettings):
     bar_slack: float = 0.5
     adaptive: bool = False  # score the search split in growing chunks; stop when a decision is clear
     looks: int = 5
-    # rho of the adaptive decisions' error spending alpha * t**rho. 2 leaves 3/4 of alpha to the last
-    # look, which settles the close removals and so the circuit's size; 1 stops clear decisions
-    # sooner but decides close ones at alpha/2 (docs/search.md)
-    spending_power: float = 2.0
     # adaptive decisions before the last look borrow from the nearest set already read further (a
     # control variate, kmshc.search.decide); false: each decision from its own examples only
     adaptive_controls: bool = True
@@ -134,16 +130,32 @@ class SearchConfig(SearchSettings):
         return {k: v for k, v in asdict(self).items() if k not in ("resume", "overwrite", "progress", "experiment")}
 
 
+# search fields under their earlier names, read as the field now: {old name: field}
+RENAMED = {"tau": "gate_threshold"}
+# what a recorded search without adaptive_controls ran with
+BEFORE_CONTROLS = {"adaptive_controls": False, "spending_power": 2.0}
+
+
+def legacy_fields(fields: dict[str, Any]) -> dict[str, Any]:
+    """``fields`` (a config's, a recorded search's or keywords) with each renamed field under its
+    name now; an old name that is ``None`` (a parser's unset flag) is dropped."""
+    out = {k: v for k, v in fields.items() if k not in RENAMED}
+    for old, new in RENAMED.items():
+        if fields.get(old) is not None:
+            out[new] = fields[old]
+    return out
+
+
 def settings_of(circuit) -> dict[str, Any]:
     """The search settings ``circuit`` (a :class:`~kmshc.types.Circuit`) was found with, to run the
     same search again (e.g. with another decision rule or start). A circuit written before
     ``bar_slack`` was recorded decided against ``ε − τ``; its slack is read back from the bar it
     reports on val (``scores.val.threshold`` in recovery units), so the rerun decides alike. A
     circuit whose settings predate ``adaptive_controls`` was searched without controls and at
-    spending power 2, and is rerun so."""
-    cfg = dict(circuit.config.get("search") or {})
+    spending power 2, and is rerun so. A gate threshold recorded as ``tau`` is read as ``gate_threshold``."""
+    cfg = legacy_fields(dict(circuit.config.get("search") or {}))
     if cfg and "adaptive_controls" not in cfg:
-        cfg.update(adaptive_controls=False, spending_power=cfg.get("spending_power", 2.0))
+        cfg = {**BEFORE_CONTROLS, **cfg}
     val = (circuit.scores or {}).get("val") or {}
     if "bar_slack" not in cfg and val.get("units") == "recovery lower bound" and "threshold" in val:
         tau = float((cfg.get("certificate") or {}).get("tau", CertificateConfig.tau))

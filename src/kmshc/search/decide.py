@@ -29,6 +29,7 @@ import torch
 
 from kmshc import stats
 from kmshc.search.seen import SeenSets
+from kmshc.search.settings import DEFAULTS
 
 Outcomes = Callable[[torch.Tensor], Any]
 
@@ -43,7 +44,7 @@ def point_scores(outcomes: Outcomes, metric: str) -> Callable[[torch.Tensor], li
     return lambda masks: metric_values(outcomes(masks), metric).mean(-1).tolist()
 
 
-def spending(looks: int, alpha: float, power: float = 2.0) -> list[float]:
+def spending(looks: int, alpha: float, power: float = DEFAULTS.spending_power) -> list[float]:
     """Error spent at each of ``looks`` looks ``t_k = 2^(k−looks+1)`` (equally spaced in log2): the
     increments of ``α·t^power`` (Kim and DeMets 1987). ``power`` 1 spends in proportion to the
     examples read, so the search's many clear decisions stop sooner; 2 (O'Brien–Fleming-like)
@@ -68,8 +69,8 @@ class RecoveryScores:
     """
 
     def __init__(self, chunks: Sequence[Outcomes], *, full_mask: torch.Tensor, base_mask: torch.Tensor,
-                 metric: str, epsilon: float, confidence: float, adaptive: bool, spending_power: float = 2.0,
-                 seen: SeenSets | None = None) -> None:
+                 metric: str, epsilon: float, confidence: float, adaptive: bool,
+                 spending_power: float = DEFAULTS.spending_power, seen: SeenSets | None = None) -> None:
         self.chunks, self.metric, self.epsilon = list(chunks), metric, epsilon
         self.full_mask, self.base_mask = full_mask.bool(), base_mask.bool()
         alpha = 1 - confidence

@@ -92,7 +92,7 @@ def importance_weights(importance: Mapping[int, float], heads: set[int]) -> dict
 
 
 def refine(rec: Recorder, shape: tuple[int, int], gates: Mapping[int, float], *, epsilon: float = DEFAULTS.epsilon,
-           threshold: float | None = DEFAULTS.threshold, tau: float = DEFAULTS.tau, N: int = DEFAULTS.N,
+           threshold: float | None = DEFAULTS.threshold, gate_threshold: float = DEFAULTS.gate_threshold, N: int = DEFAULTS.N,
            weighted: bool = DEFAULTS.weighted, seed: int = 0, strategy: str = DEFAULTS.strategy,
            importance: Mapping[int, float] | None = None, margin: float = DEFAULTS.search_margin,
            universe: set[int] | None = None) -> SearchResult:
@@ -113,7 +113,7 @@ def refine(rec: Recorder, shape: tuple[int, int], gates: Mapping[int, float], *,
     rng = random.Random(seed)
     importance = gates if importance is None else importance
     allowed = allowed_heads(shape, universe)
-    C: set[int] = {h for h, g in gates.items() if g > tau and h in allowed}
+    C: set[int] = {h for h, g in gates.items() if g > gate_threshold and h in allowed}
     # a cap of 0-2 evaluations stops inside the threshold batch, before U or any score exists
     score: float | None = None
     U = float("nan")

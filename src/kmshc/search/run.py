@@ -20,7 +20,8 @@ from kmshc.search.common import indices, mask_of, names
 from kmshc.search.decide import RecoveryScores, point_scores, split_chunks
 from kmshc.search.config import SearchConfig
 from kmshc.search.refine import cold_search, refine
-from kmshc.search.rundir import SEARCHED, SEEN, STATE, VERIFIED, output_dir, prepare, read_gates, release_lock
+from kmshc.search.rundir import SEARCHED, SEEN, STATE, VERIFIED, output_dir, prepare, release_lock
+from kmshc.search.gates_file import read_gates
 from kmshc.search.seen import SeenSets
 from kmshc.search.state import Recorder
 from kmshc.search.rounds import ROUNDS, Certifier, ScoredRounds, repair
@@ -144,7 +145,7 @@ def drive(cfg: SearchConfig, rec: Recorder, shape: tuple[int, int], *, seed: int
     if gates is not None:
         flat = {n: indices([n], shape, where=f"{source}: heads")[0] for n in gates}
         return refine(rec, shape, {flat[n]: g for n, g in gates.items()}, epsilon=cfg.bar, threshold=threshold,
-                      tau=cfg.tau, N=cfg.N, weighted=cfg.weighted, seed=seed, strategy=cfg.strategy,
+                      gate_threshold=cfg.gate_threshold, N=cfg.N, weighted=cfg.weighted, seed=seed, strategy=cfg.strategy,
                       importance={flat[n]: a for n, a in ranks.items()} if ranks else None, margin=cfg.search_margin,
                       universe=universe)
     return cold_search(rec, shape, semantics=cfg.semantics, epsilon=cfg.bar, threshold=threshold, N=cfg.N, K=cfg.K,

@@ -1,44 +1,15 @@
-"""A search's run directory: where it is, what it reads (a training run's gates) and writes
-(its file names), the checks before a run starts, and the lock that keeps two searches out of one
+"""A search's run directory: where it is, what it writes (its file names), the checks before a run starts, and the lock that keeps two searches out of one
 directory."""
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
-from kmshc.experiment import Experiment
 from kmshc.search.config import SearchConfig
 from kmshc.types import KmshcError, ensure_writable_dir
 
 STATE, SEARCHED, VERIFIED = "search_state.json", "circuit_searched.json", "circuit_verified.json"
 SEEN = "search_seen.npz"  # the sets an adaptive search scored, with their values (kmshc.search.seen)
-
-
-def read_gates(run_dir: Path) -> tuple[Experiment, dict[str, float], dict[str, float] | None]:
-    """``(experiment, {head name: gate}, {head name: log_alpha} or None)`` from ``run_dir/gates.json``."""
-    path = run_dir / "gates.json"
-    try:
-        d = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise KmshcError(f"{path}: not found; warm mode needs a finished train.py run (from_run)") from None
-    except (OSError, json.JSONDecodeError) as e:
-        raise KmshcError(f"{path}: cannot read gates ({e})") from None
-    for key in ("experiment", "heads"):
-        if not isinstance(d.get(key), dict):
-            raise KmshcError(f"{path}: field '{key}' missing or not an object")
-    gates, log_alpha = {}, {}
-    for name, v in d["heads"].items():
-        if not isinstance(v, dict) or not isinstance(v.get("gate"), (int, float)):
-            raise KmshcError(f"{path}: field 'heads.{name}.gate' must be a number")
-        gates[name] = float(v["gate"])
-        if "log_alpha" in v:
-            if not isinstance(v["log_alpha"], (int, float)):
-                raise KmshcError(f"{path}: field 'heads.{name}.log_alpha' must be a number")
-            log_alpha[name] = float(v["log_alpha"])
-    # log_alpha ranks heads whose gates saturate at 1.0; without it for every head, rank by gate
-    ranks = log_alpha if len(log_alpha) == len(gates) else None
-    return Experiment.from_dict(d["experiment"], where=f"{path}: field 'experiment'"), gates, ranks
 
 
 LOCK = ".search.lock"

@@ -21,7 +21,7 @@ class SearchSettings:
     search_margin: float = 0.0  # search against U + search_margin on val; the certificate uses plain U
     K: int = 1
     N: int = 10
-    tau: float = 0.5
+    gate_threshold: float = 0.5  # warm: a head whose learned gate exceeds it starts in the circuit
     weighted: bool = True
     # warm only: the deletion filter by log_alpha, the same in doubling blocks (gallop), or bundles
     strategy: Literal["ordered", "gallop", "bundles"] = "ordered"
@@ -33,6 +33,10 @@ class SearchSettings:
     baseline: Literal["empty", "complement"] = "empty"
     ceil: bool = False
     halve_when_large: bool = False
+    # rho of the adaptive decisions' error spending alpha * t**rho. 2 leaves 3/4 of alpha to the last
+    # look, which settles the close removals and so the circuit's size; 1 stops clear decisions
+    # sooner but decides close ones at alpha/2 (docs/search.md)
+    spending_power: float = 2.0
 
 
 DEFAULTS = SearchSettings()

@@ -23,6 +23,7 @@ from kmshc.engine.device import input_device
 from kmshc.engine.ablation import folds_exactly
 from kmshc.engine.encoding import Batch, Encoded, encode, fold_final_tokens
 from kmshc.experiment import Experiment
+from kmshc.search.settings import DEFAULTS
 from kmshc.train.gates import HardConcreteGates
 from kmshc.engine.hooks import count_rows, gated
 from kmshc.engine.probe import Probe, fit_probe
@@ -46,14 +47,14 @@ class GateModule(L.LightningModule):
         warmup_steps: steps over which the target ramps linearly from all heads to ``target``.
         lr, lambda_lr: Adam learning rates of the gates' ``log_alpha`` and of the multipliers.
         init_log_alpha: initial ``log_alpha`` (3.0: every gate starts ~open).
-        tau: a head is in the circuit when its deterministic gate exceeds ``tau``.
+        gate_threshold: a head is in the circuit when its deterministic gate exceeds it.
         epsilon: for the logged threshold ``U_ε = S(∅) + ε·(S(M) − S(∅))`` on val.
     """
 
     def __init__(self, experiment: Experiment, objective: str = "task", sparsity: str = "l0",
                  lam: float = 0.01, target: float | None = None, warmup_steps: int = 100,
                  lr: float = 0.1, lambda_lr: float = 1.0, init_log_alpha: float = 3.0,
-                 tau: float = 0.5, epsilon: float = 0.9) -> None:
+                 gate_threshold: float = DEFAULTS.gate_threshold, epsilon: float = DEFAULTS.epsilon) -> None:
         super().__init__()
         if objective not in obj.FAITHFULNESS:
             raise KmshcError(f"model.objective: expected one of {', '.join(obj.FAITHFULNESS)}, got {objective!r}")
@@ -222,8 +223,8 @@ class GateModule(L.LightningModule):
 
     # ------------------------------------------------------------------ validation
     def circuit_mask(self) -> torch.Tensor:
-        """``[L, H]`` float mask of the heads whose deterministic gate exceeds ``tau``."""
-        return (self.gates.deterministic().detach().cpu() > self.hparams.tau).float()
+        """``[L, H]`` float mask of the heads whose deterministic gate exceeds ``gate_threshold``."""
+        return (self.gates.deterministic().detach().cpu() > self.hparams.gate_threshold).float()
 
     def reference_scores(self) -> dict[str, float]:
         """Val accuracy of the full and the all-ablated model, and the threshold ``U_ε`` (once)."""

@@ -18,10 +18,12 @@ import torch
 from kmshc.stats import bootstrap_means, percentile_interval
 
 from kmshc.engine.memory import peak_rss_mb
+from kmshc.search.gates_file import NAME as GATES
+from kmshc.search.gates_file import gates_record, write_gates
 from kmshc.train.plots import gate_heatmap
-from kmshc.types import Circuit, KmshcError, atomic_write_json, ensure_writable_dir, head_name, mask_to_heads
+from kmshc.types import Circuit, KmshcError, atomic_write_json, ensure_writable_dir, mask_to_heads
 
-RUN_FILES = ("gates.json", "circuit_learned.json", "checkpoints", "config.yaml")
+RUN_FILES = (GATES, "circuit_learned.json", "checkpoints", "config.yaml")
 
 
 def prepare_run_dir(run_dir: str | Path, overwrite: bool = False, resuming: bool = False) -> Path:
@@ -36,16 +38,12 @@ def prepare_run_dir(run_dir: str | Path, overwrite: bool = False, resuming: bool
     return ensure_writable_dir(run_dir, "run directory")  # a clear error now, not a traceback at the first save
 
 
-def gates_record(module, tau: float, world_size: int = 1) -> dict[str, Any]:
-    """The gates.json object: every head's ``log_alpha`` and deterministic gate, and the training
-    cost so far in example forwards (:mod:`kmshc.engine.cost`; ``world_size`` DDP ranks)."""
-    exp = module.experiment
-    la = module.gates.log_alpha.detach().float().cpu()
-    det = module.gates.deterministic().detach().float().cpu()
-    heads = {head_name(l, h): {"log_alpha": float(la[l, h]), "gate": float(det[l, h])}
-             for l in range(la.shape[0]) for h in range(la.shape[1])}
-    return {"model": exp.model, "task": exp.task_name, "n_layers": la.shape[0], "n_heads": la.shape[1],
-            "tau": tau, "experiment": exp.to_dict(), "heads": heads, "cost": module.cost_record(world_size)}
+def module_gates(module, world_size: int = 1) -> dict[str, Any]:
+    """The gates.json object of ``module``: every head's ``log_alpha`` and deterministic gate, and
+    the training cost so far in example forwards (:mod:`kmshc.engine.cost`; ``world_size`` DDP ranks)."""
+    return gates_record(module.experiment, module.gates.log_alpha.detach().float().cpu(),
+                        module.gates.deterministic().detach().float().cpu(),
+                        gate_threshold=module.hparams.gate_threshold, cost=module.cost_record(world_size))
 
 
 def bootstrap_ci(correct: torch.Tensor, n_boot: int = 1000, seed: int = 0) -> list[float]:
@@ -81,11 +79,11 @@ class RunOutputs(L.Callback):
     def on_validation_end(self, trainer: L.Trainer, module) -> None:
         if trainer.sanity_checking or not trainer.is_global_zero:
             return
-        tau = module.hparams.tau
+        threshold = module.hparams.gate_threshold
         path = self.run_dir / "gates_heatmap.png"
-        gate_heatmap(module.gates.deterministic(), path, tau=tau,
-                     title=f"step {trainer.global_step}: {int(module.circuit_mask().sum())} heads > {tau}")
-        atomic_write_json(self.run_dir / "gates.json", gates_record(module, tau, trainer.world_size))  # warm-startable
+        gate_heatmap(module.gates.deterministic(), path, threshold=threshold,
+                     title=f"step {trainer.global_step}: {int(module.circuit_mask().sum())} heads > {threshold}")
+        write_gates(self.run_dir, module_gates(module, trainer.world_size))  # warm-startable
         for logger in trainer.loggers:
             if hasattr(logger, "log_image"):
                 logger.log_image(key="gates_heatmap", images=[str(path)], step=trainer.global_step)
@@ -93,12 +91,12 @@ class RunOutputs(L.Callback):
     def on_fit_end(self, trainer: L.Trainer, module) -> None:
         if not trainer.is_global_zero:
             return
-        tau, exp = module.hparams.tau, module.experiment
-        record = gates_record(module, tau, trainer.world_size)
-        atomic_write_json(self.run_dir / "gates.json", record)
+        threshold, exp = module.hparams.gate_threshold, module.experiment
+        record = module_gates(module, trainer.world_size)
+        write_gates(self.run_dir, record)
         mask = module.circuit_mask()
-        gate_heatmap(module.gates.deterministic(), self.run_dir / "gates_heatmap.png", tau=tau,
-                     title=f"final: {int(mask.sum())} heads > {tau}")
+        gate_heatmap(module.gates.deterministic(), self.run_dir / "gates_heatmap.png", threshold=threshold,
+                     title=f"final: {int(mask.sum())} heads > {threshold}")
         scores, evals, report = {}, 0, 0.0
         for split in self.score_splits:
             scores[split], n, spent = split_scores(module, split, mask)
@@ -109,7 +107,7 @@ class RunOutputs(L.Callback):
                           epsilon=module.hparams.epsilon, scores=scores, evaluations=evals,
                           example_forwards=record["cost"]["example_forwards"], seed=exp.seed,
                           config={"experiment": exp.to_dict(), "train": json.loads(json.dumps(self.config, default=str))},
-                          extra={"method": "learned", "tau": tau, "steps": trainer.global_step,
+                          extra={"method": "learned", "gate_threshold": threshold, "steps": trainer.global_step,
                                  "wall_time_s": round(time.perf_counter() - self._t0, 2),
                                  "peak_rss_mb": round(peak_rss_mb()), "gates": gates,
                                  "data_skipped": exp.data_skipped,
@@ -117,7 +115,7 @@ class RunOutputs(L.Callback):
         circuit.save(self.run_dir / "circuit_learned.json")
         for logger in trainer.loggers:
             if hasattr(logger, "log_table"):
-                rows = [[k, v["log_alpha"], v["gate"], v["gate"] > tau] for k, v in record["heads"].items()]
+                rows = [[k, v["log_alpha"], v["gate"], v["gate"] > threshold] for k, v in record["heads"].items()]
                 logger.log_table(key="circuit", columns=["head", "log_alpha", "gate", "kept"], data=rows)
             logger.log_metrics({f"final/{s}_{k}": v for s in scores for k, v in scores[s].items()
                                 if isinstance(v, float)}, step=trainer.global_step)
