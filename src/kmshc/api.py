@@ -103,7 +103,7 @@ def search_circuit(experiment: Experiment, *, gates: LearnedGates | Mapping[str,
     absolute accuracy instead of ``U_ε`` (decisions are then on point estimates).
     """
     from kmshc.search import Recorder
-    from kmshc.search.run import drive, search_scores
+    from kmshc.search.run import drive, search_scores, searched_circuit
     try:
         cfg = replace(config or SearchConfig(), experiment=experiment, **legacy_fields(settings))
     except TypeError as e:  # an unknown keyword: name it
@@ -117,12 +117,8 @@ def search_circuit(experiment: Experiment, *, gates: LearnedGates | Mapping[str,
         ranks = gates.by_head(gates.log_alpha) if isinstance(gates, LearnedGates) else None
     res = drive(cfg, Recorder(evaluate, max_evaluations=cfg.max_evaluations), shape, seed=seed, gates=by_name,
                 ranks=ranks)
-    return Circuit(model=experiment.model, task=experiment.task_name, heads=res.heads,
-                   n_heads_total=shape[0] * shape[1], scorer=experiment.scorer, ablation=experiment.ablation,
-                   semantics=res.semantics, epsilon=cfg.epsilon, K=cfg.K, evaluations=res.evaluations, seed=seed,
-                   scores={"val": {"score": res.score, "threshold": res.threshold, "n": val.n, "units": cfg.units}},
-                   config={"experiment": experiment.to_dict(), "search": cfg.recorded(), "threshold": cfg.threshold},
-                   extra={"method": "cold" if gates is None else "warm", "capped": res.capped})
+    return searched_circuit(cfg, experiment, res, val.n, seed=seed,
+                            extra={"method": "cold" if gates is None else "warm", "capped": res.capped})
 
 
 def certify_circuit(experiment: Experiment, circuit: Circuit, *, split: str = "test",
@@ -136,15 +132,13 @@ def certify_circuit(experiment: Experiment, circuit: Circuit, *, split: str = "t
     split used, up to ``max_test_items`` in all (``certificate.verdict`` says what it found)."""
     from kmshc.search import CertificateConfig
     from kmshc.search.rounds import Certifier, ScoredRounds
+    from kmshc.search.run import split_scores
     cfg = SearchConfig(experiment=experiment, metric=metric, certificate=config or CertificateConfig(seed=circuit.seed),
                        verify_split=split, certify_until_decided=until_decided, max_test_items=max_test_items)
     cert = Certifier(cfg, experiment, ScoredRounds(None, resume=False), []).certify(
         circuit.heads, semantics=circuit.semantics, epsilon=circuit.epsilon, threshold=circuit.config.get("threshold"),
         K=circuit.K)
-    c = cert.circuit
-    scores = {**circuit.scores, split: {"accuracy": c.accuracy, "score": c.value, "recovery": c.recovery,
-                                        "recovery_lower": c.lower, "metric": metric, "n": cert.n}}
-    return replace(circuit, certificate=cert.to_dict(), scores=scores)
+    return replace(circuit, certificate=cert.to_dict(), scores={**circuit.scores, split: split_scores(cert)})
 
 
 def _fixed_values(ablation: str | Ablation) -> list[torch.Tensor] | None:

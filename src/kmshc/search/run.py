@@ -116,19 +116,14 @@ def _search(cfg: SearchConfig, out: Path, on_progress) -> tuple[Circuit, Path]:
     cert = certifier.certify(res.heads, **kw)
     heads, cert, repairs = repair(certifier, list(res.heads), cert, tries=cfg.repairs, **kw)
     method = "warm" if cfg.mode == "warm" else ("cold" if res.semantics == "keep" else "cold-paper")
-    circ = Circuit(model=exp.model, task=exp.task_name, heads=heads, n_heads_total=shape[0] * shape[1],
-                   scorer=exp.scorer, ablation=exp.ablation, semantics=res.semantics, epsilon=cfg.epsilon, K=cfg.K,
-                   scores={"val": {"score": res.score, "threshold": res.threshold, "n": val.n, "units": cfg.units},
-                           cfg.verify_split: _split_scores(cert)},
-                   certificate=cert.to_dict(), evaluations=res.evaluations,
-                   example_forwards=round(rec.example_forwards, 3), seed=seed,
-                   config={"experiment": exp.to_dict(), "search": search_cfg, "threshold": cfg.threshold,
-                           "baseline_heads": base_on, "excluded_heads": excluded},
-                   extra={"method": method, "wall_time_s": res.wall_time_s, "peak_rss_mb": round(peak_rss_mb()),
-                          "source": source, "capped": res.capped, "device": str(val.device), "processes": world_size(),
-                          "verify_cost": _summed_cost(certifier.scorers), "repairs": repairs,
-                          "searched_heads": list(res.heads),
-                          "search_info": dict(res.info), "data_skipped": exp.data_skipped})
+    circ = searched_circuit(cfg, exp, res, val.n, seed=seed, heads=heads, scores={cfg.verify_split: split_scores(cert)},
+                            certificate=cert.to_dict(), example_forwards=round(rec.example_forwards, 3),
+                            config={"baseline_heads": base_on, "excluded_heads": excluded},
+                            extra={"method": method, "wall_time_s": res.wall_time_s, "peak_rss_mb": round(peak_rss_mb()),
+                                   "source": source, "capped": res.capped, "device": str(val.device),
+                                   "processes": world_size(), "verify_cost": _summed_cost(certifier.scorers),
+                                   "repairs": repairs, "searched_heads": list(res.heads),
+                                   "search_info": dict(res.info), "data_skipped": exp.data_skipped})
     if is_main():
         circ.save(out / SEARCHED)
     return circ, out / SEARCHED
@@ -176,7 +171,25 @@ def _summed_cost(scorers) -> dict:
     return total
 
 
-def _split_scores(cert: Certificate) -> dict:
+def searched_circuit(cfg: SearchConfig, exp: Experiment, res, n_val: int, *, seed: int, heads=None,
+                     scores: dict | None = None, config: dict | None = None, extra: dict | None = None,
+                     **fields: Any) -> Circuit:
+    """The :class:`Circuit` of a search's result ``res`` (``heads``: the certified ones, when they
+    differ): what every searched circuit records, its val score and settings; ``scores``,
+    ``config`` and ``extra`` add to those, ``fields`` (certificate, cost) set the rest."""
+    n_layers, n_heads = exp.shape
+    return Circuit(model=exp.model, task=exp.task_name, heads=tuple(res.heads if heads is None else heads),
+                   n_heads_total=n_layers * n_heads, scorer=exp.scorer, ablation=exp.ablation,
+                   semantics=res.semantics, epsilon=cfg.epsilon, K=cfg.K, evaluations=res.evaluations, seed=seed,
+                   scores={"val": {"score": res.score, "threshold": res.threshold, "n": n_val, "units": cfg.units},
+                           **(scores or {})},
+                   config={"experiment": exp.to_dict(), "search": cfg.recorded(), "threshold": cfg.threshold,
+                           **(config or {})},
+                   extra=extra or {}, **fields)
+
+
+def split_scores(cert: Certificate) -> dict:
+    """A certified split's entry in a circuit's ``scores``."""
     c = cert.circuit
     return {"accuracy": c.accuracy, "score": c.value, "recovery": c.recovery, "recovery_lower": c.lower,
             "metric": cert.metric, "n": cert.n}
@@ -193,7 +206,7 @@ def _verify_only(cfg: SearchConfig, out: Path) -> tuple[Circuit, Path]:
                              baseline_heads=c.config.get("baseline_heads", ()))
     d = c.to_dict()
     d["certificate"] = cert.to_dict()
-    d.setdefault("scores", {})[cfg.verify_split] = _split_scores(cert)
+    d.setdefault("scores", {})[cfg.verify_split] = split_scores(cert)
     d["verified_from"] = str(cfg.circuit)
     circ = circuit_from_dict(d, where=str(cfg.circuit))
     if is_main():
