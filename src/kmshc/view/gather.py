@@ -33,8 +33,11 @@ class RunFiles:
 
 
 def _json_or_none(path: Path) -> Optional[dict]:
-    if not path.is_file():
-        return None
+    return read_json(path) if path.is_file() else None
+
+
+def read_json(path: Path) -> dict:
+    """A JSON object from ``path``; anything else is a :class:`KmshcError` naming the file."""
     try:
         d = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:

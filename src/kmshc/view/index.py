@@ -6,15 +6,14 @@ folder can be moved or copied as a whole.
 """
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from html import escape
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
-from kmshc.types import KmshcError
 from kmshc.view.assets import page
+from kmshc.view.gather import read_json
 from kmshc.view.page import Markup, section, table
 from kmshc.view.svg import fmt, line_chart_svg
 
@@ -42,16 +41,6 @@ class KnockPoint:
     lower: Optional[float]
     upper: Optional[float]
     verdict: Optional[str]
-
-
-def _load(path: Path) -> dict:
-    try:
-        d = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise KmshcError(f"{path}: cannot read it as JSON ({e})") from None
-    if not isinstance(d, dict):
-        raise KmshcError(f"{path}: expected a JSON object, got {type(d).__name__}")
-    return d
 
 
 def _run_dir(folder: Path, path: Any) -> Optional[Path]:
@@ -104,14 +93,14 @@ HEADER = ("circuit", "task", "method", "|C|", "verified", "heads", "report")
 
 def compare_index(folder: Path, write_run: Callable[[Path], Path]) -> str:
     """The index page of a ``kmshc compare`` output folder."""
-    links = compare_links(folder, _load(folder / "compare.json"))
+    links = compare_links(folder, read_json(folder / "compare.json"))
     body = section("index", f"{len(links)} circuits", table(HEADER, _link_rows(folder, links, write_run)))
     return page(f"kmshc compare: {folder.name}", body, nav=False)
 
 
 def redundancy_page(folder: Path, write_run: Callable[[Path], Path]) -> str:
     """The chain of disjoint circuits, its knock-out curve, and a link to each circuit's report."""
-    d = _load(folder / "redundancy.json")
+    d = read_json(folder / "redundancy.json")
     links, knocks = chain(folder, d)
     a = d.get("analysis") or {}
     parts = [f"<p>Stopped: {escape(str(d.get('stop', '')))}: {escape(str(d.get('why', '')))}</p>",
