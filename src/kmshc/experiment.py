@@ -15,7 +15,7 @@ from kmshc.engine.models import check_device_map, load_model
 from kmshc.engine.scoring import SCORERS, Scorer
 from kmshc.tasks import GENERATED_TASKS, make_task, split_task
 from kmshc.tasks.fresh import FreshItems, unused_file_items
-from kmshc.tasks.base import Task
+from kmshc.tasks.base import Task, merge_splits
 from kmshc.tasks.defects import check_on_defect, screen, skipped_summary
 from kmshc.types import KmshcError
 
@@ -147,15 +147,16 @@ class Experiment:
         return make_task(self.task, seed=seed, n=n, **self.task_args)
 
     def scorer_for(self, split: str, items: tuple | None = None, *, distributed: bool = False) -> Scorer:
-        """``S(·)`` on ``split`` (``train``, ``val`` or ``test``); ``items``: only these of its items
-        (adaptive decisions score a split in chunks).
+        """``S(·)`` on ``split`` (``train``, ``val``, ``test``, or ``all``: every item after ``limit``,
+        in that order); ``items``: only these of its items (adaptive decisions score a split in chunks).
 
         ``distributed``: shard each evaluation's examples over the torch.distributed ranks (every
         rank must then call the scorer with the same masks, as a search does)."""
-        if split not in ("train", "val", "test"):
-            raise KmshcError(f"split: expected train, val or test, got {split!r}")
+        if split not in ("train", "val", "test", "all"):
+            raise KmshcError(f"split: expected train, val, test or all, got {split!r}")
         model, tok = self.loaded
-        task = self.splits[split] if items is None else replace(self.splits[split], items=tuple(items))
+        task = merge_splits(self.task_data, self.splits) if split == "all" else self.splits[split]
+        task = task if items is None else replace(task, items=tuple(items))
         return Scorer(model, tok, task, scorer=self.scorer, ablation=self.ablation_values,
                       train=self.splits["train"], batch_size=self.batch_size, probe_dim=self.probe_dim,
                       seed=self.seed, distributed=distributed)
