@@ -50,6 +50,20 @@ def rng_from_json(d: list) -> random.Random:
     return rng
 
 
+def read_state(path: Path) -> dict[str, Any]:
+    """The search state file at ``path`` (what :meth:`Recorder.save` writes: ``fingerprint``,
+    ``log``, ``trace``, counts); an unreadable or malformed file is a :class:`KmshcError`."""
+    try:
+        d = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError) as e:  # ValueError: bad JSON/UTF-8, 5000-digit numbers
+        raise KmshcError(f"{path}: cannot read search state ({type(e).__name__}: {str(e)[:80]})") from None
+    if not (isinstance(d, dict) and isinstance(d.get("log"), list) and isinstance(d.get("trace"), list)
+            and all(isinstance(e, list) and len(e) == 2 for e in d["log"])):
+        raise KmshcError(f"{path}: not a search state file (expected an object with 'fingerprint', 'log' "
+                         "and 'trace'); use --overwrite to start again")
+    return d
+
+
 class BudgetExhausted(Exception):
     """Raised inside a search when ``max_evaluations`` is reached; the search stops there.
 
@@ -113,14 +127,7 @@ class Recorder:
     def _load(self) -> None:
         if self.path is None or not self.path.exists():
             raise KmshcError(f"--resume: no search state at {self.path}; start without --resume")
-        try:
-            d = json.loads(self.path.read_text(encoding="utf-8"))
-        except (OSError, ValueError, RecursionError) as e:  # ValueError: bad JSON/UTF-8, 5000-digit numbers
-            raise KmshcError(f"{self.path}: cannot read search state ({type(e).__name__}: {str(e)[:80]})") from None
-        if not (isinstance(d, dict) and isinstance(d.get("log"), list) and isinstance(d.get("trace"), list)
-                and all(isinstance(e, list) and len(e) == 2 for e in d["log"])):
-            raise KmshcError(f"{self.path}: not a search state file (expected an object with 'fingerprint', 'log' "
-                             "and 'trace'); use --overwrite to start again")
+        d = read_state(self.path)
         saved = d.get("fingerprint", {})
         if saved != self.fingerprint:
             diff = sorted(k for k in set(saved) | set(self.fingerprint) if saved.get(k) != self.fingerprint.get(k))

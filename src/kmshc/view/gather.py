@@ -15,6 +15,9 @@ from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
 from kmshc.search.certificate import Certificate, Estimate
+from kmshc.search.gates_file import load_gates
+from kmshc.search.rundir import STATE
+from kmshc.search.state import read_state
 from kmshc.types import Circuit, KmshcError, read_circuit
 
 CIRCUIT_FILES = ("circuit_searched.json", "circuit_verified.json", "circuit_learned.json")
@@ -30,10 +33,6 @@ class RunFiles:
     circuit: Circuit
     gates: Optional[dict]
     state: Optional[dict]
-
-
-def _json_or_none(path: Path) -> Optional[dict]:
-    return read_json(path) if path.is_file() else None
 
 
 def read_json(path: Path) -> dict:
@@ -56,8 +55,9 @@ def read_run(run_dir: str | Path) -> RunFiles:
     if not found:
         raise KmshcError(f"{run_dir}: no circuit file ({', '.join(CIRCUIT_FILES)}); run train.py, "
                          "`kmshc search` or `kmshc rank` into this folder first")
-    return RunFiles(run_dir, found[0], read_circuit(found[0]), _json_or_none(run_dir / "gates.json"),
-                    _json_or_none(run_dir / "search_state.json"))
+    gates = load_gates(run_dir)
+    return RunFiles(run_dir, found[0], read_circuit(found[0]), gates[0] if gates else None,
+                    read_state(run_dir / STATE) if (run_dir / STATE).is_file() else None)
 
 
 def head_field(gates: Optional[Mapping[str, Any]], field: str) -> Optional[dict[str, float]]:
