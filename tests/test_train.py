@@ -135,3 +135,11 @@ def test_score_splits_choose_which_splits_the_learned_circuit_is_scored_on(tmp_p
     assert set(test) == {"test"} and test["test"]["n"] > 0
     with pytest.raises(SystemExit):
         fit(tmp_path, "--score_splits", "[train]", name="bad")
+
+
+def test_a_checkpoint_whose_hyperparameters_say_tau_sets_the_gate_threshold():
+    module = train.GateModule(Experiment(model="tiny-gpt2", task="grammar", n=20))
+    module.on_load_checkpoint({"hyper_parameters": {"tau": 0.7}})
+    assert module.hparams.gate_threshold == 0.7
+    module.on_load_checkpoint({"hyper_parameters": {"tau": 0.2, "gate_threshold": 0.6}})
+    assert module.hparams.gate_threshold == 0.7  # a checkpoint that has both keeps the configured value

@@ -108,6 +108,9 @@ class GateModule(L.LightningModule):
         checkpoint["kmshc_cost"] = {"train": self.cost.state(), "validation": self.val_scorer.cost.state()}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        hparams = checkpoint.get("hyper_parameters", {})
+        if "tau" in hparams and "gate_threshold" not in hparams:  # hyperparameters that name it tau
+            self.hparams.gate_threshold = hparams["tau"]
         saved = checkpoint.get("kmshc_cost", {})  # a checkpoint without counts starts from zero
         self.cost.restore(saved.get("train", {}))
         self.val_scorer.cost.restore(saved.get("validation", {}))
