@@ -95,7 +95,8 @@ def _search(cfg: SearchConfig, out: Path, on_progress) -> tuple[Circuit, Path]:
     # the cap only decides where a run stops, not its path: a capped run may resume with a larger one;
     # the certificate's settings do not change the search either, nor does the device: a run may
     # resume elsewhere (it must then replay to the same decisions); exclusions count by their heads
-    ignored = ("max_evaluations", "certificate", "device", "exclude", "out")
+    ignored = ("max_evaluations", "certificate", "certify_until_decided", "max_test_items", "repairs", "device",
+               "exclude", "out")
     fingerprint = {**{k: v for k, v in search_cfg.items() if k not in ignored},
                    "experiment": exp.result_dict(), "n_val": val.n}
     if excluded:
