@@ -63,7 +63,9 @@ def test_two_ranks_equal_one_process(tmp_path, one_process, threshold):
     assert one_process["heads"] and one_process["evaluations"] > 1  # a circuit the search had to find
     assert comparable(two) == comparable(one_process)
     assert (two["processes"], one_process["processes"]) == (2, 1)
-    assert sorted(p.name for p in (tmp_path / "tiny-search").iterdir()) == ["circuit_searched.json",
+    # rank 0 alone writes: the circuit, the search state and the certificate's scored rounds
+    assert sorted(p.name for p in (tmp_path / "tiny-search").iterdir()) == ["certify_rounds.npz",
+                                                                             "circuit_searched.json",
                                                                              "search_state.json"]
 
 
