@@ -24,7 +24,7 @@ def test_schedule_doubles_to_the_cap_and_spends_alpha_exactly():
     for power in (1.0, 2.0):
         a = look_alphas(sizes, 0.05, power)
         assert sum(a) == pytest.approx(0.05) and all(x > 0 for x in a)
-    assert look_alphas([240], 0.05) == [0.05]  # one look: the fixed-n certificate
+    assert look_alphas([240], 0.05, 1.0) == [0.05]  # one look: the fixed-n certificate
 
 
 def population(rng, n, r_circuit, r_removals, noise=1.0):
@@ -54,7 +54,7 @@ def run(rng, r_circuit, r_removals, n0=100, cap=3200, limit=None):
     seq = Sequential([f"h{i}" for i in range(len(r_removals))], 1.0, CFG, "margin")
     sizes = schedule(n0, cap)
     looks, _ = run_looks(seq, population(rng, n0, r_circuit, r_removals), source(rng, r_circuit, r_removals, limit),
-                         sizes, look_alphas(sizes, CFG.alpha, 1.0), "test")
+                         sizes, look_alphas(sizes, CFG.alpha, CFG.spending_power), "test")
     return seq, looks
 
 
@@ -65,7 +65,8 @@ def test_a_circuit_too_close_to_call_on_the_test_split_is_verified_on_more_items
     assert len(looks) > 1 and looks[-1].n > 100  # it needed fresh items
     assert looks[-1].open == []
     # later rounds score only M, B, C and the open removals: each round's alpha is its own
-    assert [lk.alpha for lk in looks] == pytest.approx(look_alphas(schedule(100, 3200), CFG.alpha, 1.0)[:len(looks)], abs=1e-6)
+    assert [lk.alpha for lk in looks] == pytest.approx(look_alphas(schedule(100, 3200), CFG.alpha, CFG.spending_power)[:len(looks)],
+                                                         abs=1e-6)
 
 
 def test_a_removable_head_refutes_and_stops_drawing():

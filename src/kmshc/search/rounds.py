@@ -115,7 +115,7 @@ class Certifier:
             more, cap = self._more(scorer.n)
         cert = certify(self.store.wrap(scorer.outcomes, f"a{self._attempt}r0:{items_digest(items)}"), exp.shape,
                        heads, config=cfg.certificate, metric=cfg.metric, skipped=exp.data_skipped, split=split,
-                       more=more, max_items=cap, spending_power=cfg.certificate.spending_power,
+                       more=more, max_items=cap,
                        **{k: v for k, v in kw.items() if k != "seed"})
         self._attempt += 1
         note = file_note(cert, exp.data, self._source.remaining)

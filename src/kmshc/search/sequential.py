@@ -50,7 +50,7 @@ def schedule(n0: int, cap: int | None) -> list[int]:
     return sizes
 
 
-def look_alphas(sizes: Sequence[int], alpha: float, power: float = 2.0) -> list[float]:
+def look_alphas(sizes: Sequence[int], alpha: float, power: float) -> list[float]:
     """Error spent at each look of ``sizes``: increments of ``α·(n_k / n_K)^power``; they sum to ``α``."""
     cum = [alpha * (n / sizes[-1]) ** power for n in sizes]
     return [cum[0]] + [cum[k] - cum[k - 1] for k in range(1, len(cum))]

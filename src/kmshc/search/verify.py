@@ -40,7 +40,7 @@ def certify(outcomes: Callable[[torch.Tensor], Any], shape: tuple[int, int], hea
             baseline_heads: Sequence[str] = (), metric: str = "accuracy",
             config: CertificateConfig = CertificateConfig(), split: str = "test",
             skipped: dict | None = None, pool: Sequence[str] | None = None,
-            more: MoreItems | None = None, max_items: int | None = None, spending_power: float = 2.0) -> Certificate:
+            more: MoreItems | None = None, max_items: int | None = None) -> Certificate:
     """The certificate of circuit ``heads`` (see :mod:`kmshc.search.certificate`).
 
     Args:
@@ -52,7 +52,7 @@ def certify(outcomes: Callable[[torch.Tensor], Any], shape: tuple[int, int], hea
         pool: the heads the random controls draw from (default: all); a backup circuit found
             outside excluded circuits is compared with random sets from the same allowed heads.
         more: fresh test items while the verdict is undecided (keep semantics): looks at ``n``,
-            ``2n``, ... up to ``max_items`` items in all, spending ``α·t^spending_power``
+            ``2n``, ... up to ``max_items`` items in all, spending ``α·t^ρ`` (``config.spending_power``)
             (:mod:`kmshc.search.sequential`). None: one look at the test split, at the full ``α``.
     """
     if metric not in ("accuracy", "margin"):
@@ -82,7 +82,7 @@ def certify(outcomes: Callable[[torch.Tensor], Any], shape: tuple[int, int], hea
                 **{n: (x[plan.row[("without", h)]], acc[plan.row[("without", h)]]) for n, h in zip(seq.heads, C)}}
         scored: list[int] = []
         looks, _ = run_looks(seq, rows, _fresh_rows(more, plan, metric, scored), sizes,
-                             look_alphas(sizes, config.alpha, spending_power), split)
+                             look_alphas(sizes, config.alpha, config.spending_power), split)
         cert = _sequential_fields(cert, seq, looks, chk)
         evaluations += sum(scored)
     return Certificate(**cert, skipped=skipped, evaluations=evaluations,
