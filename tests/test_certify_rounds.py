@@ -219,3 +219,15 @@ def test_repair_removes_the_most_removable_head_and_certifies_the_rest_on_fresh_
     assert repair(Certifier(), ["A", "B", "C"], refuted, tries=0)[0] == ["A", "B", "C"]
     insufficient = NS(verdict="refuted", n=240, controls=[], removals=[removal("A", 0.2, "necessary")])
     assert repair(Certifier(), ["A"], insufficient, tries=3)[2] == []
+
+
+def test_the_epsilon_range_is_empty_when_every_removal_sits_above_one():
+    """A circuit whose heads' removals all exceed the full model leaves no target in (0, 1]."""
+    from kmshc.search.checks import Checks
+    from kmshc.search.certificate import Estimate, Removal
+    chk = Checks(np.ones(3), np.zeros(3), 1.0, CFG)
+    circ = Estimate(1.2, 1.0, recovery=1.2, lower=0.98, upper=1.3)  # LB + tau = 1.03 > 1
+    rem = [Removal("h", Estimate(1.1, 1.0, recovery=1.1, lower=1.02, upper=1.06), 0.1, 0.0, 0.0, "necessary")]
+    assert chk.epsilon_range(circ, rem) is None  # lo = 1.01 is past the largest target, 1.0
+    rem_ok = [Removal("h", Estimate(0.8, 1.0, recovery=0.8, lower=0.7, upper=0.9), 0.4, 0.0, 0.0, "necessary")]
+    assert chk.epsilon_range(circ, rem_ok) == [0.85, 1.0]

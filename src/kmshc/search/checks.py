@@ -67,9 +67,9 @@ class Checks:
         if any(r.estimate.upper is None for r in removals):
             return None
         lo = max((r.estimate.upper for r in removals), default=-math.inf) - self.cfg.tau
-        hi = circuit.lower + self.cfg.tau
+        hi = min(circuit.lower + self.cfg.tau, 1.0)  # epsilon lives in (0, 1]
         lo = max(lo, 0.0)
-        return [round(lo, 4), round(min(hi, 1.0), 4)] if lo < hi else None
+        return [round(lo, 4), round(hi, 4)] if lo < hi else None
 
 
 

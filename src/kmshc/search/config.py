@@ -46,8 +46,9 @@ class SearchConfig(SearchSettings):
     certify_until_decided: bool = True
     max_test_items: int = 4000
     # a refuted certificate whose circuit has a removable head: remove it and certify the smaller set on
-    # fresh items, at most this many times (0: report the refutation as it is)
-    repairs: int = 3
+    # fresh items, at most this many times (0: report the refutation as it is); a search on a small val
+    # split keeps every head it cannot confidently remove, and the certificate's larger samples find them
+    repairs: int = 10
     verify_split: Literal["val", "test"] = "test"
     dtype: Literal["float32", "bfloat16", "auto"] | None = None  # override the experiment's (also a warm run's) dtype
     device: str | None = None  # auto|cpu|cuda|cuda:N: override the experiment's device (also a warm run's)
