@@ -143,3 +143,19 @@ def test_a_capped_search_reports_the_set_it_had_reached(kind):
         stopped_mid_stage += any(e["event"] in ("remove_bundle", "remove_failing_bundle", "drop_head", "remove_head")
                                  for e in res.trace)
     assert stopped_mid_stage > 0  # some caps fell after a removal, where the old code lost it
+
+
+def test_a_state_saved_by_an_older_version_resumes_when_only_names_and_ignored_fields_differ(tmp_path):
+    """States written before the gate threshold was renamed (``tau``) and with certificate settings in
+    their fingerprint resume; a real difference is still refused."""
+    from kmshc.search.run import older_fingerprint
+    state = tmp_path / "search_state.json"
+    old = {"seed": 7, "tau": 0.5, "max_test_items": 4000, "repairs": 3}
+    cold_search(Recorder(planted([]), path=state, fingerprint=old), SHAPE, N=5, seed=7)
+    now = {"seed": 7, "gate_threshold": 0.5}
+    Recorder(planted([]), path=state, resume=True, fingerprint=now, older=older_fingerprint)
+    with pytest.raises(KmshcError, match="gate_threshold"):
+        Recorder(planted([]), path=state, resume=True, fingerprint={"seed": 7, "gate_threshold": 0.6},
+                 older=older_fingerprint)
+    with pytest.raises(KmshcError, match="differ"):  # without the translation the old names differ
+        Recorder(planted([]), path=state, resume=True, fingerprint=now)

@@ -95,13 +95,11 @@ def _search(cfg: SearchConfig, out: Path, on_progress) -> tuple[Circuit, Path]:
     # the cap only decides where a run stops, not its path: a capped run may resume with a larger one;
     # the certificate's settings do not change the search either, nor does the device: a run may
     # resume elsewhere (it must then replay to the same decisions); exclusions count by their heads
-    ignored = ("max_evaluations", "certificate", "certify_until_decided", "max_test_items", "repairs", "device",
-               "exclude", "out")
-    fingerprint = {**{k: v for k, v in search_cfg.items() if k not in ignored},
+    fingerprint = {**{k: v for k, v in search_cfg.items() if k not in RESUME_IGNORES},
                    "experiment": exp.result_dict(), "n_val": val.n}
     if excluded:
         fingerprint["excluded_heads"] = excluded
-    rec = Recorder(evaluate, out / STATE, resume=cfg.resume, fingerprint=fingerprint,
+    rec = Recorder(evaluate, out / STATE, resume=cfg.resume, fingerprint=fingerprint, older=older_fingerprint,
                    max_evaluations=cfg.max_evaluations, on_progress=on_progress, others=others, save_state=is_main(),
                    forwards=lambda: total_example_forwards(*(s.cost for s in scorers)))
     barrier()  # every rank has read the state before rank 0 rewrites it
@@ -128,6 +126,20 @@ def _search(cfg: SearchConfig, out: Path, on_progress) -> tuple[Circuit, Path]:
     if is_main():
         circ.save(out / SEARCHED)
     return circ, out / SEARCHED
+
+
+# what a search may change and still resume (see _search)
+RESUME_IGNORES = ("max_evaluations", "certificate", "certify_until_decided", "max_test_items", "repairs", "device",
+                  "exclude", "out")
+
+
+def older_fingerprint(saved: dict) -> dict:
+    """A saved search fingerprint in today's terms: the gate threshold was called ``tau``, and
+    fields that no longer enter the fingerprint are dropped."""
+    d = {k: v for k, v in saved.items() if k not in RESUME_IGNORES}
+    if "tau" in d and "gate_threshold" not in d:
+        d["gate_threshold"] = d.pop("tau")
+    return d
 
 
 def drive(cfg: SearchConfig, rec: Recorder, shape: tuple[int, int], *, seed: int,

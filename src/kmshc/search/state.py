@@ -103,8 +103,10 @@ class Recorder:
                  fingerprint: dict[str, Any] | None = None, max_evaluations: int | None = None,
                  on_progress: Callable[[int, int | None], None] | None = None,
                  others: dict[str, EvaluateMany] | None = None, save_state: bool = True,
-                 forwards: Callable[[], float] | None = None) -> None:
+                 forwards: Callable[[], float] | None = None,
+                 older: Callable[[dict], dict] | None = None) -> None:
         self._scorers = {"": evaluate_many, **(others or {})}
+        self._older = older or (lambda d: d)  # a saved fingerprint, in today's terms
         self.path = Path(path) if path else None
         self.save_state = save_state
         self.fingerprint = json.loads(json.dumps(fingerprint or {}, default=str))
@@ -128,7 +130,7 @@ class Recorder:
         if self.path is None or not self.path.exists():
             raise KmshcError(f"--resume: no search state at {self.path}; start without --resume")
         d = read_state(self.path)
-        saved = d.get("fingerprint", {})
+        saved = self._older(d.get("fingerprint", {}))
         if saved != self.fingerprint:
             diff = sorted(k for k in set(saved) | set(self.fingerprint) if saved.get(k) != self.fingerprint.get(k))
             raise KmshcError(f"{self.path}: --resume with a different configuration (fields differ: "
