@@ -233,6 +233,14 @@ def test_wandb_logs_the_page_offline(run, page, tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_SILENT", "true")
     copy = tmp_path / "report.html"
     shutil.copy(run / "report.html", copy)
+    shutil.copy(run / "circuit_searched.json", tmp_path / "circuit_searched.json")
     log_to_wandb(copy)
     logged = list((tmp_path / "wandb").glob("offline-run-*/files/media/html/*.html"))
     assert len(logged) == 1 and 'id="summary"' in logged[0].read_text()
+    from kmshc.view.write import certificate_summary
+    circuit = json.loads((run / "circuit_searched.json").read_text())
+    summary = certificate_summary(tmp_path)
+    assert summary["verdict"] == circuit["certificate"]["verdict"] in ("verified", "refuted", "undecided")
+    assert certificate_summary(tmp_path / "wandb") == {}  # no circuit there
+    # an offline run keeps its summary in the run's log: the verdict key is in it
+    assert b"verdict" in next((tmp_path / "wandb").glob("offline-run-*/run-*.wandb")).read_bytes()

@@ -114,8 +114,21 @@ def log_to_wandb(path: Path) -> None:
         art.add_file(str(path), name=REPORT)
         run.log_artifact(art)
         run.log({"report": wandb.Html(path.read_text(encoding="utf-8"), inject=False)})
+        run.summary.update(certificate_summary(path.parent))
     finally:
         run.finish()
+
+
+def certificate_summary(folder: Path) -> dict[str, Any]:
+    """The verdict of the folder's circuit, for a W&B run's summary (empty when it has none)."""
+    for name in ("circuit_searched.json", "circuit_verified.json"):
+        if (folder / name).is_file():
+            c = json.loads((folder / name).read_text(encoding="utf-8"))
+            cert = c.get("certificate") or {}
+            verdict = cert.get("verdict", "verified" if cert.get("verified") else "undecided") if cert else None
+            return {"verdict": verdict, "verified": cert.get("verified"), "test_items": cert.get("n"),
+                    "heads": " ".join(c.get("heads", []))}
+    return {}
 
 
 def _report(args: argparse.Namespace) -> None:
