@@ -97,26 +97,23 @@ class Certifier:
     _source: Any = None
     _attempt: int = 0
 
-    def certify(self, heads, *, scorer=None, **kw):
+    def certify(self, heads, **kw):
         cfg, exp = self.cfg, self.exp
         split = cfg.verify_split
         if self._source is None:
             self._source = exp.fresh_items()
-        if scorer is None and self._attempt == 0:
-            scorer = exp.scorer_for(split, distributed=True)
+        # the first certificate reads the test split; a repaired circuit's, items no earlier one saw
         items = exp.splits[split].items if self._attempt == 0 else self._source.take(len(exp.splits[split]))
-        if scorer is None:
-            if not items:
-                raise KmshcError(f"{split}: no fresh items left to certify a repaired circuit on")
-            scorer = exp.scorer_for(split, items=items, distributed=True)
+        if not items:
+            raise KmshcError(f"{split}: no fresh items left to certify a repaired circuit on")
+        scorer = exp.scorer_for(split, items=None if self._attempt == 0 else items, distributed=True)
         self.scorers.append(scorer)
         more, cap = None, None
         if cfg.certify_until_decided and kw.get("semantics", "keep") == "keep":
             more, cap = self._more(scorer.n)
         cert = certify(self.store.wrap(scorer.outcomes, f"a{self._attempt}r0:{items_digest(items)}"), exp.shape,
                        heads, config=cfg.certificate, metric=cfg.metric, skipped=exp.data_skipped, split=split,
-                       more=more, max_items=cap,
-                       **{k: v for k, v in kw.items() if k != "seed"})
+                       more=more, max_items=cap, **kw)
         self._attempt += 1
         note = file_note(cert, exp.data, self._source.remaining)
         return replace(cert, reasons=[*cert.reasons, note]) if note else cert
