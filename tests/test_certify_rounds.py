@@ -198,7 +198,7 @@ def test_a_data_file_whose_splits_use_every_item_gets_one_look_at_the_full_alpha
 def test_repair_removes_the_most_removable_head_and_certifies_the_rest_on_fresh_items():
     from types import SimpleNamespace as NS
 
-    from kmshc.search.rounds import repair
+    from kmshc.search.repair import repair
 
     def removal(head, lower, cls):
         return NS(head=head, cls=cls, estimate=NS(lower=lower, recovery=lower + 0.05))
@@ -214,11 +214,87 @@ def test_repair_removes_the_most_removable_head_and_certifies_the_rest_on_fresh_
     heads, cert, steps = repair(Certifier(), ["A", "B", "C"], refuted, tries=3, epsilon=1.0)
     assert heads == ["A", "B"] and cert.verdict == "verified"
     assert asked == [(["A", "B"], {"epsilon": 1.0})]
-    assert [s["removed"] for s in steps] == ["C"] and steps[0]["items"] == 240
+    assert [s["removed"] for s in steps] == [["C"]] and steps[0]["items"] == 240
     # no tries, or a refutation that is not a removable head: nothing changes
     assert repair(Certifier(), ["A", "B", "C"], refuted, tries=0)[0] == ["A", "B", "C"]
     insufficient = NS(verdict="refuted", n=240, controls=[], removals=[removal("A", 0.2, "necessary")])
     assert repair(Certifier(), ["A"], insufficient, tries=3)[2] == []
+
+
+def _weighted_rounds(weights, sizes):
+    """Rounds of outcome functions whose per-example margin is ``(1 + z_e)·Σ w_h·m_h``: every
+    example agrees on each set's recovery, ``Σ_{h∈C} w_h / Σ w_h``."""
+    from kmshc.search.rounds import Scored
+    gen = torch.Generator().manual_seed(0)
+    w = torch.tensor(weights)
+
+    def chunk(n):
+        z = 1 + 0.1 * torch.randn(n, generator=gen)
+
+        def outcomes(masks):
+            m = (masks.reshape(len(masks), -1) * w).sum(1, keepdim=True) * z
+            return Scored(correct=(m > 0).double(), margin=m.double())
+        return outcomes
+    return [chunk(n) for n in sizes]
+
+
+def _search_cfg():
+    from types import SimpleNamespace as NS
+    return NS(metric="margin", bar=0.975, decision_confidence=0.9, spending_power=1.0, search_margin=0.0)
+
+
+def test_a_repair_searches_the_certificates_items_and_removes_every_head_that_overshoots():
+    """Oracle: recoveries C = 1.15; C minus L0H0 / L0H1 = 0.55 / 0.7; minus L0H2 or L0H3 = 1.1,
+    minus both = 1.05 (L0H4 is off). One repair removes both overshooting heads, where removing
+    the most removable head alone would need a second certificate."""
+    from types import SimpleNamespace as NS
+
+    from kmshc.search.repair import removed_heads, repair, search_on_spent_items
+    from kmshc.search.certificate import Estimate, Removal
+    spent = _weighted_rounds([0.6, 0.45, 0.05, 0.05, -0.15], [60, 60, 120])
+    est = lambda r: Estimate(r, 1.0, recovery=r, lower=r - 0.01, upper=r + 0.01)  # noqa: E731
+    removals = [Removal("L0H0", est(0.55), 0.6, 0.0, 0.0, "necessary"),
+                Removal("L0H1", est(0.7), 0.45, 0.0, 0.0, "necessary"),
+                Removal("L0H2", est(1.1), 0.05, 0.0, 0.0, "removable"),
+                Removal("L0H3", est(1.1), 0.05, 0.0, 0.0, "removable")]
+    start = ["L0H0", "L0H1", "L0H2", "L0H3"]
+    heads, evaluations = search_on_spent_items(spent, (1, 5), start, removals, cfg=_search_cfg())
+    assert heads == ["L0H0", "L0H1"] and evaluations > 0
+    asked = []
+
+    class Certifier:
+        def __init__(self):
+            self.spent = spent
+
+        def certify(self, heads, **kw):
+            asked.append(list(heads))
+            return NS(verdict="verified", n=480, controls=[], removals=[])
+    refuted = NS(verdict="refuted", n=240, controls=[], removals=removals)
+    heads, cert, steps = repair(Certifier(), start, refuted, tries=3, shape=(1, 5), cfg=_search_cfg())
+    assert heads == ["L0H0", "L0H1"] and asked == [["L0H0", "L0H1"]] and cert.verdict == "verified"
+    assert steps[0]["removed"] == ["L0H2", "L0H3"] and "search" in steps[0]["because"]
+    assert removed_heads(steps + [{"removed": "L0H9"}]) == ["L0H2", "L0H3", "L0H9"]  # older records: one name
+
+
+def test_a_repair_whose_search_keeps_everything_removes_the_most_removable_head():
+    """Removing L0H2 keeps 0.96: the certificate's bar (0.95) calls it removable, the search's
+    (0.975) does not, so the repair falls back to the one head."""
+    from types import SimpleNamespace as NS
+
+    from kmshc.search.repair import repair
+    from kmshc.search.certificate import Estimate, Removal
+    spent = _weighted_rounds([0.6, 0.36, 0.04, 0.0], [60, 60, 120])
+    removals = [Removal("L0H2", Estimate(0.96, 1.0, recovery=0.96, lower=0.955, upper=0.965), 0.04, 0, 0, "removable")]
+
+    class Certifier:
+        def __init__(self):
+            self.spent = spent
+
+        def certify(self, heads, **kw):
+            return NS(verdict="verified", n=480, controls=[], removals=[])
+    refuted = NS(verdict="refuted", n=240, controls=[], removals=removals)
+    heads, _, steps = repair(Certifier(), ["L0H0", "L0H1", "L0H2"], refuted, tries=3, shape=(1, 4), cfg=_search_cfg())
+    assert heads == ["L0H0", "L0H1"] and steps[0]["evaluations"] > 0 and "lower bound" in steps[0]["because"]
 
 
 def test_the_epsilon_range_is_empty_when_every_removal_sits_above_one():

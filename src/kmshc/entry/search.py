@@ -76,6 +76,7 @@ def repeatable(args: list[str], flag: str = "--exclude") -> list[str]:
 def summary(circ: "Circuit") -> dict[str, Any]:
     """What a person reads after a search: the heads, the cost and the certificate's verdict."""
     from kmshc.search.certificate import Certificate
+    from kmshc.search.repair import removed_heads
     cert = Certificate.from_dict(circ.certificate) if circ.certificate else None
     return {"heads": list(circ.heads), "size": len(circ.heads), "method": circ.extra.get("method"),
             "evaluations": circ.evaluations, "example_forwards": circ.example_forwards,
@@ -83,7 +84,7 @@ def summary(circ: "Circuit") -> dict[str, Any]:
             "verified": cert.verified if cert else None,
             "verdict": cert.verdict if cert else None,
             "test_items": cert.n if cert else None,
-            "repairs": [r["removed"] for r in circ.extra.get("repairs", [])],
+            "repairs": removed_heads(circ.extra.get("repairs", [])),
             "recovery": cert.circuit.recovery if cert else None,
             "recovery_lower": cert.circuit.lower if cert else None,
             "epsilon_range": cert.epsilon_range if cert else None,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import io
 import zipfile
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -88,12 +88,14 @@ class Certifier:
     item twice (a repaired circuit's certificate starts on items no earlier one saw).
 
     ``certify(heads, **kw)`` takes :func:`~kmshc.search.verify.certify`'s keywords; ``scorers``
-    collects every scorer used, for the cost count."""
+    collects every scorer used, for the cost count; ``spent``: the last certificate's rounds, as
+    outcome functions (read back from the store), for a repair's search."""
 
     cfg: Any  # SearchConfig
     exp: Any  # Experiment
     store: ScoredRounds
     scorers: list
+    spent: list = field(default_factory=list)
     _source: Any = None
     _attempt: int = 0
 
@@ -111,7 +113,8 @@ class Certifier:
         more, cap = None, None
         if cfg.certify_until_decided and kw.get("semantics", "keep") == "keep":
             more, cap = self._more(scorer.n)
-        cert = certify(self.store.wrap(scorer.outcomes, f"a{self._attempt}r0:{items_digest(items)}"), exp.shape,
+        self.spent = [self.store.wrap(scorer.outcomes, f"a{self._attempt}r0:{items_digest(items)}")]
+        cert = certify(self.spent[0], exp.shape,
                        heads, config=cfg.certificate, metric=cfg.metric, skipped=exp.data_skipped, split=split,
                        more=more, max_items=cap, **kw)
         self._attempt += 1
@@ -130,8 +133,8 @@ class Certifier:
                 return None
             sc = exp.scorer_for(self.cfg.verify_split, items=items, distributed=True)
             self.scorers.append(sc)
-            return (self.store.wrap(sc.outcomes, f"a{attempt}r{k}:{items_digest(items)}"),
-                    f"{len(items)} fresh items ({origin})")
+            self.spent.append(self.store.wrap(sc.outcomes, f"a{attempt}r{k}:{items_digest(items)}"))
+            return self.spent[-1], f"{len(items)} fresh items ({origin})"
         return more, cap
 
 
@@ -143,21 +146,3 @@ def file_note(cert, data: str | None, left: int | None) -> str | None:
     need = (f"about {cert.n_needed} test items would likely decide it" if cert.n_needed else
             "no number of items would pass an open check whose effect points the wrong way")
     return f"undecided after {cert.n} items: {need}; {data} has {left} unused items left"
-
-
-def repair(certifier: Certifier, heads: list[str], cert, *, tries: int, **kw) -> tuple[list[str], object, list[dict]]:
-    """While ``cert`` is refuted because a head is removable, remove the one whose removal keeps the
-    most (the highest lower bound) and certify the smaller set on fresh items; at most ``tries``
-    times. Returns the final heads, their certificate and one record per repair."""
-    steps: list[dict] = []
-    while cert.verdict == "refuted" and len(steps) < tries:
-        removable = [r for r in cert.removals if r.cls == "removable"]
-        if not removable or any(c.verified for c in cert.controls):
-            break
-        best = max(removable, key=lambda r: (r.estimate.lower, r.head))
-        heads = [h for h in heads if h != best.head]
-        steps.append({"removed": best.head, "items": cert.n,
-                      "because": f"C without it still recovers {best.estimate.recovery} (lower bound "
-                                 f"{best.estimate.lower} >= eps - tau) on {cert.n} test items"})
-        cert = certifier.certify(heads, **kw)
-    return heads, cert, steps

@@ -24,7 +24,8 @@ from kmshc.search.rundir import SEARCHED, SEEN, STATE, VERIFIED, output_dir, pre
 from kmshc.search.gates_file import read_gates
 from kmshc.search.seen import SeenSets
 from kmshc.search.state import Recorder
-from kmshc.search.rounds import ROUNDS, Certifier, ScoredRounds, repair
+from kmshc.search.repair import repair
+from kmshc.search.rounds import ROUNDS, Certifier, ScoredRounds
 from kmshc.types import Circuit, KmshcError, circuit_from_dict, read_circuit
 
 
@@ -113,7 +114,7 @@ def _search(cfg: SearchConfig, out: Path, on_progress) -> tuple[Circuit, Path]:
     kw = dict(semantics=res.semantics, epsilon=cfg.epsilon, threshold=cfg.threshold, K=cfg.K, baseline_heads=base_on,
               pool=names(universe, shape) if universe is not None else None)
     cert = certifier.certify(res.heads, **kw)
-    heads, cert, repairs = repair(certifier, list(res.heads), cert, tries=cfg.repairs, **kw)
+    heads, cert, repairs = repair(certifier, list(res.heads), cert, tries=cfg.repairs, shape=shape, cfg=cfg, **kw)
     method = "warm" if cfg.mode == "warm" else ("cold" if res.semantics == "keep" else "cold-paper")
     circ = searched_circuit(cfg, exp, res, val.n, seed=seed, heads=heads, scores={cfg.verify_split: split_scores(cert)},
                             certificate=cert.to_dict(), example_forwards=round(rec.example_forwards, 3),
