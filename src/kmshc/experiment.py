@@ -134,6 +134,15 @@ class Experiment:
         train = encode(self.splits["train"], tok) if self.ablation == "mean" else None
         return make_ablation(self.ablation, model, train, per_position=self.per_position, seed=self.seed)
 
+    def with_ablation(self, ablation: str) -> "Experiment":
+        """The same experiment under another ``ablation`` (e.g. ``counterfactual`` beside ``mean``),
+        sharing whatever this one has already loaded (model, task, splits): no second model load."""
+        other = replace(self, ablation=ablation)
+        for name in ("task_data", "splits", "loaded"):
+            if name in self.__dict__:
+                other.__dict__[name] = self.__dict__[name]
+        return other
+
     def fresh_items(self) -> FreshItems:
         """Test items that no split used, for a certificate that needs more (:mod:`kmshc.tasks.fresh`):
         new draws of a generated task, or a data file's items past ``limit``."""

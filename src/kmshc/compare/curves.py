@@ -13,8 +13,10 @@ MIB's grid starts at 0.1% of edges; ours, over heads, starts at ``k = 0`` (where
 
 Rankings come from a train run's ``gates.json`` (``log_alpha``, highest first), from a
 searched circuit's head order, or from any list of head names (:func:`ranking_from_gates`,
-:func:`complete_ranking`). Everything here is pure except :func:`faithfulness_curve`, which
-calls the given score function once, on all grid masks stacked.
+:func:`complete_ranking`; :func:`random_ranking` is the seeded baseline). Everything here is pure
+except :func:`faithfulness_curve` and :func:`topk_curve` (on explicit sizes, :func:`sizes`), which
+call the given score function once, on all grid masks stacked. Rankings scored on an experiment:
+:mod:`kmshc.compare.experiment_curves`.
 """
 from __future__ import annotations
 
@@ -103,10 +105,73 @@ def faithfulness_curve(ranking: Sequence[str], score: Callable[[torch.Tensor], t
 
     The grid always holds ``k = 0`` (S(∅)) and ``k = N`` (S(M)), which normalise the rest.
     """
+    return topk_curve(ranking, score, grid(n_layers * n_heads, fractions), n_layers, n_heads, label=label)
+
+
+def sizes(n_heads: int, spec: Sequence[int | float] | None = None) -> list[int]:
+    """Circuit sizes for a curve: in ``spec``, an ``int`` is a number of heads (capped at ``n_heads``)
+    and a ``float`` a fraction of them (rounded); sorted, distinct, always with 0 and ``n_heads``.
+    ``None``: the default grid (:data:`DEFAULT_FRACTIONS`)."""
+    if spec is None:
+        return grid(n_heads)
+    if n_heads <= 0:
+        raise KmshcError(f"a faithfulness curve needs at least one head, got {n_heads}")
+    out = {0, n_heads}
+    for s in spec:
+        if isinstance(s, bool) or not isinstance(s, (int, float)):
+            raise KmshcError(f"curve sizes: expected head counts (int) or fractions (float), got {s!r}")
+        if isinstance(s, int):
+            if s < 0:
+                raise KmshcError(f"curve sizes: a head count must be at least 0, got {s}")
+            out.add(min(s, n_heads))
+        elif not 0 <= s <= 1:
+            raise KmshcError(f"curve sizes: a fraction of the heads must lie in [0, 1], got {s}")
+        else:
+            out.add(int(round(s * n_heads)))
+    return sorted(out)
+
+
+def topk_curve(ranking: Sequence[str], score: Callable[[torch.Tensor], torch.Tensor], ks: Sequence[int],
+               n_layers: int, n_heads: int, *, label: str = "",
+               endpoints: tuple[float, float] | None = None) -> Curve:
+    """The curve of a complete ``ranking`` at the sizes ``ks`` (which must hold 0 and ``N``), its
+    top-k masks scored in one call of ``score`` (``[M, L, H]`` -> ``[M]``).
+
+    ``endpoints``: ``(S(M), S(∅))`` when already known, e.g. shared by every ranking scored on the
+    same data; the masks of ``k = N`` and ``k = 0`` are then not scored again.
+    """
     n = n_layers * n_heads
-    ks = grid(n, fractions)
-    values = [float(v) for v in score(topk_masks(ranking, ks, n_layers, n_heads))]
-    return curve_from_scores(label, n, ks, values, full=values[-1], empty=values[0])
+    ks = sorted(set(ks))
+    if not ks or ks[0] != 0 or ks[-1] != n:
+        raise KmshcError(f"curve sizes must include 0 and all {n} heads, got {ks}")
+    todo = ks if endpoints is None else ks[1:-1]
+    values = [float(v) for v in score(topk_masks(ranking, todo, n_layers, n_heads))] if todo else []
+    if endpoints is None:
+        full, empty = values[-1], values[0]
+    else:
+        full, empty = (float(x) for x in endpoints)
+        values = [empty, *values, full]
+    return curve_from_scores(label, n, ks, values, full=full, empty=empty)
+
+
+def mean_curve(curves: Sequence[Curve], label: str) -> Curve:
+    """The pointwise mean of ``curves`` over the same sizes (one ranking at several seeds); its
+    ``cpr`` and ``cmd`` are the means of theirs, the numbers a table over seeds reports."""
+    if not curves or any(c.ks != curves[0].ks or c.n_heads != curves[0].n_heads for c in curves):
+        raise KmshcError("mean_curve: expected one or more curves over the same sizes")
+    def avg(rows) -> tuple[float, ...]:
+        return tuple(sum(col) / len(curves) for col in zip(*rows))
+    return Curve(label, curves[0].n_heads, curves[0].ks, avg(c.scores for c in curves),
+                 avg(c.faithfulness for c in curves), sum(c.cpr for c in curves) / len(curves),
+                 sum(c.cmd for c in curves) / len(curves))
+
+
+def random_ranking(n_layers: int, n_heads: int, seed: int) -> list[str]:
+    """Every head in a seeded random order: the baseline a ranking must beat."""
+    import random
+    heads = [head_name(l, h) for l in range(n_layers) for h in range(n_heads)]
+    random.Random(seed).shuffle(heads)
+    return heads
 
 
 def complete_ranking(first: Sequence[str], n_layers: int, n_heads: int,
