@@ -25,6 +25,7 @@ from kmshc.engine.encoding import Batch, Encoded, encode, fold_final_tokens
 from kmshc.experiment import Experiment
 from kmshc.search.settings import DEFAULTS
 from kmshc.train.gates import HardConcreteGates
+from kmshc.train.init import GateInit, check_init, gate_init
 from kmshc.engine.hooks import count_rows, gated
 from kmshc.engine.probe import Probe, fit_probe
 from kmshc.engine.readout import (class_margin, final_hidden, final_token_logprobs, label_logits, last_positions,
@@ -47,6 +48,8 @@ class GateModule(L.LightningModule):
         warmup_steps: steps over which the target ramps linearly from all heads to ``target``.
         lr, lambda_lr: Adam learning rates of the gates' ``log_alpha`` and of the multipliers.
         init_log_alpha: initial ``log_alpha`` (3.0: every gate starts ~open).
+        init: ``constant`` (every gate at ``init_log_alpha``), or ``attribution`` /
+            ``integrated_gradients``: ranked by that method on train (:mod:`kmshc.train.init`).
         gate_threshold: a head is in the circuit when its deterministic gate exceeds it.
         epsilon: for the logged threshold ``U_ε = S(∅) + ε·(S(M) − S(∅))`` on val.
     """
@@ -54,7 +57,8 @@ class GateModule(L.LightningModule):
     def __init__(self, experiment: Experiment, objective: str = "task", sparsity: str = "l0",
                  lam: float = 0.01, target: float | None = None, warmup_steps: int = 100,
                  lr: float = 0.1, lambda_lr: float = 1.0, init_log_alpha: float = 3.0,
-                 gate_threshold: float = DEFAULTS.gate_threshold, epsilon: float = DEFAULTS.epsilon) -> None:
+                 gate_threshold: float = DEFAULTS.gate_threshold, epsilon: float = DEFAULTS.epsilon,
+                 init: str = "constant") -> None:
         super().__init__()
         if objective not in obj.FAITHFULNESS:
             raise KmshcError(f"model.objective: expected one of {', '.join(obj.FAITHFULNESS)}, got {objective!r}")
@@ -62,12 +66,16 @@ class GateModule(L.LightningModule):
             raise KmshcError(f"model.sparsity: expected one of {', '.join(obj.SPARSITY)}, got {sparsity!r}")
         if sparsity == "lagrangian" and target is None:
             raise KmshcError("model.target: the lagrangian controller needs a target (a head count or a fraction)")
+        check_init(init)
         self.save_hyperparameters(ignore=["experiment"])
         self.experiment = experiment
         n_layers, n_heads = experiment.shape
         self.n_total = n_layers * n_heads
         self.target_frac = obj.target_fraction(target, self.n_total) if target is not None else None
         self.gates = HardConcreteGates(n_layers, n_heads, init_log_alpha=init_log_alpha)
+        self.gate_init: GateInit = gate_init(experiment, init, init_log_alpha)  # a ranking runs here
+        with torch.no_grad():
+            self.gates.log_alpha.copy_(self.gate_init.log_alpha)
         self.controller = obj.LagrangianSparsity() if sparsity == "lagrangian" else None
         self.val_acc = BinaryAccuracy(threshold=0.5 - 1e-6)  # same rule as Outcome.accuracy
         self._reference: dict[str, float] | None = None
@@ -98,11 +106,13 @@ class GateModule(L.LightningModule):
         return RowCount(self.experiment.shape[0], self.train_data.rows_per_example)
 
     def cost_record(self, scale: int = 1) -> dict:
-        """``{"example_forwards": total, "train": ..., "validation": ...}`` (each a :meth:`RowCount.to_dict`);
+        """``{"example_forwards": total, "train": ..., "validation": ...}`` (each a :meth:`RowCount.to_dict`),
+        plus ``"init"``, the ranking that set a ranked start (counted once, also in a resumed run);
         ``scale``: the number of DDP ranks, which all run the same number of rows."""
-        train, val = self.cost.to_dict(scale), self.val_scorer.cost.to_dict(scale)
-        return {"example_forwards": round(train["example_forwards"] + val["example_forwards"], 3),
-                "train": train, "validation": val}
+        parts = {"train": self.cost.to_dict(scale), "validation": self.val_scorer.cost.to_dict(scale)}
+        if self.gate_init.cost is not None:
+            parts["init"] = self.gate_init.cost.to_dict(scale)
+        return {"example_forwards": round(sum(p["example_forwards"] for p in parts.values()), 3), **parts}
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["kmshc_cost"] = {"train": self.cost.state(), "validation": self.val_scorer.cost.state()}

@@ -39,11 +39,13 @@ def prepare_run_dir(run_dir: str | Path, overwrite: bool = False, resuming: bool
 
 
 def module_gates(module, world_size: int = 1) -> dict[str, Any]:
-    """The gates.json object of ``module``: every head's ``log_alpha`` and deterministic gate, and
-    the training cost so far in example forwards (:mod:`kmshc.engine.cost`; ``world_size`` DDP ranks)."""
+    """The gates.json object of ``module``: every head's ``log_alpha`` and deterministic gate, how
+    the gates started (``init``: :meth:`kmshc.train.init.GateInit.to_dict`), and the training cost
+    so far in example forwards (:mod:`kmshc.engine.cost`; ``world_size`` DDP ranks)."""
     return gates_record(module.experiment, module.gates.log_alpha.detach().float().cpu(),
                         module.gates.deterministic().detach().float().cpu(),
-                        gate_threshold=module.hparams.gate_threshold, cost=module.cost_record(world_size))
+                        gate_threshold=module.hparams.gate_threshold, init=module.gate_init.to_dict(),
+                        cost=module.cost_record(world_size))
 
 
 def bootstrap_ci(correct: torch.Tensor, n_boot: int = 1000, seed: int = 0) -> list[float]:
@@ -110,7 +112,7 @@ class RunOutputs(L.Callback):
                           extra={"method": "learned", "gate_threshold": threshold, "steps": trainer.global_step,
                                  "wall_time_s": round(time.perf_counter() - self._t0, 2),
                                  "peak_rss_mb": round(peak_rss_mb()), "gates": gates,
-                                 "data_skipped": exp.data_skipped,
+                                 "data_skipped": exp.data_skipped, "init": record["init"],
                                  "cost": {**record["cost"], "report_example_forwards": round(report, 3)}})
         circuit.save(self.run_dir / "circuit_learned.json")
         for logger in trainer.loggers:
