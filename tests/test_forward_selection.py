@@ -87,6 +87,7 @@ def test_rank_writes_the_selected_set_as_the_start(tmp_path, capsys):
     _, gates, _ = read_gates(tmp_path / "fs")
     on = {h for h, g in gates.items() if g > 0.5}
     assert 1 <= len(on) == rule["size"] <= 3 and len(rule["recovery"]) == record["steps"]
+    assert sorted(rule["order"]) == sorted(on)  # the selected heads in the order they were added
     assert rule["reached"] == (rule["recovery"][-1] >= 0.5)
     assert json.loads(buf.getvalue())["start_size"] == len(on)
     assert capsys.readouterr().err.count("forward selection: ") == record["steps"]  # one progress line a round

@@ -50,7 +50,7 @@ def rank(scorer, split: str, settings: RankSettings,
         return result, list(result.start), {
             "rule": "forward_selection", "target": settings.target, "per_round": settings.per_round,
             "max_heads": settings.max_heads, "reached": result.reached,
-            "recovery": [round(r, 6) for r in result.recovery]}
+            "recovery": [round(r, 6) for r in result.recovery], "order": list(result.start)}
     result = head_attribution(scorer, split, method=settings.method, steps=settings.steps)
     return result, starting_set(result.named(), settings.coverage), {"rule": "coverage", "coverage": settings.coverage}
 
