@@ -10,6 +10,7 @@ import argparse
 import os
 import platform
 import shlex
+import subprocess
 import sys
 import time
 from datetime import datetime, timezone
@@ -76,6 +77,23 @@ def load_task(name: str, seed: int = 0) -> Task:
 def task_splits(name: str, pairs: int, seed: int = 0) -> dict[str, Task]:
     """60/20/20 train/val/test splits of ``5·pairs`` items, so val and test hold ``pairs`` each."""
     return split_task(load_task(name, seed), seed=seed, limit=5 * pairs)
+
+
+class EntryFailed(RuntimeError):
+    """An entry point of this repository (``train.py``, ``search.py``) exited with an error."""
+
+
+def run_entry(cmd: list[str], log: Path) -> None:
+    """Run ``python cmd…`` from the repository root, offline, its output to ``log``; a non-zero exit
+    raises :class:`EntryFailed` with the command and the log's last lines."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1",
+           "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "w") as f:
+        rc = subprocess.run([sys.executable, *cmd], cwd=ROOT, env=env, stdout=f, stderr=subprocess.STDOUT).returncode
+    if rc:
+        tail = "".join(log.read_text(errors="replace").splitlines(True)[-20:])
+        raise EntryFailed(f"failed ({rc}): {shlex.join(cmd)}\n(log {log})\n{tail}")
 
 
 def timed(fn: Callable[[], object]) -> tuple[float, object]:
