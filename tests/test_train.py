@@ -83,7 +83,8 @@ def test_tiny_fit_subprocess_writes_the_run_files(tmp_path):
 def test_checkpoint_holds_only_gates_and_model_is_untouched(tmp_path):
     cli = train.TrainCLI(train.GateModule, train.GateDataModule, run=False,
                          args=["--config", TINY, "--runs_dir", str(tmp_path), "--trainer.enable_progress_bar", "false",
-                               "--model.sparsity", "lagrangian", "--model.target", "3", "--model.warmup_steps", "10"])
+                               "--model.sparsity", "lagrangian", "--model.target", "3", "--model.warmup_steps", "10",
+                               "--model.settle_steps", "5"])
     lm = cli.model.lm
     before = {k: v.clone() for k, v in lm.state_dict().items()}
     la0 = cli.model.gates.log_alpha.detach().clone()
@@ -92,7 +93,7 @@ def test_checkpoint_holds_only_gates_and_model_is_untouched(tmp_path):
     assert all(torch.equal(before[k], v) for k, v in lm.state_dict().items())
     assert not torch.equal(la0, cli.model.gates.log_alpha.detach())  # the gates did learn
     ckpt = torch.load(tmp_path / "tiny" / "checkpoints" / "last.ckpt", weights_only=False)
-    assert set(ckpt["state_dict"]) == {"gates.log_alpha", "controller.lambda1", "controller.lambda2"}
+    assert set(ckpt["state_dict"]) == {"gates.log_alpha", "controller.lambda1", "controller.lambda2", "controller.gap"}
     assert float(ckpt["state_dict"]["controller.lambda1"]) != 0.0
 
 

@@ -1,6 +1,6 @@
 """The LightningModule that learns one hard-concrete gate per attention head of a frozen LM.
 
-The gates (and, for the Lagrangian controller, its two multipliers) are the only parameters.
+The gates are the only parameters (the Lagrangian controller's multipliers are buffers it updates itself).
 The frozen model is reached through the :class:`~kmshc.experiment.Experiment`, which is not an
 ``nn.Module``: so the model is not a child of this module, never enters its state dict or
 checkpoints (513 MB otherwise), and Lightning's ``train()``/``eval()`` switching never takes
@@ -42,11 +42,18 @@ class GateModule(L.LightningModule):
         objective: ``task`` (pair margin or label cross-entropy), ``kl`` (KL from the full
             model at the scored positions) or ``probe`` (cross-entropy through a probe fitted
             once on the full model).
-        sparsity: ``l0`` (``lam·E[L0]``) or ``lagrangian`` (reach ``target`` heads).
+        sparsity: ``l0`` (``lam·E[L0]``) or ``lagrangian`` (end with ``target`` heads;
+            :class:`~kmshc.train.objectives.LagrangianSparsity`).
         lam: weight per expected open head for ``l0``.
         target: circuit size for ``lagrangian``: a head count (> 1) or a fraction (≤ 1).
-        warmup_steps: steps over which the target ramps linearly from all heads to ``target``.
-        lr, lambda_lr: Adam learning rates of the gates' ``log_alpha`` and of the multipliers.
+        warmup_steps: steps over which the target ramps linearly from all heads to ``target``;
+            end it well before ``trainer.max_steps`` so the gates can follow.
+        settle_steps: ``lagrangian``'s last steps of ``trainer.max_steps``, in which exactly
+            ``target`` heads (the largest ``log_alpha``) are pushed above ``gate_threshold`` and the
+            rest below; 0: none.
+        lr: Adam learning rate of the gates' ``log_alpha``.
+        lambda_lr: ``lagrangian``'s dual step: each step ``λ1`` moves by ``lambda_lr`` times the gap
+            between the open fraction and the target, ``λ2`` by ``lambda_lr`` times its square.
         init_log_alpha: initial ``log_alpha`` (3.0: every gate starts ~open).
         init: ``constant`` (every gate at ``init_log_alpha``), or ``attribution`` /
             ``integrated_gradients``: ranked by that method on train (:mod:`kmshc.train.init`).
@@ -55,8 +62,8 @@ class GateModule(L.LightningModule):
     """
 
     def __init__(self, experiment: Experiment, objective: str = "task", sparsity: str = "l0",
-                 lam: float = 0.01, target: float | None = None, warmup_steps: int = 100,
-                 lr: float = 0.1, lambda_lr: float = 1.0, init_log_alpha: float = 3.0,
+                 lam: float = 0.01, target: float | None = None, warmup_steps: int = 100, settle_steps: int = 30,
+                 lr: float = 0.1, lambda_lr: float = 3.0, init_log_alpha: float = 3.0,
                  gate_threshold: float = DEFAULTS.gate_threshold, epsilon: float = DEFAULTS.epsilon,
                  init: str = "constant") -> None:
         super().__init__()
@@ -66,6 +73,9 @@ class GateModule(L.LightningModule):
             raise KmshcError(f"model.sparsity: expected one of {', '.join(obj.SPARSITY)}, got {sparsity!r}")
         if sparsity == "lagrangian" and target is None:
             raise KmshcError("model.target: the lagrangian controller needs a target (a head count or a fraction)")
+        if sparsity == "lagrangian" and not 0 <= gate_threshold < 1:
+            raise KmshcError(f"model.gate_threshold: the lagrangian controller needs it in [0, 1), "
+                             f"got {gate_threshold}")
         check_init(init)
         self.save_hyperparameters(ignore=["experiment"])
         self.experiment = experiment
@@ -76,7 +86,8 @@ class GateModule(L.LightningModule):
         self.gate_init: GateInit = gate_init(experiment, init, init_log_alpha)  # a ranking runs here
         with torch.no_grad():
             self.gates.log_alpha.copy_(self.gate_init.log_alpha)
-        self.controller = obj.LagrangianSparsity() if sparsity == "lagrangian" else None
+        self.controller = (obj.LagrangianSparsity(self.target_frac, warmup_steps=warmup_steps, lambda_lr=lambda_lr,
+                                                  gate_threshold=gate_threshold) if sparsity == "lagrangian" else None)
         self.val_acc = BinaryAccuracy(threshold=0.5 - 1e-6)  # same rule as Outcome.accuracy
         self._reference: dict[str, float] | None = None
 
@@ -186,9 +197,17 @@ class GateModule(L.LightningModule):
         lp = sequence_logprobs(model, h, ids, att).view(-1, 2)
         return obj.pair_margin_loss(lp[:, 0], lp[:, 1])
 
-    def current_target(self) -> float:
-        """The controller's target fraction at this step (ramped from 1.0 over the warm-up)."""
-        return obj.ramped_target(self.global_step, self.hparams.warmup_steps, 1.0, self.target_frac)
+    def on_fit_start(self) -> None:
+        steps, settle = self.trainer.max_steps, self.hparams.settle_steps
+        if self.controller is not None and 0 < steps <= settle:
+            raise KmshcError(f"model.settle_steps ({settle}) leaves no steps of trainer.max_steps ({steps}) to the "
+                             "lagrangian controller's main phase: lower it, or raise trainer.max_steps")
+
+    def settle_from(self) -> int | None:
+        """The step where the Lagrangian controller's settle phase starts (``None``: no step limit or none asked)."""
+        max_steps = self.trainer.max_steps if self._trainer else -1
+        settle = self.hparams.settle_steps
+        return max_steps - settle if max_steps > 0 and settle > 0 else None
 
     def training_step(self, examples: torch.Tensor, batch_idx: int) -> torch.Tensor:
         batch = batch_of(self.train_data, examples.cpu())
@@ -207,10 +226,10 @@ class GateModule(L.LightningModule):
         if self.controller is None:
             penalty = obj.l0_penalty(el0, self.hparams.lam)
         else:
-            target = self.current_target()
-            penalty = self.controller(el0 / self.n_total, target)
-            self.log_dict({"train/target_heads": target * self.n_total, "train/lambda1": self.controller.lambda1,
-                           "train/lambda2": self.controller.lambda2})
+            penalty = self.controller(self.gates, self.global_step, self.settle_from())
+            self.log_dict({"train/target_heads": self.controller.target_at(self.global_step) * self.n_total,
+                           "train/lambda1": self.controller.lambda1, "train/lambda2": self.controller.lambda2,
+                           "train/n_open": self.circuit_mask().sum()})
         loss = faith + penalty
         if not (torch.isfinite(loss) and torch.isfinite(self.gates.log_alpha).all()):
             # Stop before a NaN/inf reaches the gates: checkpoints/last.ckpt keeps the last good state.
@@ -224,15 +243,8 @@ class GateModule(L.LightningModule):
                       prog_bar=True)
         return loss
 
-    def on_after_backward(self) -> None:
-        if self.controller is not None:
-            self.controller.flip_gradients()  # gradient ascent on λ1, λ2
-
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        groups = [{"params": self.gates.parameters(), "lr": self.hparams.lr}]
-        if self.controller is not None:
-            groups.append({"params": self.controller.parameters(), "lr": self.hparams.lambda_lr})
-        return torch.optim.Adam(groups)
+        return torch.optim.Adam(self.gates.parameters(), lr=self.hparams.lr)
 
     # ------------------------------------------------------------------ validation
     def circuit_mask(self) -> torch.Tensor:
