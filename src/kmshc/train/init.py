@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from scipy.stats import rankdata
 
 from kmshc.engine.cost import RowCount
 from kmshc.experiment import Experiment
@@ -39,9 +40,8 @@ def rank_quantiles(scores: torch.Tensor) -> torch.Tensor:
     n = flat.numel()
     if n == 1:
         return torch.full_like(scores, 0.5, dtype=torch.float64)
-    lower = (flat[None, :] < flat[:, None]).sum(1)
-    equal = (flat[None, :] == flat[:, None]).sum(1)
-    return ((lower.double() + (equal.double() - 1) / 2) / (n - 1)).view(scores.shape)
+    ranks = torch.from_numpy(rankdata(flat.numpy(), method="average"))  # 1..n, ties share their mean rank
+    return ((ranks - 1) / (n - 1)).view(scores.shape)
 
 
 def log_alpha_from_scores(scores: torch.Tensor, init_log_alpha: float) -> torch.Tensor:
