@@ -274,6 +274,9 @@ def test_a_repair_searches_the_certificates_items_and_removes_every_head_that_ov
     assert heads == ["L0H0", "L0H1"] and asked == [["L0H0", "L0H1"]] and cert.verdict == "verified"
     assert steps[0]["removed"] == ["L0H2", "L0H3"] and "search" in steps[0]["because"]
     assert removed_heads(steps + [{"removed": "L0H9"}]) == ["L0H2", "L0H3", "L0H9"]  # older records: one name
+    # paper semantics or a complement baseline: not in the search's recovery units, so one head goes
+    for kw in ({"semantics": "paper"}, {"baseline_heads": ["L0H4"]}):
+        assert repair(Certifier(), start, refuted, tries=1, shape=(1, 5), cfg=_search_cfg(), **kw)[2][0]["removed"] == ["L0H3"]
 
 
 def test_a_repair_whose_search_keeps_everything_removes_the_most_removable_head():

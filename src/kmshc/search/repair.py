@@ -62,7 +62,9 @@ def repair(certifier, heads: list[str], cert, *, tries: int, shape: tuple[int, i
         if not removable or any(c.verified for c in cert.controls):
             break
         smaller, evaluations = heads, 0
-        if cfg is not None and shape is not None and getattr(certifier, "spent", None):
+        # the search's recovery units need keep semantics and the empty baseline
+        searchable = kw.get("semantics", "keep") == "keep" and not kw.get("baseline_heads")
+        if cfg is not None and shape is not None and searchable and getattr(certifier, "spent", None):
             smaller, evaluations = search_on_spent_items(certifier.spent, shape, heads, cert.removals, cfg=cfg,
                                                          seed=len(steps))
         if len(smaller) < len(heads):
