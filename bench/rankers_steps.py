@@ -198,8 +198,9 @@ def from_run(run: Path) -> dict:
     the derivative at the final set, orders the rest)."""
     d, path = load_gates(run, "the ranking's run did not finish")
     log_alpha = {h: v["log_alpha"] for h, v in d["heads"].items()}
-    order = complete_ranking((d.get("start_rule") or {}).get("order", []), d["n_layers"], d["n_heads"],
-                             rest_order=log_alpha)
+    # a learned run's path order, or forward selection's heads in the order it added them
+    first = d.get("order") or (d.get("start_rule") or {}).get("order", [])
+    order = complete_ranking(first, d["n_layers"], d["n_heads"], rest_order=log_alpha)
     learned = run / "circuit_learned.json"
     if learned.is_file():
         circ = read_circuit(learned)

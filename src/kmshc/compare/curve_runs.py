@@ -2,7 +2,7 @@
 
 ``kmshc compare --curves`` calls :func:`compare_curves`. Each circuit gives one ranking:
 
-* a learned circuit: every head by ``log_alpha`` from the run's ``gates.json`` (highest first);
+* a learned circuit: every head by the run's ``gates.json`` ranking (its ``order``, else ``log_alpha``, highest first);
 * any other circuit (searched, peer): its own heads first, then the remaining heads; both parts
   by the same run's ``log_alpha`` where there is one, else in the file's (layer) order.
 
@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from kmshc.compare import Entry
-from kmshc.search.gates_file import head_values, load_gates
+from kmshc.search.gates_file import load_gates, ranking_scores
 from kmshc.compare.curves import Curve, complete_ranking, curve_from_scores, grid, ranking_from_gates, topk_masks
 from kmshc.types import KmshcError, atomic_write_json
 
@@ -45,7 +45,8 @@ def recorded_shape(entries: Sequence[Entry]) -> tuple[tuple[int, int], Path] | N
 
 def entry_ranking(entry: Entry, n_layers: int, n_heads: int) -> list[str]:
     """All heads of the model, most important first, for ``entry`` (module doc)."""
-    order = head_values(entry.path.parent, "log_alpha") or entry.gates
+    found = load_gates(entry.path.parent)
+    order = (ranking_scores(*found) if found else None) or entry.gates
     if entry.method == "learned" and order:
         return ranking_from_gates(order, n_layers, n_heads)
     first = list(entry.circuit.heads)

@@ -6,7 +6,12 @@ The file (``version`` 2)::
     {"version": 2, "model", "task", "n_layers", "n_heads", "gate_threshold",
      "experiment": {...},                      # Experiment.to_dict(): what the gates were fitted on
      "heads": {"L0H0": {"log_alpha": float, "gate": float}, ...},
+     "order": ["L3H1", ...],                   # optional: the run's ranking, most important first
      "cost": {...}, ...}                       # the run's own fields (a ranking's method, start rule)
+
+The ranking the warm search and the curves follow is ``order`` where the file has one (a
+training run's regularisation path writes it; heads it leaves out follow by ``log_alpha``),
+else ``log_alpha`` (:func:`ranking_scores`).
 
 A file without ``version`` is version 1, which named the gate threshold ``tau``.
 """
@@ -68,9 +73,25 @@ def load_gates(run_dir: str | Path, missing: str | None = None) -> tuple[dict[st
     return _upgrade(d), path
 
 
+def ranking_scores(d: dict[str, Any], path: Path | str = NAME) -> dict[str, float] | None:
+    """``{head: score}``, higher = more important, of a parsed gates file ``d``: its ``order`` first,
+    then the other heads by ``log_alpha``; ``None`` when not every head has a ``log_alpha``."""
+    heads = d["heads"]
+    log_alpha = {h: float(v["log_alpha"]) for h, v in heads.items() if isinstance(v, dict) and "log_alpha" in v}
+    if len(log_alpha) != len(heads):
+        return None
+    order = d.get("order") or []
+    if not isinstance(order, list) or not set(order) <= set(heads):
+        raise KmshcError(f"{path}: field 'order' must list head names of 'heads'")
+    rest = sorted(set(heads) - set(order), key=lambda h: (-log_alpha[h], h))
+    ranked = list(order) + rest
+    return {h: float(len(ranked) - i) for i, h in enumerate(ranked)} if order else log_alpha
+
+
 def read_gates(run_dir: str | Path) -> tuple[Experiment, dict[str, float], dict[str, float] | None]:
-    """``(experiment, {head name: gate}, {head name: log_alpha} or None)`` for the warm search;
-    ``log_alpha`` ranks heads whose gates saturate at 1.0, so without it for every head, ``None``."""
+    """``(experiment, {head name: gate}, {head name: rank score} or None)`` for the warm search: the
+    scores of :func:`ranking_scores` rank heads whose gates saturate at 1.0 (``None`` without a
+    ``log_alpha`` for every head)."""
     d, path = load_gates(run_dir, "warm mode needs a finished train.py run (from_run)")
     for key in ("experiment", "heads"):
         if not isinstance(d.get(key), dict):
@@ -84,7 +105,7 @@ def read_gates(run_dir: str | Path) -> tuple[Experiment, dict[str, float], dict[
             if not isinstance(v["log_alpha"], (int, float)):
                 raise KmshcError(f"{path}: field 'heads.{name}.log_alpha' must be a number")
             log_alpha[name] = float(v["log_alpha"])
-    ranks = log_alpha if len(log_alpha) == len(gates) else None
+    ranks = ranking_scores(d, path)
     return Experiment.from_dict(d["experiment"], where=f"{path}: field 'experiment'"), gates, ranks
 
 

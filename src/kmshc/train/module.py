@@ -26,6 +26,7 @@ from kmshc.experiment import Experiment
 from kmshc.search.settings import DEFAULTS
 from kmshc.train.gates import HardConcreteGates
 from kmshc.train.init import GateInit, check_init, gate_init
+from kmshc.train.path import PathRecord, level, path_lambda
 from kmshc.engine.hooks import count_rows, gated
 from kmshc.engine.probe import Probe, fit_probe
 from kmshc.engine.readout import (class_margin, final_hidden, final_token_logprobs, label_logits, last_positions,
@@ -39,9 +40,10 @@ class GateModule(L.LightningModule):
 
     Args:
         experiment: model, task, splits, scorer and ablation (shared with the DataModule).
-        objective: ``task`` (pair margin or label cross-entropy), ``kl`` (KL from the full
-            model at the scored positions) or ``probe`` (cross-entropy through a probe fitted
-            once on the full model).
+        objective: ``task`` (pair margin or label cross-entropy), ``match`` (each example's
+            margin asked to equal the full model's: :func:`~kmshc.train.objectives.margin_match_loss`),
+            ``kl`` (KL from the full model at the scored positions) or ``probe`` (cross-entropy
+            through a probe fitted once on the full model).
         sparsity: ``l0`` (``lam·E[L0]``) or ``lagrangian`` (end with ``target`` heads;
             :class:`~kmshc.train.objectives.LagrangianSparsity`).
         lam: weight per expected open head for ``l0``.
@@ -57,6 +59,10 @@ class GateModule(L.LightningModule):
         init_log_alpha: initial ``log_alpha`` (3.0: every gate starts ~open).
         init: ``constant`` (every gate at ``init_log_alpha``), or ``attribution`` /
             ``integrated_gradients``: ranked by that method on train (:mod:`kmshc.train.init`).
+        path_steps: the last steps of ``trainer.max_steps`` walk a regularisation path
+            (:mod:`kmshc.train.path`): open gates levelled to ``path_level``, then ``λ`` times
+            ``path_growth`` each step; the order in which heads close is the run's ranking
+            (gates.json ``order``). 0: no path.
         gate_threshold: a head is in the circuit when its deterministic gate exceeds it.
         epsilon: for the logged threshold ``U_ε = S(∅) + ε·(S(M) − S(∅))`` on val.
     """
@@ -65,7 +71,8 @@ class GateModule(L.LightningModule):
                  lam: float = 0.01, target: float | None = None, warmup_steps: int = 100, settle_steps: int = 30,
                  lr: float = 0.1, lambda_lr: float = 3.0, init_log_alpha: float = 3.0,
                  gate_threshold: float = DEFAULTS.gate_threshold, epsilon: float = DEFAULTS.epsilon,
-                 init: str = "constant") -> None:
+                 init: str = "constant", path_steps: int = 0, path_growth: float = 1.06,
+                 path_level: float = 2.0) -> None:
         super().__init__()
         if objective not in obj.FAITHFULNESS:
             raise KmshcError(f"model.objective: expected one of {', '.join(obj.FAITHFULNESS)}, got {objective!r}")
@@ -77,6 +84,9 @@ class GateModule(L.LightningModule):
             raise KmshcError(f"model.gate_threshold: the lagrangian controller needs it in [0, 1), "
                              f"got {gate_threshold}")
         check_init(init)
+        if path_steps < 0 or (path_steps and (sparsity != "l0" or path_growth <= 1)):
+            raise KmshcError(f"model.path_steps: a path needs sparsity 'l0', path_steps >= 0 and path_growth > 1; got "
+                             f"path_steps {path_steps}, sparsity {sparsity!r}, path_growth {path_growth}")
         self.save_hyperparameters(ignore=["experiment"])
         self.experiment = experiment
         n_layers, n_heads = experiment.shape
@@ -88,6 +98,8 @@ class GateModule(L.LightningModule):
             self.gates.log_alpha.copy_(self.gate_init.log_alpha)
         self.controller = (obj.LagrangianSparsity(self.target_frac, warmup_steps=warmup_steps, lambda_lr=lambda_lr,
                                                   gate_threshold=gate_threshold) if sparsity == "lagrangian" else None)
+        # only with a path: a checkpoint from a run without one has no such buffer
+        self.path = PathRecord(n_layers, n_heads) if path_steps else None
         self.val_acc = BinaryAccuracy(threshold=0.5 - 1e-6)  # same rule as Outcome.accuracy
         self._reference: dict[str, float] | None = None
 
@@ -104,7 +116,7 @@ class GateModule(L.LightningModule):
     def folds_pairs(self) -> bool:
         """Whether training runs one row per pair (:func:`kmshc.engine.ablation.folds_exactly`); decided
         once, since neither the train split nor the ablation changes. Fits the ablation values."""
-        return self.hparams.objective == "task" and folds_exactly(self.train_data, self.experiment.ablation_values)
+        return self.hparams.objective in ("task", "match") and folds_exactly(self.train_data, self.experiment.ablation_values)
 
     @cached_property
     def val_scorer(self) -> Scorer:
@@ -189,19 +201,61 @@ class GateModule(L.LightningModule):
                     model, full[last])[:, None], torch.ones(h.shape[0], 1, device=h.device))
             return obj.kl_from_full(logits_from_hidden(model, h[:, :-1]), logits_from_hidden(model, full[:, :-1]),
                                     att[:, 1:])
+        if self.hparams.objective == "match":
+            full = self.full_margins[batch.examples.cpu()].to(h.device)
+            return obj.margin_match_loss(self.margins(batch, h), full)
         if data.kind == "labels":
             return obj.label_ce_loss(label_logits(model, h, att, data.label_ids), data.gold[batch.examples].to(h.device))
+        return obj.pair_margin_loss(*self.pair_logprobs(batch, h).unbind(-1))
+
+    def pair_logprobs(self, batch: Batch, h: torch.Tensor) -> torch.Tensor:
+        """``[n, 2]`` log-probabilities of each pair's good and bad continuation from hidden states ``h``."""
         if batch.candidates is not None:  # folded pairs: both final tokens from one row
-            lp = final_token_logprobs(model, h, att, batch.candidates)
-            return obj.pair_margin_loss(lp[:, 0], lp[:, 1])
-        lp = sequence_logprobs(model, h, ids, att).view(-1, 2)
-        return obj.pair_margin_loss(lp[:, 0], lp[:, 1])
+            return final_token_logprobs(self.lm, h, batch.attention_mask, batch.candidates)
+        return sequence_logprobs(self.lm, h, batch.input_ids, batch.attention_mask).view(-1, 2)
+
+    @cached_property
+    def full_margins(self) -> torch.Tensor:
+        """``[n_train]``: the full model's margin on each train example, for ``match``; one pass, counted
+        in :attr:`cost` (read it outside :func:`count_rows` blocks, which would count it twice)."""
+        data, device = self.train_data, input_device(self.lm)
+        out = torch.zeros(data.n)
+        with torch.no_grad(), count_rows(self.lm, self.cost):
+            for b in data.batches(self.experiment.batch_size):
+                examples = b.examples
+                b = (fold_final_tokens(b) if self.folds_pairs else b).to(device)
+                out[examples] = self.margins(b, final_hidden(self.lm, b.input_ids, b.attention_mask)).float().cpu()
+        return out
+
+    def margins(self, batch: Batch, h: torch.Tensor) -> torch.Tensor:
+        """``[n]`` per-example margins, as the search scores them: log p(good) − log p(bad) for pairs,
+        the gold label's logit minus the best other label's for labels."""
+        data = batch.data
+        if data.kind == "labels":
+            logits = label_logits(self.lm, h, batch.attention_mask, data.label_ids)
+            return class_margin(logits, data.gold[batch.examples].to(h.device))
+        lp = self.pair_logprobs(batch, h)
+        return lp[:, 0] - lp[:, 1]
 
     def on_fit_start(self) -> None:
         steps, settle = self.trainer.max_steps, self.hparams.settle_steps
         if self.controller is not None and 0 < steps <= settle:
             raise KmshcError(f"model.settle_steps ({settle}) leaves no steps of trainer.max_steps ({steps}) to the "
                              "lagrangian controller's main phase: lower it, or raise trainer.max_steps")
+
+    def path_from(self) -> int | None:
+        """The first step of the regularisation path (``None``: no path, or no step limit)."""
+        max_steps = self.trainer.max_steps if self._trainer else -1
+        return max_steps - self.hparams.path_steps if self.path is not None and max_steps > 0 else None
+
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        start = self.path_from()
+        if start is not None and self.global_step > start:  # global_step counts the step just taken
+            self.path.update(self.gates.deterministic().detach() > self.hparams.gate_threshold, self.global_step - 1)
+
+    def head_order(self) -> list[int] | None:
+        """Every head (flat index), most important first, from the path; ``None`` without one."""
+        return None if self.path is None else self.path.order(self.gates.log_alpha)
 
     def settle_from(self) -> int | None:
         """The step where the Lagrangian controller's settle phase starts (``None``: no step limit or none asked)."""
@@ -210,6 +264,9 @@ class GateModule(L.LightningModule):
         return max_steps - settle if max_steps > 0 and settle > 0 else None
 
     def training_step(self, examples: torch.Tensor, batch_idx: int) -> torch.Tensor:
+        start = self.path_from()
+        if start is not None and self.global_step == start:
+            level(self.gates.log_alpha, self.hparams.path_level)  # saturated gates carry no order: start level
         batch = batch_of(self.train_data, examples.cpu())
         fold = self.folds_pairs
         if fold:  # pairs that differ in their final token alone: one row each, the same loss
@@ -220,11 +277,15 @@ class GateModule(L.LightningModule):
         # compares the same circuit.
         gates = self.gates.sample(examples.numel()).repeat_interleave(r, dim=0)
         _ = self.experiment.ablation_values  # fitted outside the count: every route pays it once (kmshc.engine.cost)
+        if self.hparams.objective == "match":
+            _ = self.full_margins  # one counted pass, outside the step's count (it would count twice inside)
         with count_rows(self.lm, self.cost):  # the backward pass is counted when it runs, after this block
             faith = self.faithfulness(batch, gates)
         el0 = self.gates.expected_l0()
         if self.controller is None:
-            penalty = obj.l0_penalty(el0, self.hparams.lam)
+            lam = self.hparams.lam if start is None else path_lambda(self.global_step, start, self.hparams.lam,
+                                                                     self.hparams.path_growth)
+            penalty = obj.l0_penalty(el0, lam)
         else:
             penalty = self.controller(self.gates, self.global_step, self.settle_from())
             self.log_dict({"train/target_heads": self.controller.target_at(self.global_step) * self.n_total,

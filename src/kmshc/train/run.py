@@ -21,7 +21,7 @@ from kmshc.engine.memory import peak_rss_mb
 from kmshc.search.gates_file import NAME as GATES
 from kmshc.search.gates_file import gates_record, write_gates
 from kmshc.train.plots import gate_heatmap
-from kmshc.types import Circuit, KmshcError, atomic_write_json, ensure_writable_dir, mask_to_heads
+from kmshc.types import Circuit, KmshcError, atomic_write_json, ensure_writable_dir, head_name, mask_to_heads
 
 RUN_FILES = (GATES, "circuit_learned.json", "checkpoints", "config.yaml")
 
@@ -40,12 +40,16 @@ def prepare_run_dir(run_dir: str | Path, overwrite: bool = False, resuming: bool
 
 def module_gates(module, world_size: int = 1) -> dict[str, Any]:
     """The gates.json object of ``module``: every head's ``log_alpha`` and deterministic gate, how
-    the gates started (``init``: :meth:`kmshc.train.init.GateInit.to_dict`), and the training cost
-    so far in example forwards (:mod:`kmshc.engine.cost`; ``world_size`` DDP ranks)."""
+    the gates started (``init``: :meth:`kmshc.train.init.GateInit.to_dict`), the training cost
+    so far in example forwards (:mod:`kmshc.engine.cost`; ``world_size`` DDP ranks), and after a
+    regularisation path its ranking (``order``, most important first)."""
+    order = module.head_order()
+    n_heads = module.experiment.shape[1]
+    path = {} if order is None else {"order": [head_name(i // n_heads, i % n_heads) for i in order]}
     return gates_record(module.experiment, module.gates.log_alpha.detach().float().cpu(),
                         module.gates.deterministic().detach().float().cpu(),
                         gate_threshold=module.hparams.gate_threshold, init=module.gate_init.to_dict(),
-                        cost=module.cost_record(world_size))
+                        cost=module.cost_record(world_size), **path)
 
 
 def bootstrap_ci(correct: torch.Tensor, n_boot: int = 1000, seed: int = 0) -> list[float]:

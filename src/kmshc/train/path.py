@@ -1,0 +1,47 @@
+"""A regularisation path at the end of gate training: the L0 weight grows step by step until
+almost every gate has closed, and the order in which heads close ranks them.
+
+Why: after the main phase the needed gates saturate (``log_alpha`` around 5, a sampled gate of
+exactly 1.0), where neither the task loss nor the L0 term has a gradient, so their ``log_alpha``
+order is the noise of the first steps. The path first levels every open head to the same
+``log_alpha`` (:func:`level`), then raises ``λ`` geometrically (:func:`path_lambda`); a head
+stays open as long as the task loss still needs it at that price, so the last heads to close are
+the ones the smaller circuits need. :class:`PathRecord` keeps, for each head, the last path step
+at which it was open; :meth:`PathRecord.order` turns that into a ranking of every head.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def path_lambda(step: int, start: int, lam: float, growth: float) -> float:
+    """``λ`` at ``step`` of a path that starts at step ``start``: ``lam·growth^(step − start)``
+    (``lam`` before it)."""
+    return lam * growth ** max(0, step - start)
+
+
+def level(log_alpha: torch.Tensor, value: float) -> None:
+    """Lower every ``log_alpha`` above ``value`` to it, in place (``[L, H]``)."""
+    with torch.no_grad():
+        log_alpha.clamp_(max=value)
+
+
+class PathRecord(nn.Module):
+    """``last_open`` ``[L, H]``: the last path step at which each head was open (``-1``: never on the
+    path). A buffer, so a resumed run keeps it."""
+
+    def __init__(self, n_layers: int, n_heads: int) -> None:
+        super().__init__()
+        self.register_buffer("last_open", torch.full((n_layers, n_heads), -1, dtype=torch.long))
+
+    def update(self, open_mask: torch.Tensor, step: int) -> None:
+        """Record the heads open (``open_mask`` ``[L, H]`` bool) after path step ``step``."""
+        self.last_open[open_mask.to(self.last_open.device)] = step
+
+    def order(self, log_alpha: torch.Tensor) -> list[int]:
+        """Every head (flat index), most important first: the later a head was last open the
+        higher it ranks; heads open equally late, and heads never open on the path, by ``log_alpha``."""
+        last = self.last_open.flatten().tolist()
+        la = log_alpha.detach().flatten().tolist()
+        return sorted(range(len(last)), key=lambda i: (-last[i], -la[i], i))
