@@ -141,3 +141,32 @@ def test_lagrangian_settle_phase_leaves_exactly_the_target(target):
     gates, _, want = controlled(target, settle_from=120, lambda_lr=1.0)
     kept = gates.deterministic() > 0.5
     assert int(kept.sum()) == target and want[kept].mean() > want.mean() + 0.2
+
+
+def test_margin_match_loss_charges_overshoot_like_shortfall_on_the_mean():
+    full = torch.tensor([1.0, 3.0, 2.0])
+    assert obj.margin_match_loss(full, full) == 0
+    short, over = full - 0.5, full + 0.5
+    torch.testing.assert_close(obj.margin_match_loss(short, full), torch.tensor(0.25))
+    torch.testing.assert_close(obj.margin_match_loss(over, full), torch.tensor(0.25))
+    # examples that miss in opposite directions cancel: the search judges the mean margin
+    assert obj.margin_match_loss(torch.tensor([0.0, 6.0, 0.0]), full) == 0
+
+
+def test_match_objective_is_zero_for_the_full_model_and_scores_the_scorer_margins():
+    """GateModule's ``match`` loss with every gate open is 0, and with every gate closed it is the squared
+    gap between the mean margins the scorer reports for the all-ablated and the full model."""
+    from kmshc.experiment import Experiment
+    from kmshc.train.datamodule import batch_of
+    from kmshc.train.module import GateModule
+    exp = Experiment(model="tiny-gpt2", task="grammar", n=20, ablation="mean")
+    module = GateModule(exp, objective="match")
+    examples = torch.tensor([0, 2, 5])
+    batch = batch_of(module.train_data, examples)
+    rows = batch.rows.numel()
+    assert module.faithfulness(batch, torch.ones(rows, *exp.shape)) < 1e-10
+    margins = exp.scorer_for("train").outcomes(torch.stack([torch.zeros(exp.shape), torch.ones(exp.shape)])).margin
+    want = (margins[0, examples].mean() - margins[1, examples].mean()) ** 2
+    got = module.faithfulness(batch, torch.zeros(rows, *exp.shape))
+    assert got > 1e-6
+    torch.testing.assert_close(got, want.float(), atol=1e-4, rtol=1e-3)

@@ -4,6 +4,7 @@ Faithfulness terms, each a scalar mean over the batch:
 
 * :func:`pair_margin_loss`: ``softplus(−(log p(good) − log p(bad)))`` for minimal pairs;
 * :func:`label_ce_loss`: cross-entropy over the label tokens' logits;
+* :func:`margin_match_loss`: the circuit's per-example margin asked to equal the full model's;
 * :func:`kl_from_full`: KL(full model ‖ circuit) of the next-token distribution at scored positions;
 * :func:`probe_ce_loss`: cross-entropy through a probe fitted once on the full model.
 
@@ -23,13 +24,26 @@ from torch import nn
 from kmshc.engine.probe import Probe
 from kmshc.train.gates import HardConcreteGates
 
-FAITHFULNESS = ("task", "kl", "probe")
+FAITHFULNESS = ("task", "match", "kl", "probe")
 SPARSITY = ("l0", "lagrangian")
 
 
 def pair_margin_loss(lp_good: torch.Tensor, lp_bad: torch.Tensor) -> torch.Tensor:
     """Mean ``softplus(−(lp_good − lp_bad))`` over pairs; ``lp_good``, ``lp_bad``: ``[B]``."""
     return F.softplus(-(lp_good.float() - lp_bad.float())).mean()
+
+
+def margin_match_loss(margin: torch.Tensor, full_margin: torch.Tensor) -> torch.Tensor:
+    """``(mean(margin) − mean(full_margin))²``: the circuit's mean margin over the batch asked to equal
+    the full model's; ``margin``, ``full_margin``: ``[n]``, the circuit's and the full model's.
+
+    Why not the task loss: ``softplus(−margin)`` keeps falling as the margin grows, so heads that
+    push the margin past the full model's are kept as if they were needed, and the circuit
+    overshoots. Why the mean, not each example's margin: the search and the certificate judge the
+    mean; matching every example keeps the many heads that each move a few examples (on IOI,
+    SmolLM2 kept 153 of 270 heads at λ = 0.03, against 31 for the task loss).
+    """
+    return (margin.float().mean() - full_margin.float().mean()).pow(2)
 
 
 def label_ce_loss(label_logits: torch.Tensor, gold: torch.Tensor) -> torch.Tensor:
