@@ -95,10 +95,12 @@ def refine(rec: Recorder, shape: tuple[int, int], gates: Mapping[int, float], *,
            threshold: float | None = DEFAULTS.threshold, gate_threshold: float = DEFAULTS.gate_threshold, N: int = DEFAULTS.N,
            weighted: bool = DEFAULTS.weighted, seed: int = 0, strategy: str = DEFAULTS.strategy,
            importance: Mapping[int, float] | None = None, margin: float = DEFAULTS.search_margin,
-           universe: set[int] | None = None) -> SearchResult:
+           universe: set[int] | None = None, start: str = DEFAULTS.start) -> SearchResult:
     """Warm search (keep semantics) from learned deterministic gates ``{flat index: gate}``.
 
-    ``C0 = {gate > τ}``; if ``S(C0) < U``, heads are restored in gate order. Then either
+    ``start="gates"``: ``C0 = {gate > τ}``; ``"prefix"``: ``C0 = ∅``. If ``S(C0) < U``, heads are
+    restored in ``importance`` order (so ``"prefix"`` starts from the shortest sufficient prefix
+    of the learned order, found in about ``2·log2`` of its length evaluations). Then either
     ``strategy="bundles"``: bundle removal (sampling weighted by importance rank when
     ``weighted``), or ``"ordered"``: :func:`~kmshc.search.micro.ordered_deletion`, least
     important first (``"gallop"``: the same in doubling blocks). All end with the single-head
@@ -110,10 +112,12 @@ def refine(rec: Recorder, shape: tuple[int, int], gates: Mapping[int, float], *,
     """
     if strategy not in ("bundles", "ordered", "gallop"):
         raise KmshcError(f"strategy: expected 'bundles', 'ordered' or 'gallop', got {strategy!r}")
+    if start not in ("gates", "prefix"):
+        raise KmshcError(f"start: expected 'gates' or 'prefix', got {start!r}")
     rng = random.Random(seed)
     importance = gates if importance is None else importance
     allowed = allowed_heads(shape, universe)
-    C: set[int] = {h for h, g in gates.items() if g > gate_threshold and h in allowed}
+    C: set[int] = {h for h, g in gates.items() if g > gate_threshold and h in allowed} if start == "gates" else set()
     # a cap of 0-2 evaluations stops inside the threshold batch, before U or any score exists
     score: float | None = None
     U = float("nan")

@@ -135,11 +135,12 @@ RESUME_IGNORES = ("max_evaluations", "certificate", "certify_until_decided", "ma
 
 
 def older_fingerprint(saved: dict) -> dict:
-    """A saved search fingerprint in today's terms: the gate threshold was called ``tau``, and
-    fields that no longer enter the fingerprint are dropped."""
+    """A saved search fingerprint in today's terms: the gate threshold was called ``tau``, a search
+    without ``start`` started from the gates, and fields that no longer enter the fingerprint are dropped."""
     d = {k: v for k, v in saved.items() if k not in RESUME_IGNORES}
     if "tau" in d and "gate_threshold" not in d:
         d["gate_threshold"] = d.pop("tau")
+    d.setdefault("start", "gates")  # a search saved before the warm start was a setting began from the gates
     return d
 
 
@@ -156,7 +157,7 @@ def drive(cfg: SearchConfig, rec: Recorder, shape: tuple[int, int], *, seed: int
         return refine(rec, shape, {flat[n]: g for n, g in gates.items()}, epsilon=cfg.bar, threshold=threshold,
                       gate_threshold=cfg.gate_threshold, N=cfg.N, weighted=cfg.weighted, seed=seed, strategy=cfg.strategy,
                       importance={flat[n]: a for n, a in ranks.items()} if ranks else None, margin=cfg.search_margin,
-                      universe=universe)
+                      universe=universe, start=cfg.start)
     return cold_search(rec, shape, semantics=cfg.semantics, epsilon=cfg.bar, threshold=threshold, N=cfg.N, K=cfg.K,
                        seed=seed, macro=cfg.macro, window=cfg.window, window_fraction=cfg.window_fraction,
                        percentile=cfg.percentile, edge_correction=cfg.edge_correction, baseline=cfg.baseline,

@@ -21,7 +21,11 @@ class SearchSettings:
     search_margin: float = 0.0  # search against U + search_margin on val; the certificate uses plain U
     K: int = 1
     N: int = 10
-    gate_threshold: float = 0.5  # warm: a head whose learned gate exceeds it starts in the circuit
+    gate_threshold: float = 0.5  # warm, start "gates": a head whose learned gate exceeds it starts in the circuit
+    # warm: start from the heads whose gate exceeds gate_threshold ("gates"), or from the shortest
+    # prefix of the learned order that reaches the bar ("prefix"; saturated gates that all read 1.0
+    # start no larger than they must)
+    start: Literal["gates", "prefix"] = "gates"
     weighted: bool = True
     # warm only: the deletion filter by log_alpha, the same in doubling blocks (gallop), or bundles
     strategy: Literal["ordered", "gallop", "bundles"] = "ordered"
