@@ -103,6 +103,12 @@ def strongest_role(head: str, diag: HeadDiagnostics) -> str:
     return f"{head} ({best} {scores[best]:.2f})"
 
 
+def threshold_of(cert: dict) -> float | None:
+    """The certificate's bar ``U``: a number, or ``{"value": U}`` in certificates written before it was one."""
+    t = cert.get("threshold")
+    return t.get("value") if isinstance(t, dict) else t
+
+
 def rows_for(seed: int, ref, diag: HeadDiagnostics, paths: dict[str, Path]) -> list[list]:
     rows = []
     for method, path in paths.items():
@@ -114,8 +120,8 @@ def rows_for(seed: int, ref, diag: HeadDiagnostics, paths: dict[str, Path]) -> l
         rows.append([seed, method, " ".join(circ.heads), len(circ.heads), round(a.precision, 2), round(p0, 2),
                      round(a.recall, 2), "yes" if a.has_mechanism else "**no**", round(m0, 2),
                      f"{a.previous_token_heads} / {a.induction_heads}", ", ".join(outside) or "-",
-                     cert.get("circuit", {}).get("accuracy"), cert.get("threshold", {}).get("value"),
-                     cert.get("verified")])
+                     cert.get("circuit", {}).get("accuracy"), threshold_of(cert), cert.get("n"),
+                     cert.get("verdict", cert.get("verified"))])
     return rows
 
 
@@ -178,7 +184,7 @@ def report_md(command: str, summaries: list, rows: list) -> str:
                     "reference", "redundant", "test acc full / none", "single-removal drops >= 0.01"], summaries),
              "", table(["seed", "method", "heads", "size", "precision", "chance precision", "recall", "mechanism",
                         "chance of mechanism", "prev / ind heads", "outside the reference (strongest score)",
-                        "test acc", "U", "verified"], rows), "",
+                        "test acc", "U", "test items", "verdict"], rows), "",
              f"Searched circuits (warm and cold) holding the mechanism: {mech} of {len(searched)}. Mean precision: "
              f"searched {mean_precision(('warm', 'cold'))}, warm {mean_precision(('warm',))}, "
              f"cold {mean_precision(('cold',))}, learned {mean_precision(('learned',))}."]

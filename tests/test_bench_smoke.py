@@ -113,3 +113,10 @@ def test_search_cost_reads_real_tiny_runs(tmp_path):
     text = doc.read_text()
     assert "### search_cost: forward passes per certified circuit (tiny)" in text and "`python bench/search_cost.py" in text
     assert "| learned + warm, adaptive |" in text and "| attribution + search |" in text
+
+
+def test_ground_truth_reads_the_bar_of_old_and_new_certificates():
+    gt = load("ground_truth")
+    assert gt.threshold_of({"threshold": 0.9415}) == 0.9415
+    assert gt.threshold_of({"threshold": {"value": 0.8}}) == 0.8
+    assert gt.threshold_of({}) is None
