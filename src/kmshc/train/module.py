@@ -26,11 +26,11 @@ from kmshc.experiment import Experiment
 from kmshc.search.settings import DEFAULTS
 from kmshc.train.gates import HardConcreteGates
 from kmshc.train.init import GateInit, check_init, gate_init
+from kmshc.train.margins import full_margins, margins, pair_logprobs
 from kmshc.train.path import PathRecord, level, path_lambda
 from kmshc.engine.hooks import count_rows, gated
 from kmshc.engine.probe import Probe, fit_probe
-from kmshc.engine.readout import (class_margin, final_hidden, final_token_logprobs, label_logits, last_positions,
-                           logits_from_hidden, sequence_logprobs)
+from kmshc.engine.readout import final_hidden, label_logits, last_positions, logits_from_hidden
 from kmshc.engine.scoring import Scorer
 from kmshc.types import KmshcError
 
@@ -203,39 +203,18 @@ class GateModule(L.LightningModule):
                                     att[:, 1:])
         if self.hparams.objective == "match":
             full = self.full_margins[batch.examples.cpu()].to(h.device)
-            return obj.margin_match_loss(self.margins(batch, h), full)
+            return obj.margin_match_loss(margins(model, batch, h), full)
         if data.kind == "labels":
             return obj.label_ce_loss(label_logits(model, h, att, data.label_ids), data.gold[batch.examples].to(h.device))
-        return obj.pair_margin_loss(*self.pair_logprobs(batch, h).unbind(-1))
-
-    def pair_logprobs(self, batch: Batch, h: torch.Tensor) -> torch.Tensor:
-        """``[n, 2]`` log-probabilities of each pair's good and bad continuation from hidden states ``h``."""
-        if batch.candidates is not None:  # folded pairs: both final tokens from one row
-            return final_token_logprobs(self.lm, h, batch.attention_mask, batch.candidates)
-        return sequence_logprobs(self.lm, h, batch.input_ids, batch.attention_mask).view(-1, 2)
+        return obj.pair_margin_loss(*pair_logprobs(model, batch, h).unbind(-1))
 
     @cached_property
     def full_margins(self) -> torch.Tensor:
         """``[n_train]``: the full model's margin on each train example, for ``match``; one pass, counted
         in :attr:`cost` (read it outside :func:`count_rows` blocks, which would count it twice)."""
-        data, device = self.train_data, input_device(self.lm)
-        out = torch.zeros(data.n)
-        with torch.no_grad(), count_rows(self.lm, self.cost):
-            for b in data.batches(self.experiment.batch_size):
-                examples = b.examples
-                b = (fold_final_tokens(b) if self.folds_pairs else b).to(device)
-                out[examples] = self.margins(b, final_hidden(self.lm, b.input_ids, b.attention_mask)).float().cpu()
-        return out
-
-    def margins(self, batch: Batch, h: torch.Tensor) -> torch.Tensor:
-        """``[n]`` per-example margins, as the search scores them: log p(good) − log p(bad) for pairs,
-        the gold label's logit minus the best other label's for labels."""
-        data = batch.data
-        if data.kind == "labels":
-            logits = label_logits(self.lm, h, batch.attention_mask, data.label_ids)
-            return class_margin(logits, data.gold[batch.examples].to(h.device))
-        lp = self.pair_logprobs(batch, h)
-        return lp[:, 0] - lp[:, 1]
+        with count_rows(self.lm, self.cost):
+            return full_margins(self.lm, self.train_data, batch_size=self.experiment.batch_size,
+                                fold=self.folds_pairs, device=input_device(self.lm))
 
     def on_fit_start(self) -> None:
         steps, settle = self.trainer.max_steps, self.hparams.settle_steps
