@@ -100,6 +100,8 @@ def _search(cfg: SearchConfig, out: Path, on_progress) -> tuple[Circuit, Path]:
                    "experiment": exp.result_dict(), "n_val": val.n}
     if excluded:
         fingerprint["excluded_heads"] = excluded
+    if fingerprint.get("start") == "gates":  # every search saved before the start was a setting began so
+        del fingerprint["start"]
     rec = Recorder(evaluate, out / STATE, resume=cfg.resume, fingerprint=fingerprint, older=older_fingerprint,
                    max_evaluations=cfg.max_evaluations, on_progress=on_progress, others=others, save_state=is_main(),
                    forwards=lambda: total_example_forwards(*(s.cost for s in scorers)))
@@ -135,12 +137,11 @@ RESUME_IGNORES = ("max_evaluations", "certificate", "certify_until_decided", "ma
 
 
 def older_fingerprint(saved: dict) -> dict:
-    """A saved search fingerprint in today's terms: the gate threshold was called ``tau``, a search
-    without ``start`` started from the gates, and fields that no longer enter the fingerprint are dropped."""
+    """A saved search fingerprint in today's terms: the gate threshold was called ``tau``, and
+    fields that no longer enter the fingerprint are dropped."""
     d = {k: v for k, v in saved.items() if k not in RESUME_IGNORES}
     if "tau" in d and "gate_threshold" not in d:
         d["gate_threshold"] = d.pop("tau")
-    d.setdefault("start", "gates")  # a search saved before the warm start was a setting began from the gates
     return d
 
 

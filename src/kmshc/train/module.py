@@ -26,10 +26,10 @@ from kmshc.experiment import Experiment
 from kmshc.search.settings import DEFAULTS
 from kmshc.train.gates import HardConcreteGates
 from kmshc.train.init import GateInit, check_init, gate_init
-from kmshc.train.margins import full_margins, margins, pair_logprobs
+from kmshc.train.readouts import full_margins, margins, pair_logprobs, probe_targets, train_probe
 from kmshc.train.path import PathRecord, level, path_lambda
 from kmshc.engine.hooks import count_rows, gated
-from kmshc.engine.probe import Probe, fit_probe
+from kmshc.engine.probe import Probe
 from kmshc.engine.readout import final_hidden, label_logits, last_positions, logits_from_hidden
 from kmshc.engine.scoring import Scorer
 from kmshc.types import KmshcError
@@ -151,23 +151,8 @@ class GateModule(L.LightningModule):
     @cached_property
     def probe(self) -> Probe:
         """PCA + logistic probe fitted once on the full model's last-token features of train."""
-        data = self.train_data
-        device = input_device(self.lm)
-        feats = torch.zeros(len(data.seqs), self.lm.config.hidden_size, device=device)
-        with torch.no_grad():
-            for b in data.batches(self.experiment.batch_size):
-                b = b.to(device)
-                h = final_hidden(self.lm, b.input_ids, b.attention_mask)
-                feats[b.rows.to(device)] = h[torch.arange(h.shape[0], device=device),
-                                             last_positions(b.attention_mask)].float()
-        n_classes = len(data.label_ids) if data.kind == "labels" else 2
-        return fit_probe(feats, self._probe_targets(data, torch.arange(len(data.seqs))),
-                         self.experiment.probe_dim, n_classes)
-
-    @staticmethod
-    def _probe_targets(data: Encoded, rows: torch.Tensor) -> torch.Tensor:
-        """Class per row: the gold label, or 1 for a pair's good sentence and 0 for its bad one."""
-        return data.gold[rows] if data.kind == "labels" else (1 - rows % 2)  # on the CPU, like ``rows``
+        return train_probe(self.lm, self.train_data, batch_size=self.experiment.batch_size,
+                           probe_dim=self.experiment.probe_dim, device=input_device(self.lm))
 
     def setup(self, stage: str) -> None:
         """Put the frozen model where this process computes (the strategy's root device).
@@ -191,7 +176,7 @@ class GateModule(L.LightningModule):
             h = final_hidden(model, ids, att)
         if self.hparams.objective == "probe":
             last = h[torch.arange(h.shape[0], device=h.device), last_positions(att)]
-            return obj.probe_ce_loss(self.probe, last, self._probe_targets(data, batch.rows).to(h.device))
+            return obj.probe_ce_loss(self.probe, last, probe_targets(data, batch.rows).to(h.device))
         if self.hparams.objective == "kl":
             with torch.no_grad():
                 full = final_hidden(model, ids, att)

@@ -1,5 +1,5 @@
-"""Per-example margins of a training batch, read off the final hidden states: what the task
-loss and the ``match`` objective score. Pure functions of the frozen model and a batch.
+"""What gate training reads off the frozen model: per-example margins (the task loss and the
+``match`` objective) and the probe of the ``probe`` objective. Pure functions of the model and data.
 
 The margin is the search's (:mod:`kmshc.engine.readout`): log p(good) − log p(bad) for pairs,
 the gold label's logit minus the best other label's for label tasks.
@@ -10,7 +10,9 @@ import torch
 from torch import nn
 
 from kmshc.engine.encoding import Batch, Encoded, fold_final_tokens
-from kmshc.engine.readout import class_margin, final_hidden, final_token_logprobs, label_logits, sequence_logprobs
+from kmshc.engine.probe import Probe, fit_probe
+from kmshc.engine.readout import (class_margin, final_hidden, final_token_logprobs, label_logits, last_positions,
+                                  sequence_logprobs)
 
 
 def pair_logprobs(model: nn.Module, batch: Batch, h: torch.Tensor) -> torch.Tensor:
@@ -41,3 +43,22 @@ def full_margins(model: nn.Module, data: Encoded, *, batch_size: int, fold: bool
             b = (fold_final_tokens(b) if fold else b).to(device)
             out[examples] = margins(model, b, final_hidden(model, b.input_ids, b.attention_mask)).float().cpu()
     return out
+
+
+def probe_targets(data: Encoded, rows: torch.Tensor) -> torch.Tensor:
+    """Class per row ``[rows]``: the gold label, or 1 for a pair's good sentence and 0 for its bad one."""
+    return data.gold[rows] if data.kind == "labels" else (1 - rows % 2)  # on the CPU, like ``rows``
+
+
+def train_probe(model: nn.Module, data: Encoded, *, batch_size: int, probe_dim: int,
+                device: torch.device | str) -> Probe:
+    """PCA + logistic probe fitted on the full model's last-token features ``[rows, D]`` of ``data``."""
+    feats = torch.zeros(len(data.seqs), model.config.hidden_size, device=device)
+    with torch.no_grad():
+        for b in data.batches(batch_size):
+            b = b.to(device)
+            h = final_hidden(model, b.input_ids, b.attention_mask)
+            feats[b.rows.to(device)] = h[torch.arange(h.shape[0], device=device),
+                                         last_positions(b.attention_mask)].float()
+    n_classes = len(data.label_ids) if data.kind == "labels" else 2
+    return fit_probe(feats, probe_targets(data, torch.arange(len(data.seqs))), probe_dim, n_classes)
