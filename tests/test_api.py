@@ -80,6 +80,16 @@ def test_learn_gates_is_seeded_and_the_penalty_closes_gates(exp):
     assert sparse.log_alpha.sum() < a.log_alpha.sum()
 
 
+def test_learn_gates_with_a_path_ranks_by_its_order(exp):
+    plain = kmshc.learn_gates(exp, steps=6, seed=1)
+    path = kmshc.learn_gates(exp, steps=12, seed=1, path_steps=8, path_growth=1.5)
+    assert plain.order == () and plain.ranks() == plain.by_head(plain.log_alpha)
+    assert sorted(path.order) == sorted(plain.by_head())
+    ranks = path.ranks()
+    assert sorted(ranks, key=ranks.get, reverse=True) == list(path.order)
+    assert set(path.order[:len(path.heads)]) == set(path.heads)  # the heads still open rank first
+
+
 def test_search_circuit_runs_the_library_search(exp):
     """Cold, it is :func:`kmshc.search.cold_search` on the val split; warm, it starts from the gates."""
     reachable = exp.scorer_for("val")(torch.ones(exp.shape)) - 1e-6  # a random model: S(M) on val

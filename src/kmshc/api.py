@@ -30,11 +30,19 @@ from kmshc.types import Circuit, KmshcError, head_name, heads_to_mask, mask_to_h
 
 @dataclass(frozen=True)
 class LearnedGates:
-    """Gates learned by :func:`learn_gates`: ``log_alpha`` and deterministic ``gates``, both ``[L, H]``."""
+    """Gates learned by :func:`learn_gates`: ``log_alpha`` and deterministic ``gates``, both ``[L, H]``;
+    after a regularisation path (``path_steps``), ``order``: every head, most important first."""
 
     log_alpha: torch.Tensor
     gates: torch.Tensor
     gate_threshold: float = DEFAULTS.gate_threshold
+    order: tuple[str, ...] = ()
+
+    def ranks(self) -> dict[str, float]:
+        """``{head: score}``, higher = more important: by ``order`` when there is one, else ``log_alpha``."""
+        if not self.order:
+            return self.by_head(self.log_alpha)
+        return {h: float(len(self.order) - i) for i, h in enumerate(self.order)}
 
     @property
     def heads(self) -> tuple[str, ...]:
@@ -68,9 +76,11 @@ def learn_gates(experiment: Experiment, *, steps: int = 200, batch_size: int = 1
                             enable_model_summary=False, enable_progress_bar=progress, limit_val_batches=0,
                             num_sanity_val_steps=0)
         trainer.fit(module, datamodule=GateDataModule(experiment, batch_size=batch_size))
-    gates = module.gates
+    gates, order = module.gates, module.head_order() or []
+    n_heads = experiment.shape[1]
     return LearnedGates(gates.log_alpha.detach().float().cpu().clone(),
-                        gates.deterministic().detach().float().cpu(), gate_threshold=module.hparams.gate_threshold)
+                        gates.deterministic().detach().float().cpu(), gate_threshold=module.hparams.gate_threshold,
+                        order=tuple(head_name(i // n_heads, i % n_heads) for i in order))
 
 
 def rank_heads(experiment: Experiment, *, method: str = "attribution", split: str = "train",
@@ -114,7 +124,7 @@ def search_circuit(experiment: Experiment, *, gates: LearnedGates | Mapping[str,
     by_name = ranks = None
     if gates is not None:
         by_name = gates.by_head() if isinstance(gates, LearnedGates) else dict(gates)
-        ranks = gates.by_head(gates.log_alpha) if isinstance(gates, LearnedGates) else None
+        ranks = gates.ranks() if isinstance(gates, LearnedGates) else None
     res = drive(cfg, Recorder(evaluate, max_evaluations=cfg.max_evaluations), shape, seed=seed, gates=by_name,
                 ranks=ranks)
     return searched_circuit(cfg, experiment, res, val.n, seed=seed,
