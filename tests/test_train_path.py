@@ -41,6 +41,15 @@ def test_path_order_ranks_by_last_open_step_then_log_alpha():
     assert rec.order(la) == [2, 0, 3, 1, 4]
 
 
+def test_heads_never_open_on_the_path_keep_the_order_they_had_when_it_began():
+    """The rising penalty crowds the closed heads' log_alpha together; their order before it counts."""
+    rec = PathRecord(1, 4)
+    rec.begin(torch.tensor([[3.0, -1.0, -2.0, -5.0]]))
+    rec.update(torch.tensor([[True, False, False, False]]), 0)
+    crowded = torch.tensor([[3.0, -9.0, -8.9, -8.8]])  # at the end: the reverse of their start order
+    assert rec.order(crowded) == [0, 1, 2, 3]
+
+
 def record(order=None) -> dict:
     heads = {"L0H0": {"log_alpha": 1.0, "gate": 1.0}, "L0H1": {"log_alpha": 3.0, "gate": 1.0},
              "L1H0": {"log_alpha": 2.0, "gate": 0.0}, "L1H1": {"log_alpha": -1.0, "gate": 0.0}}

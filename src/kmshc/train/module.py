@@ -230,6 +230,7 @@ class GateModule(L.LightningModule):
     def training_step(self, examples: torch.Tensor, batch_idx: int) -> torch.Tensor:
         start = self.path_from()
         if start is not None and self.global_step == start:
+            self.path.begin(self.gates.log_alpha)
             level(self.gates.log_alpha, self.hparams.path_level)  # saturated gates carry no order: start level
         batch = batch_of(self.train_data, examples.cpu())
         fold = self.folds_pairs

@@ -29,11 +29,18 @@ def level(log_alpha: torch.Tensor, value: float) -> None:
 
 class PathRecord(nn.Module):
     """``last_open`` ``[L, H]``: the last path step at which each head was open (``-1``: never on the
-    path). A buffer, so a resumed run keeps it."""
+    path); ``start_log_alpha`` ``[L, H]``: ``log_alpha`` when the path began. Buffers, so a resumed
+    run keeps them."""
 
     def __init__(self, n_layers: int, n_heads: int) -> None:
         super().__init__()
         self.register_buffer("last_open", torch.full((n_layers, n_heads), -1, dtype=torch.long))
+        self.register_buffer("start_log_alpha", torch.zeros(n_layers, n_heads))
+
+    def begin(self, log_alpha: torch.Tensor) -> None:
+        """Keep ``log_alpha`` ``[L, H]`` as the path starts (before :func:`level`): it ranks the heads
+        the path never opens, whose own ``log_alpha`` the rising penalty then crowds together."""
+        self.start_log_alpha.copy_(log_alpha.detach().to(self.start_log_alpha))
 
     def update(self, open_mask: torch.Tensor, step: int) -> None:
         """Record the heads open (``open_mask`` ``[L, H]`` bool) after path step ``step``."""
@@ -41,7 +48,9 @@ class PathRecord(nn.Module):
 
     def order(self, log_alpha: torch.Tensor) -> list[int]:
         """Every head (flat index), most important first: the later a head was last open the
-        higher it ranks; heads open equally late, and heads never open on the path, by ``log_alpha``."""
+        higher it ranks, heads open equally late by ``log_alpha`` (``[L, H]``, now); then the heads
+        never open on the path, by their ``log_alpha`` when it began."""
         last = self.last_open.flatten().tolist()
-        la = log_alpha.detach().flatten().tolist()
-        return sorted(range(len(last)), key=lambda i: (-last[i], -la[i], i))
+        now = log_alpha.detach().flatten().tolist()
+        start = self.start_log_alpha.flatten().tolist()
+        return sorted(range(len(last)), key=lambda i: (-last[i], -(now[i] if last[i] >= 0 else start[i]), i))
