@@ -24,6 +24,7 @@ from kmshc.engine.architectures import head_shape
 from kmshc.experiment import Experiment
 from kmshc.engine.hooks import gated
 from kmshc.search.config import SearchConfig, legacy_fields
+from kmshc.search.gates_file import order_scores
 from kmshc.search.settings import DEFAULTS
 from kmshc.types import Circuit, KmshcError, head_name, heads_to_mask, mask_to_heads
 
@@ -40,9 +41,7 @@ class LearnedGates:
 
     def ranks(self) -> dict[str, float]:
         """``{head: score}``, higher = more important: by ``order`` when there is one, else ``log_alpha``."""
-        if not self.order:
-            return self.by_head(self.log_alpha)
-        return {h: float(len(self.order) - i) for i, h in enumerate(self.order)}
+        return order_scores(list(self.order)) if self.order else self.by_head(self.log_alpha)
 
     @property
     def heads(self) -> tuple[str, ...]:
@@ -76,11 +75,10 @@ def learn_gates(experiment: Experiment, *, steps: int = 200, batch_size: int = 1
                             enable_model_summary=False, enable_progress_bar=progress, limit_val_batches=0,
                             num_sanity_val_steps=0)
         trainer.fit(module, datamodule=GateDataModule(experiment, batch_size=batch_size))
-    gates, order = module.gates, module.head_order() or []
-    n_heads = experiment.shape[1]
+    gates = module.gates
     return LearnedGates(gates.log_alpha.detach().float().cpu().clone(),
                         gates.deterministic().detach().float().cpu(), gate_threshold=module.hparams.gate_threshold,
-                        order=tuple(head_name(i // n_heads, i % n_heads) for i in order))
+                        order=tuple(module.head_order() or ()))
 
 
 def rank_heads(experiment: Experiment, *, method: str = "attribution", split: str = "train",

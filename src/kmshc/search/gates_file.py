@@ -83,9 +83,14 @@ def ranking_scores(d: dict[str, Any], path: Path | str = NAME) -> dict[str, floa
     order = d.get("order") or []
     if not isinstance(order, list) or not set(order) <= set(heads):
         raise KmshcError(f"{path}: field 'order' must list head names of 'heads'")
-    rest = sorted(set(heads) - set(order), key=lambda h: (-log_alpha[h], h))
-    ranked = list(order) + rest
-    return {h: float(len(ranked) - i) for i, h in enumerate(ranked)} if order else log_alpha
+    if not order:
+        return log_alpha
+    return order_scores(list(order) + sorted(set(heads) - set(order), key=lambda h: (-log_alpha[h], h)))
+
+
+def order_scores(ranked: list[str]) -> dict[str, float]:
+    """``{head: score}`` of a ranking, most important first: ``len(ranked)`` down to 1."""
+    return {h: float(len(ranked) - i) for i, h in enumerate(ranked)}
 
 
 def read_gates(run_dir: str | Path) -> tuple[Experiment, dict[str, float], dict[str, float] | None]:
@@ -96,15 +101,13 @@ def read_gates(run_dir: str | Path) -> tuple[Experiment, dict[str, float], dict[
     for key in ("experiment", "heads"):
         if not isinstance(d.get(key), dict):
             raise KmshcError(f"{path}: field '{key}' missing or not an object")
-    gates, log_alpha = {}, {}
+    gates = {}
     for name, v in d["heads"].items():
         if not isinstance(v, dict) or not isinstance(v.get("gate"), (int, float)):
             raise KmshcError(f"{path}: field 'heads.{name}.gate' must be a number")
         gates[name] = float(v["gate"])
-        if "log_alpha" in v:
-            if not isinstance(v["log_alpha"], (int, float)):
-                raise KmshcError(f"{path}: field 'heads.{name}.log_alpha' must be a number")
-            log_alpha[name] = float(v["log_alpha"])
+        if "log_alpha" in v and not isinstance(v["log_alpha"], (int, float)):
+            raise KmshcError(f"{path}: field 'heads.{name}.log_alpha' must be a number")
     ranks = ranking_scores(d, path)
     return Experiment.from_dict(d["experiment"], where=f"{path}: field 'experiment'"), gates, ranks
 

@@ -40,7 +40,7 @@ class GateModule(L.LightningModule):
 
     Args:
         experiment: model, task, splits, scorer and ablation (shared with the DataModule).
-        objective: ``task`` (pair margin or label cross-entropy), ``match`` (each example's
+        objective: ``task`` (pair margin or label cross-entropy), ``match`` (the batch's mean
             margin asked to equal the full model's: :func:`~kmshc.train.objectives.margin_match_loss`),
             ``kl`` (KL from the full model at the scored positions) or ``probe`` (cross-entropy
             through a probe fitted once on the full model).
@@ -207,25 +207,27 @@ class GateModule(L.LightningModule):
             raise KmshcError(f"model.settle_steps ({settle}) leaves no steps of trainer.max_steps ({steps}) to the "
                              "lagrangian controller's main phase: lower it, or raise trainer.max_steps")
 
+    def _last_steps_from(self, steps: int) -> int | None:
+        """The first of the last ``steps`` steps of ``trainer.max_steps`` (``None``: ``steps`` is 0, or no step limit)."""
+        max_steps = self.trainer.max_steps if self._trainer else -1
+        return max_steps - steps if max_steps > 0 and steps > 0 else None
+
     def path_from(self) -> int | None:
         """The first step of the regularisation path (``None``: no path, or no step limit)."""
-        max_steps = self.trainer.max_steps if self._trainer else -1
-        return max_steps - self.hparams.path_steps if self.path is not None and max_steps > 0 else None
+        return self._last_steps_from(self.hparams.path_steps)
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
         start = self.path_from()
         if start is not None and self.global_step > start:  # global_step counts the step just taken
             self.path.update(self.gates.deterministic().detach() > self.hparams.gate_threshold, self.global_step - 1)
 
-    def head_order(self) -> list[int] | None:
-        """Every head (flat index), most important first, from the path; ``None`` without one."""
-        return None if self.path is None else self.path.order(self.gates.log_alpha)
+    def head_order(self) -> list[str] | None:
+        """Every head's name, most important first, from the path; ``None`` without one."""
+        return None if self.path is None else self.path.head_names(self.gates.log_alpha)
 
     def settle_from(self) -> int | None:
         """The step where the Lagrangian controller's settle phase starts (``None``: no step limit or none asked)."""
-        max_steps = self.trainer.max_steps if self._trainer else -1
-        settle = self.hparams.settle_steps
-        return max_steps - settle if max_steps > 0 and settle > 0 else None
+        return self._last_steps_from(self.hparams.settle_steps)
 
     def training_step(self, examples: torch.Tensor, batch_idx: int) -> torch.Tensor:
         start = self.path_from()

@@ -4,7 +4,7 @@ Faithfulness terms, each a scalar mean over the batch:
 
 * :func:`pair_margin_loss`: ``softplus(−(log p(good) − log p(bad)))`` for minimal pairs;
 * :func:`label_ce_loss`: cross-entropy over the label tokens' logits;
-* :func:`margin_match_loss`: the circuit's per-example margin asked to equal the full model's;
+* :func:`margin_match_loss`: the circuit's mean margin over the batch asked to equal the full model's;
 * :func:`kl_from_full`: KL(full model ‖ circuit) of the next-token distribution at scored positions;
 * :func:`probe_ce_loss`: cross-entropy through a probe fitted once on the full model.
 

@@ -14,6 +14,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from kmshc.types import head_name
+
 
 def path_lambda(step: int, start: int, lam: float, growth: float) -> float:
     """``λ`` at ``step`` of a path that starts at step ``start``: ``lam·growth^(step − start)``
@@ -54,3 +56,8 @@ class PathRecord(nn.Module):
         now = log_alpha.detach().flatten().tolist()
         start = self.start_log_alpha.flatten().tolist()
         return sorted(range(len(last)), key=lambda i: (-last[i], -(now[i] if last[i] >= 0 else start[i]), i))
+
+    def head_names(self, log_alpha: torch.Tensor) -> list[str]:
+        """:meth:`order` as head names (``L{l}H{h}``)."""
+        n_heads = self.last_open.shape[1]
+        return [head_name(i // n_heads, i % n_heads) for i in self.order(log_alpha)]

@@ -21,7 +21,7 @@ from kmshc.engine.memory import peak_rss_mb
 from kmshc.search.gates_file import NAME as GATES
 from kmshc.search.gates_file import gates_record, write_gates
 from kmshc.train.plots import gate_heatmap
-from kmshc.types import Circuit, KmshcError, atomic_write_json, ensure_writable_dir, head_name, mask_to_heads
+from kmshc.types import Circuit, KmshcError, atomic_write_json, ensure_writable_dir, mask_to_heads
 
 RUN_FILES = (GATES, "circuit_learned.json", "checkpoints", "config.yaml")
 
@@ -44,8 +44,7 @@ def module_gates(module, world_size: int = 1) -> dict[str, Any]:
     so far in example forwards (:mod:`kmshc.engine.cost`; ``world_size`` DDP ranks), and after a
     regularisation path its ranking (``order``, most important first)."""
     order = module.head_order()
-    n_heads = module.experiment.shape[1]
-    path = {} if order is None else {"order": [head_name(i // n_heads, i % n_heads) for i in order]}
+    path = {} if order is None else {"order": order}
     return gates_record(module.experiment, module.gates.log_alpha.detach().float().cpu(),
                         module.gates.deterministic().detach().float().cpu(),
                         gate_threshold=module.hparams.gate_threshold, init=module.gate_init.to_dict(),
