@@ -221,6 +221,30 @@ def test_repair_removes_the_most_removable_head_and_certifies_the_rest_on_fresh_
     assert repair(Certifier(), ["A"], insufficient, tries=3)[2] == []
 
 
+def test_repair_keeps_the_refuted_certificate_when_the_data_file_has_no_items_left():
+    from types import SimpleNamespace as NS
+
+    from kmshc.search.repair import repair
+    from kmshc.search.rounds import Certifier
+
+    refuted = NS(verdict="refuted", n=240, controls=[NS(verified=False)],
+                 removals=[NS(head="B", cls="removable", estimate=NS(lower=0.96, recovery=1.0))])
+    asked = []
+
+    class Dry(Certifier):
+        def certify(self, heads, **kw):
+            asked.append(list(heads))
+            return NS(verdict="verified", n=480, controls=[], removals=[])
+    dry = Dry(cfg=None, exp=None, store=None, scorers=[], _source=NS(remaining=0))
+    assert not dry.can_certify_again()
+    heads, cert, steps = repair(dry, ["A", "B"], refuted, tries=3)
+    assert (heads, cert, steps, asked) == (["A", "B"], refuted, [], [])
+    # items left, or a generator (remaining None): the repair goes ahead
+    for source in (NS(remaining=5), NS(remaining=None)):
+        wet = Dry(cfg=None, exp=None, store=None, scorers=[], _source=source)
+        assert wet.can_certify_again() and repair(wet, ["A", "B"], refuted, tries=3)[0] == ["A"]
+
+
 def _weighted_rounds(weights, sizes):
     """Rounds of outcome functions whose per-example margin is ``(1 + z_e)·Σ w_h·m_h``: every
     example agrees on each set's recovery, ``Σ_{h∈C} w_h / Σ w_h``."""

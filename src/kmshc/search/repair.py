@@ -61,6 +61,10 @@ def repair(certifier, heads: list[str], cert, *, tries: int, shape: tuple[int, i
         removable = [r for r in cert.removals if r.cls == "removable"]
         if not removable or any(c.verified for c in cert.controls):
             break
+        # a data file with no unused items left: keep the refuted certificate (its reasons say
+        # why) rather than shrink to a circuit nothing could certify
+        if not getattr(certifier, "can_certify_again", lambda: True)():
+            break
         smaller, evaluations = heads, 0
         # the search's recovery units need keep semantics and the empty baseline
         searchable = kw.get("semantics", "keep") == "keep" and not kw.get("baseline_heads")

@@ -121,6 +121,12 @@ class Certifier:
         note = file_note(cert, exp.data, self._source.remaining)
         return replace(cert, reasons=[*cert.reasons, note]) if note else cert
 
+    def can_certify_again(self) -> bool:
+        """Whether a repaired circuit could get its own certificate: a generator never runs dry,
+        a data file only while it has unused items."""
+        left = None if self._source is None else self._source.remaining
+        return left is None or left > 0
+
     def _more(self, n0: int):
         source, exp, attempt = self._source, self.exp, self._attempt
         remaining = source.remaining
