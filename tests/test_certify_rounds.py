@@ -179,6 +179,10 @@ def test_a_data_file_certificate_says_how_many_items_it_would_need_and_how_many_
     assert "no number of items" in file_note(SimpleNamespace(verdict="undecided", n=400, n_needed=None), "f", 3)
     assert file_note(open_, None, None) is None  # a generator draws more: nothing to say
     assert file_note(SimpleNamespace(verdict="verified", n=400, n_needed=None), "f", 0) is None
+    refuted = SimpleNamespace(verdict="refuted", n=640, n_needed=None)
+    assert file_note(refuted, "f", 0) == ("refuted after 640 items; f has no unused items left to certify a "
+                                          "repaired circuit on")
+    assert file_note(refuted, "f", 3) is None and file_note(refuted, None, None) is None  # a repair can still draw
 
 
 def test_a_data_file_whose_splits_use_every_item_gets_one_look_at_the_full_alpha(tmp_path):

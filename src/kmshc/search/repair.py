@@ -61,8 +61,8 @@ def repair(certifier, heads: list[str], cert, *, tries: int, shape: tuple[int, i
         removable = [r for r in cert.removals if r.cls == "removable"]
         if not removable or any(c.verified for c in cert.controls):
             break
-        # a data file with no unused items left: keep the refuted certificate (its reasons say
-        # why) rather than shrink to a circuit nothing could certify
+        # a data file with no unused items left: keep the refuted certificate (its reasons say so,
+        # rounds.file_note) rather than shrink to a circuit nothing could certify
         if not getattr(certifier, "can_certify_again", lambda: True)():
             break
         smaller, evaluations = heads, 0

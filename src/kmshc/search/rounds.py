@@ -146,7 +146,10 @@ class Certifier:
 
 def file_note(cert, data: str | None, left: int | None) -> str | None:
     """For an undecided certificate on a data file (``left``: its unused items; None for a
-    generator): the items it would likely need and how many the file still has."""
+    generator): the items it would likely need and how many the file still has. For a refuted
+    one on a file with no unused items left: that no smaller circuit can be certified on it."""
+    if cert.verdict == "refuted" and left == 0:
+        return f"refuted after {cert.n} items; {data} has no unused items left to certify a repaired circuit on"
     if cert.verdict != "undecided" or left is None:
         return None
     need = (f"about {cert.n_needed} test items would likely decide it" if cert.n_needed else
