@@ -147,3 +147,50 @@ def test_training_loss_uses_the_same_patch_as_the_scorer():
     want = pair_margin_loss(margin, torch.zeros_like(margin))
     torch.testing.assert_close(loss, want, atol=1e-4, rtol=1e-4)
     assert isinstance(make_ablation("counterfactual", exp.loaded[0], None), CounterfactualAblation)
+
+
+def _module_on_aligned_ioi(experiment_ablation: str, **module_args) -> GateModule:
+    exp = Experiment(model="tiny-llama", task="ioi", ablation=experiment_ablation, seed=0)
+    task = aligned_ioi(n=10)
+    exp.__dict__["splits"] = {"train": task, "val": task, "test": task}
+    return GateModule(exp, **module_args)
+
+
+def test_model_ablation_trains_under_counterfactual_while_the_experiment_keeps_mean():
+    """``model.ablation``: the training loss is the counterfactual run's, validation stays the experiment's."""
+    trained = _module_on_aligned_ioi("mean", ablation="counterfactual")
+    oracle = _module_on_aligned_ioi("counterfactual")  # the experiment itself under counterfactual
+    plain = _module_on_aligned_ioi("mean")
+    examples = torch.tensor([3, 0, 7])
+    gates = torch.rand(3, *trained.experiment.shape, generator=torch.Generator().manual_seed(0))
+
+    def loss(m: GateModule) -> torch.Tensor:
+        batch = batch_of(m.train_data, examples)
+        return m.faithfulness(batch, gates.repeat_interleave(batch.rows.numel() // 3, dim=0))
+    torch.testing.assert_close(loss(trained), loss(oracle), atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(loss(trained), loss(plain), atol=1e-3)
+    assert isinstance(trained.train_ablation, CounterfactualAblation)
+    assert trained.val_scorer.ablation is trained.experiment.ablation_values  # the search's and certificate's
+    assert trained.experiment.ablation == "mean"
+
+
+def test_model_ablation_names_the_field_when_it_cannot_work():
+    with pytest.raises(KmshcError, match="model.ablation: expected one of zero, mean, resample, counterfactual"):
+        GateModule(Experiment(model="tiny-llama", task="grammar", n=20), ablation="patching")
+    module = GateModule(Experiment(model="tiny-llama", task="grammar", n=20), ablation="counterfactual")
+    with pytest.raises(KmshcError, match="model.ablation: task 'grammar' has no counterfactuals"):
+        module.train_ablation
+
+
+def test_the_counterfactual_run_of_a_training_batch_is_counted_in_the_cost():
+    from kmshc.engine.hooks import count_rows
+    examples = torch.tensor([1, 4])
+    counted = {}
+    for name, m in (("mean", _module_on_aligned_ioi("mean")),
+                    ("counterfactual", _module_on_aligned_ioi("mean", ablation="counterfactual"))):
+        _ = m.train_ablation  # a mean fit runs outside the count, as in training_step
+        batch = batch_of(m.train_data, examples)
+        with count_rows(m.lm, m.cost):
+            m.faithfulness(batch, torch.zeros(batch.rows.numel(), *m.experiment.shape))
+        counted[name] = m.cost.seq_rows
+    assert counted["mean"] > 0 and counted["counterfactual"] == 2 * counted["mean"]

@@ -20,12 +20,13 @@ from kmshc.train import objectives as obj
 from kmshc.engine.cost import RowCount
 from kmshc.train.datamodule import batch_of
 from kmshc.engine.device import input_device
-from kmshc.engine.ablation import folds_exactly
+from kmshc.engine.ablation import Ablation, folds_exactly
 from kmshc.engine.encoding import Batch, Encoded, encode, fold_final_tokens
 from kmshc.experiment import Experiment
 from kmshc.search.settings import DEFAULTS
 from kmshc.train.gates import HardConcreteGates
-from kmshc.train.init import GateInit, check_init, gate_init
+from kmshc.train.guards import check_finite, check_hparams
+from kmshc.train.init import GateInit, gate_init
 from kmshc.train.readouts import full_margins, margins, pair_logprobs, probe_targets, train_probe
 from kmshc.train.path import PathRecord, level, path_lambda
 from kmshc.engine.hooks import count_rows, gated
@@ -63,6 +64,10 @@ class GateModule(L.LightningModule):
             (:mod:`kmshc.train.path`): open gates levelled to ``path_level``, then ``λ`` times
             ``path_growth`` each step; the order in which heads close is the run's ranking
             (gates.json ``order``). 0: no path.
+        ablation: what an ablated head outputs while the gates train (``mean``, ``counterfactual``,
+            ...); ``None``: the experiment's. Validation, the search and the certificate always
+            use the experiment's, so a run can train under counterfactual patching and be
+            certified under mean ablation.
         gate_threshold: a head is in the circuit when its deterministic gate exceeds it.
         epsilon: for the logged threshold ``U_ε = S(∅) + ε·(S(M) − S(∅))`` on val.
     """
@@ -72,21 +77,10 @@ class GateModule(L.LightningModule):
                  lr: float = 0.1, lambda_lr: float = 3.0, init_log_alpha: float = 3.0,
                  gate_threshold: float = DEFAULTS.gate_threshold, epsilon: float = DEFAULTS.epsilon,
                  init: str = "constant", path_steps: int = 0, path_growth: float = 1.06,
-                 path_level: float = 2.0) -> None:
+                 path_level: float = 2.0, ablation: str | None = None) -> None:
         super().__init__()
-        if objective not in obj.FAITHFULNESS:
-            raise KmshcError(f"model.objective: expected one of {', '.join(obj.FAITHFULNESS)}, got {objective!r}")
-        if sparsity not in obj.SPARSITY:
-            raise KmshcError(f"model.sparsity: expected one of {', '.join(obj.SPARSITY)}, got {sparsity!r}")
-        if sparsity == "lagrangian" and target is None:
-            raise KmshcError("model.target: the lagrangian controller needs a target (a head count or a fraction)")
-        if sparsity == "lagrangian" and not 0 <= gate_threshold < 1:
-            raise KmshcError(f"model.gate_threshold: the lagrangian controller needs it in [0, 1), "
-                             f"got {gate_threshold}")
-        check_init(init)
-        if path_steps < 0 or (path_steps and (sparsity != "l0" or path_growth <= 1)):
-            raise KmshcError(f"model.path_steps: a path needs sparsity 'l0', path_steps >= 0 and path_growth > 1; got "
-                             f"path_steps {path_steps}, sparsity {sparsity!r}, path_growth {path_growth}")
+        check_hparams(objective=objective, sparsity=sparsity, target=target, gate_threshold=gate_threshold, init=init,
+                      path_steps=path_steps, path_growth=path_growth, ablation=ablation)
         self.save_hyperparameters(ignore=["experiment"])
         self.experiment = experiment
         n_layers, n_heads = experiment.shape
@@ -116,7 +110,17 @@ class GateModule(L.LightningModule):
     def folds_pairs(self) -> bool:
         """Whether training runs one row per pair (:func:`kmshc.engine.ablation.folds_exactly`); decided
         once, since neither the train split nor the ablation changes. Fits the ablation values."""
-        return self.hparams.objective in ("task", "match") and folds_exactly(self.train_data, self.experiment.ablation_values)
+        return self.hparams.objective in ("task", "match") and folds_exactly(self.train_data, self.train_ablation)
+
+    @cached_property
+    def train_ablation(self) -> Ablation:
+        """The ablation the gates train under: ``model.ablation``, else the experiment's (fitted once)."""
+        name, exp = self.hparams.ablation, self.experiment
+        if name is None or name == exp.ablation:
+            return exp.ablation_values
+        if name == "counterfactual" and not exp.splits["train"].has_counterfactuals:
+            raise KmshcError(f"model.ablation: task {exp.task_name!r} has no counterfactuals to train under")
+        return exp.with_ablation(name).ablation_values
 
     @cached_property
     def val_scorer(self) -> Scorer:
@@ -170,9 +174,9 @@ class GateModule(L.LightningModule):
     # ------------------------------------------------------------------ training
     def faithfulness(self, batch: Batch, gates: torch.Tensor) -> torch.Tensor:
         """The faithfulness loss of ``batch`` under per-row gates ``[rows, L, H]``."""
-        data, model, exp = batch.data, self.lm, self.experiment
+        data, model = batch.data, self.lm
         ids, att = batch.input_ids, batch.attention_mask
-        with gated(model, gates, exp.ablation_values.values(batch)):
+        with gated(model, gates, self.train_ablation.values(batch)):
             h = final_hidden(model, ids, att)
         if self.hparams.objective == "probe":
             last = h[torch.arange(h.shape[0], device=h.device), last_positions(att)]
@@ -243,7 +247,7 @@ class GateModule(L.LightningModule):
         # One gate draw per example; both sentences of a pair share it, so their margin
         # compares the same circuit.
         gates = self.gates.sample(examples.numel()).repeat_interleave(r, dim=0)
-        _ = self.experiment.ablation_values  # fitted outside the count: every route pays it once (kmshc.engine.cost)
+        _ = self.train_ablation  # fitted outside the count: every route pays it once (kmshc.engine.cost)
         if self.hparams.objective == "match":
             _ = self.full_margins  # one counted pass, outside the step's count (it would count twice inside)
         with count_rows(self.lm, self.cost):  # the backward pass is counted when it runs, after this block
@@ -259,14 +263,8 @@ class GateModule(L.LightningModule):
                            "train/lambda1": self.controller.lambda1, "train/lambda2": self.controller.lambda2,
                            "train/n_open": self.circuit_mask().sum()})
         loss = faith + penalty
-        if not (torch.isfinite(loss) and torch.isfinite(self.gates.log_alpha).all()):
-            # Stop before a NaN/inf reaches the gates: checkpoints/last.ckpt keeps the last good state.
-            last = getattr(self.trainer.checkpoint_callback, "last_model_path", "") if self._trainer else ""
-            raise KmshcError(f"training step {self.global_step}: the loss became {float(loss)} (faithfulness "
-                             f"{float(faith)}, sparsity {float(penalty)}; gates finite: "
-                             f"{bool(torch.isfinite(self.gates.log_alpha).all())}); stopped before updating the gates. "
-                             + (f"The last good checkpoint is {last}: lower model.lr and resume with --ckpt_path {last}"
-                                if last else "No checkpoint was saved yet: lower model.lr and start again"))
+        last = getattr(self.trainer.checkpoint_callback, "last_model_path", "") if self._trainer else ""
+        check_finite(loss, faith, penalty, self.gates.log_alpha, step=self.global_step, last_checkpoint=last or "")
         self.log_dict({"train/loss": loss, "train/faithfulness": faith, "train/expected_l0": el0},
                       prog_bar=True)
         return loss
