@@ -242,5 +242,8 @@ def test_wandb_logs_the_page_offline(run, page, tmp_path, monkeypatch):
     summary = certificate_summary(tmp_path)
     assert summary["verdict"] == circuit["certificate"]["verdict"] in ("verified", "refuted", "undecided")
     assert certificate_summary(tmp_path / "wandb") == {}  # no circuit there
-    # an offline run keeps its summary in the run's log: the verdict key is in it
+    # an offline run keeps its summary in the run's log: the verdict key is in it. wandb-core
+    # writes that file after finish() returns; teardown waits for it (the CLI's exit does the same)
+    import wandb
+    wandb.teardown()
     assert b"verdict" in next((tmp_path / "wandb").glob("offline-run-*/run-*.wandb")).read_bytes()
