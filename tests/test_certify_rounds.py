@@ -199,6 +199,15 @@ def test_a_data_file_whose_splits_use_every_item_gets_one_look_at_the_full_alpha
     assert cert["verdict"] == "refuted" and cert["reasons"][0].startswith("no usable gap")
 
 
+class _Recertifier:
+    """The parts of a certifier that :func:`kmshc.search.repair.repair` reads besides ``certify``:
+    no rounds to search again, and fresh items always available."""
+    spent: list = []
+
+    def can_certify_again(self) -> bool:
+        return True
+
+
 def test_repair_removes_the_most_removable_head_and_certifies_the_rest_on_fresh_items():
     from types import SimpleNamespace as NS
 
@@ -211,7 +220,7 @@ def test_repair_removes_the_most_removable_head_and_certifies_the_rest_on_fresh_
                            removal("C", 0.97, "removable")])
     asked = []
 
-    class Certifier:
+    class Certifier(_Recertifier):
         def certify(self, heads, **kw):
             asked.append((list(heads), kw))
             return NS(verdict="verified", n=480, controls=[], removals=[])
@@ -290,7 +299,7 @@ def test_a_repair_searches_the_certificates_items_and_removes_every_head_that_ov
     assert heads == ["L0H0", "L0H1"] and evaluations > 0
     asked = []
 
-    class Certifier:
+    class Certifier(_Recertifier):
         def __init__(self):
             self.spent = spent
 
@@ -317,7 +326,7 @@ def test_a_repair_whose_search_keeps_everything_removes_the_most_removable_head(
     spent = _weighted_rounds([0.6, 0.36, 0.04, 0.0], [60, 60, 120])
     removals = [Removal("L0H2", Estimate(0.96, 1.0, recovery=0.96, lower=0.955, upper=0.965), 0.04, 0, 0, "removable")]
 
-    class Certifier:
+    class Certifier(_Recertifier):
         def __init__(self):
             self.spent = spent
 

@@ -128,11 +128,15 @@ class Experiment:
     def ablation_values(self) -> Ablation:
         """Fitted once on the train split and shared by every scorer of this experiment."""
         model, tok = self.loaded
-        if self.ablation == "counterfactual" and not self.splits["train"].has_counterfactuals:
-            raise KmshcError(f"field 'ablation': task {self.task_name!r} has no counterfactuals, so 'counterfactual' "
-                             "cannot be used on it; use zero, mean or resample")
+        self.check_ablation(self.ablation, field="field 'ablation'")
         train = encode(self.splits["train"], tok) if self.ablation == "mean" else None
         return make_ablation(self.ablation, model, train, per_position=self.per_position, seed=self.seed)
+
+    def check_ablation(self, ablation: str, *, field: str) -> None:
+        """Raise, naming ``field``, when ``ablation`` is ``counterfactual`` and the task has none."""
+        if ablation == "counterfactual" and not self.splits["train"].has_counterfactuals:
+            raise KmshcError(f"{field}: task {self.task_name!r} has no counterfactuals, so 'counterfactual' "
+                             "cannot be used on it; use zero, mean or resample")
 
     def with_ablation(self, ablation: str) -> "Experiment":
         """The same experiment under another ``ablation`` (e.g. ``counterfactual`` beside ``mean``),

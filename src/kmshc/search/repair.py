@@ -11,7 +11,7 @@ unseen items, so a repair never grades its own work.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 from kmshc.search.common import NoSufficientSet, indices, mask_of, names
 from kmshc.search.decide import RecoveryScores
@@ -47,12 +47,22 @@ def search_on_spent_items(spent: list, shape: tuple[int, int], heads: list[str],
     return list(names(indices(res.heads, shape), shape)), rec.evaluations
 
 
-def repair(certifier, heads: list[str], cert, *, tries: int, shape: tuple[int, int] | None = None,
+class Recertifies(Protocol):
+    """What :func:`repair` needs of a certifier (:class:`~kmshc.search.rounds.Certifier` is one)."""
+
+    spent: list  # the last certificate's rounds (outcome functions); empty: none to search again
+
+    def certify(self, heads: list[str], **kw) -> Any: ...
+
+    def can_certify_again(self) -> bool: ...
+
+
+def repair(certifier: Recertifies, heads: list[str], cert, *, tries: int, shape: tuple[int, int] | None = None,
            cfg: Any = None, **kw) -> tuple[list[str], object, list[dict]]:
     """While ``cert`` is refuted because a head is removable, shrink ``heads`` and certify the
     smaller set on fresh items; at most ``tries`` times.
 
-    With ``cfg`` and ``shape`` (and ``certifier.spent``: the last certificate's rounds), the
+    With ``cfg`` and ``shape`` (and a non-empty ``certifier.spent``), the
     search runs again on the spent items (:func:`search_on_spent_items`); without them, or when
     it removes nothing, the removable head with the highest lower bound goes. Returns the final
     heads, their certificate and one record per repair (``removed``: the heads taken out)."""
@@ -63,12 +73,12 @@ def repair(certifier, heads: list[str], cert, *, tries: int, shape: tuple[int, i
             break
         # a data file with no unused items left: keep the refuted certificate (its reasons say so,
         # rounds.file_note) rather than shrink to a circuit nothing could certify
-        if not getattr(certifier, "can_certify_again", lambda: True)():
+        if not certifier.can_certify_again():
             break
         smaller, evaluations = heads, 0
         # the search's recovery units need keep semantics and the empty baseline
         searchable = kw.get("semantics", "keep") == "keep" and not kw.get("baseline_heads")
-        if cfg is not None and shape is not None and searchable and getattr(certifier, "spent", None):
+        if cfg is not None and shape is not None and searchable and certifier.spent:
             smaller, evaluations = search_on_spent_items(certifier.spent, shape, heads, cert.removals, cfg=cfg,
                                                          seed=len(steps))
         if len(smaller) < len(heads):

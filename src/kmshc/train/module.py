@@ -118,8 +118,7 @@ class GateModule(L.LightningModule):
         name, exp = self.hparams.ablation, self.experiment
         if name is None or name == exp.ablation:
             return exp.ablation_values
-        if name == "counterfactual" and not exp.splits["train"].has_counterfactuals:
-            raise KmshcError(f"model.ablation: task {exp.task_name!r} has no counterfactuals to train under")
+        exp.check_ablation(name, field="model.ablation")
         return exp.with_ablation(name).ablation_values
 
     @cached_property
