@@ -257,3 +257,41 @@ def test_galloping_deletion_drops_runs_of_unneeded_heads_in_blocks_and_ends_wher
     assert runs[True][1].evaluations <= 15  # 1 + 2 + 4 + 8 heads in 4 evaluations, then smaller blocks
     assert any(t["event"] == "drop_block" for t in runs[True][1].trace)
     assert not any(t["event"] == "drop_block" for t in runs[False][1].trace)
+
+
+def _with_harmful_heads(needed: set[int], harmful: set[int]):
+    """``S = 0.5 + 0.1·|needed on| − 0.01·|harmful on|``: every harmful head's removal raises S."""
+    def evaluate(masks):
+        out = []
+        for m in masks:
+            on = set(torch.nonzero(m.reshape(-1) > 0.5).flatten().tolist())
+            out.append(0.5 + 0.1 * len(needed & on) - 0.01 * len(harmful & on))
+        return out
+    return evaluate
+
+
+def test_the_single_head_pass_removes_heads_that_all_pass_as_one_block():
+    """Four needed heads and six harmful ones (each removal raises S). One at a time the pass
+    would cost 10 + 5 + 4 + 3 + 2 + 1 + 4 = 29 evaluations; the block costs 10 + 1 + 4."""
+    from kmshc.search.micro import single_head_pass
+    needed, harmful = {3, 11, 19, 27}, {30, 31, 32, 33, 34, 35}
+    rec = Recorder(_with_harmful_heads(needed, harmful))
+    C, score, last = single_head_pass(rec, SHAPE, needed | harmful, 0.82, random.Random(0))  # S(start) = 0.84
+    assert C == needed and score == pytest.approx(0.9)
+    assert rec.evaluations == 15
+    assert [t["event"] for t in rec.trace] == ["remove_block", "one_minimal"]
+    assert rec.trace[0]["heads"] == sorted(harmful)
+    assert set(last) == needed and max(last.values()) < 0.82
+
+
+def test_a_block_that_misses_the_bar_falls_back_to_one_head_at_a_time_and_stays_one_minimal():
+    """An OR-group of three: each head alone is removable, all three together are not. The block
+    costs one evaluation, then the pass removes single heads and keeps one head of the group."""
+    from kmshc.search.micro import single_head_pass
+    required, group = {1, 9}, {20, 21, 22}
+    rec = Recorder(planted(required, [group]))
+    C, _, last = single_head_pass(rec, SHAPE, required | group, 0.99, random.Random(0))
+    assert is_planted_minimal(C, required, [group])
+    events = [t["event"] for t in rec.trace]
+    assert "remove_block" not in events and events.count("remove_head") == 2 and events[-1] == "one_minimal"
+    assert all(s < 0.99 for s in last.values())

@@ -126,6 +126,8 @@ def _replayed(kind: str, trace: tuple) -> set[int]:
             C -= set(e["bundle"])
         elif e["event"] in ("drop_head", "remove_head"):
             C.discard(e["head"])
+        elif e["event"] in ("drop_block", "remove_block"):
+            C -= set(e["heads"])
     return C
 
 
@@ -140,8 +142,8 @@ def test_a_capped_search_reports_the_set_it_had_reached(kind):
         assert res.capped and res.evaluations <= cap
         heads = {int(n[1:].split("H")[0]) * SHAPE[1] + int(n.split("H")[1]) for n in res.heads}
         assert heads == _replayed(kind, res.trace), cap
-        stopped_mid_stage += any(e["event"] in ("remove_bundle", "remove_failing_bundle", "drop_head", "remove_head")
-                                 for e in res.trace)
+        stopped_mid_stage += any(e["event"] in ("remove_bundle", "remove_failing_bundle", "drop_head", "remove_head",
+                                                "remove_block") for e in res.trace)
     assert stopped_mid_stage > 0  # some caps fell after a removal, where the old code lost it
 
 

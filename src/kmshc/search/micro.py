@@ -104,11 +104,18 @@ def single_head_pass(rec: Recorder, shape: tuple[int, int], start: set[int], U: 
                      ) -> tuple[set[int], float | None, dict[int, float]]:
     """Single-head removal until no head can go: 1-minimal by construction.
 
-    A full pass scores ``S(C \\ {h})`` for every ``h ∈ C`` in one batch. The best passing head
-    is removed (ties: larger ``priority``, e.g. ``1 − gate``, then lower index); then only the
-    heads that passed last time are re-scored (a head that failed on a larger set rarely passes
-    on a smaller one). When none of them passes, a confirming full pass runs; the search ends
-    only after a full pass in whose every removal fails, and returns its scores ``{h: S(C \\ {h})}``.
+    A full pass scores ``S(C \\ {h})`` for every ``h ∈ C`` in one batch. When several heads
+    pass, they are first tried as one block, ``S(C \\ passing)``: one evaluation that, when it
+    reaches ``U``, removes them all. Otherwise the best passing head is removed (ties: larger
+    ``priority``, e.g. ``1 − gate``, then lower index); then only the heads that passed last time
+    are re-scored (a head that failed on a larger set rarely passes on a smaller one). When none
+    of them passes, a confirming full pass runs; the search ends only after a full pass in whose
+    every removal fails, and returns its scores ``{h: S(C \\ {h})}``.
+
+    Why the block: after a deletion filter, the heads that pass here are mostly ones whose removal
+    *raises* ``S`` (kept early, removable once other heads went). One at a time they cost
+    ``p + (p−1) + … + 1`` evaluations for ``p`` passing heads; as a block, one. A failed block
+    costs one evaluation and is tried at most once per full pass.
     """
     C = set(start)
     priority = priority or {}
@@ -122,6 +129,13 @@ def single_head_pass(rec: Recorder, shape: tuple[int, int], start: set[int], U: 
             passing = [h for h in todo if now[h] >= U]
             if full_pass:
                 last = now
+            if full_pass and 1 < len(passing) < len(C):
+                s = rec.one(mask_of(C - set(passing), shape))
+                if s >= U:
+                    C -= set(passing)
+                    score, todo = s, sorted(C)
+                    rec.decision(rng, size=len(C), event="remove_block", heads=sorted(passing), score=s)
+                    continue
             if not passing:
                 if full_pass:
                     rec.decision(rng, size=len(C), event="one_minimal", worst_removal=max(scores))

@@ -13,8 +13,8 @@ from typing import Any, Mapping, Optional, Sequence
 from kmshc.types import Circuit
 
 # decisions that shrink the circuit, and the event field naming what they removed
-_REMOVES = {"drop_head": None, "remove_head": None, "drop_block": "heads", "remove_bundle": "bundle",
-            "remove_failing_bundle": "bundle"}
+_REMOVES = {"drop_head": None, "remove_head": None, "drop_block": "heads", "remove_block": "heads",
+            "remove_bundle": "bundle", "remove_failing_bundle": "bundle"}
 
 
 @dataclass(frozen=True)
