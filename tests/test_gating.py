@@ -212,18 +212,41 @@ def test_resample_ablation_is_partner_output(tiny_gpt2):
 
 
 def test_resample_cache_is_bounded_in_bytes(tiny_gpt2):
-    """Training reshuffles batches every epoch, so a per-batch cache must not grow every step."""
+    """The cache holds rows, each at its split's width, and never more bytes than its bound."""
     model, tok = tiny_gpt2
     data = _split(tok, n=12)
-    one = ResampleAblation(model).values(next(iter(data.batches(2))))
-    per_batch = sum(v.numel() * v.element_size() for v in one)
-    abl = ResampleAblation(model, cache_bytes=3 * per_batch)
+    probe = ResampleAblation(model)
+    probe.values(batch_of(data, torch.tensor([0])))  # one pair: two rows
+    per_row = probe.cache.bytes // 2
+    abl = ResampleAblation(model, cache_bytes=3 * per_row)
     for step in range(8):  # eight different row sets, as shuffled training batches give
         abl.values(batch_of(data, torch.tensor([step, (step + 1) % 12])))
-    assert len(abl.cache) <= 3 and abl.cache.bytes <= 3 * per_batch
+    assert len(abl.cache) == 3 and abl.cache.bytes == 3 * per_row
     batch = batch_of(data, torch.tensor([0, 1]))  # evicted long ago: recomputed, same values
     for got, ref in zip(abl.values(batch), ResampleAblation(model).values(batch)):
         torch.testing.assert_close(got, ref)
+
+
+def test_patch_values_are_computed_once_per_row_however_the_batches_are_drawn(tiny_gpt2):
+    """Training draws a new batch every step from the same rows: each row's values run once,
+    and a row's values are the same in every batch it appears in."""
+    model, tok = tiny_gpt2
+    data = _split(tok, n=6)
+    abl = ResampleAblation(model)
+    ran: list[int] = []
+    hook = model.base_model.register_forward_pre_hook(lambda mod, args, kw: ran.append(kw["input_ids"].shape[0]),
+                                                      with_kwargs=True)
+    try:
+        first = abl.values(batch_of(data, torch.tensor([0, 1, 2])))
+        again = abl.values(batch_of(data, torch.tensor([2, 5, 0])))
+        abl.values(batch_of(data, torch.tensor([5, 1])))
+    finally:
+        hook.remove()
+    assert ran == [6, 2]  # the pairs of examples 0, 1, 2, then example 5's; the third batch runs nothing
+    T = min(first[0].shape[1], again[0].shape[1])
+    for a, b in zip(first, again):  # rows: first 0-5 (examples 0, 1, 2), again 4, 5, 10, 11, 0, 1
+        torch.testing.assert_close(a[0, :T], b[4, :T])  # row 0
+        torch.testing.assert_close(a[4, :T], b[0, :T])  # row 4
 
 
 def test_resample_cache_never_serves_a_dead_split_to_a_new_one(tiny_gpt2):

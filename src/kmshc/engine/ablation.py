@@ -95,35 +95,52 @@ def _add_padded(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 class PatchAblation(Ablation):
     """A head's output on another input, position for position (activation patching).
 
-    Subclasses choose, for each batch row, the token sequence to run (:meth:`source_seqs`);
-    those sequences are padded or cut to the batch's length so positions line up. Values are
-    computed on the unhooked model, once per batch, and kept in an LRU bounded by
-    ``cache_bytes`` (they do not depend on the mask). The default, 1 GiB, holds every batch of a
-    200-pair split of SmolLM2 (about 90 MB per 64 rows of 20 tokens), so a search computes them
-    once; training batches rarely repeat, hence the bound.
+    Subclasses choose, for each row of a split, the token sequence to run (:meth:`source_seq`).
+    Values do not depend on the mask, so each row's are computed once on the unhooked model and
+    kept in an LRU bounded by ``cache_bytes``, per row rather than per batch: training draws new
+    batches every step, but from the same rows, so a 120-item train split costs 120 example
+    forwards however long training runs. Each row runs padded to the longest source sequence of
+    its split; in a causal model a position's output depends only on the positions before it, so
+    the first ``T`` positions are what a run cut to a batch of length ``T`` would give. The
+    default bound, 1 GiB, holds every row of a 240-pair split of SmolLM2 (about 2.7 MB per row of
+    40 tokens).
     """
 
     def __init__(self, model: nn.Module, cache_bytes: int = 1 << 30) -> None:
         self.model = model
-        self.cache = TensorLRU(cache_bytes)  # (split uid, T, *rows) -> [L, R, T, H, d]
+        self.cache = TensorLRU(cache_bytes)  # (split uid, row) -> [L, W, H, d]
+        self._width: dict[int, int] = {}  # split uid -> its longest source sequence
 
-    def source_seqs(self, batch: Batch) -> list[torch.Tensor]:
+    def source_seq(self, data: Encoded, row: int) -> torch.Tensor:
         raise NotImplementedError
+
+    def width(self, data: Encoded) -> int:
+        if data.uid not in self._width:
+            self._width[data.uid] = max(len(self.source_seq(data, r)) for r in range(len(data.seqs)))
+        return self._width[data.uid]
 
     @torch.no_grad()  # not inference_mode: these values are reused inside autograd when training
     def _compute(self, batch: Batch) -> list[torch.Tensor]:
+        data, T = batch.data, batch.input_ids.shape[1]
+        rows = [int(i) for i in batch.rows]
         # keyed by the split's uid, never id(): a freed split's address can be reused by a new one
-        key = (batch.data.uid, batch.input_ids.shape[1], *batch.rows.tolist())
-        stacked = self.cache.get(key)
-        if stacked is None:
-            ids, att = pad(self.source_seqs(batch), batch.data.pad_id, batch.input_ids.shape[1])
+        got = {r: v for r in dict.fromkeys(rows) if (v := self.cache.get((data.uid, r))) is not None}
+        missing = [r for r in dict.fromkeys(rows) if r not in got]
+        if missing:
+            W = self.width(data)
+            ids, att = pad([self.source_seq(data, r) for r in missing], data.pad_id, W)
             store: list = []
             device = input_device(self.model)
             with capture_head_outputs(self.model, store):
                 self.model.base_model(input_ids=ids.to(device), attention_mask=att.to(device))
-            stacked = torch.stack(store[0])  # [L, R, T, H, d]
-            self.cache.put(key, stacked)
-        return list(stacked.unbind(0))
+            stacked = torch.stack(store[0])  # [L, R, W, H, d]
+            for j, r in enumerate(missing):
+                got[r] = stacked[:, j].clone()  # a copy, so the cache holds one row and not the batch
+                self.cache.put((data.uid, r), got[r])
+        out = torch.stack([got[r][:, :T] for r in rows], dim=1)  # [L, R, T', H, d], T' = min(T, W)
+        if out.shape[2] < T:  # a batch longer than every source: positions past them stay zero
+            out = torch.nn.functional.pad(out, (0, 0, 0, 0, 0, T - out.shape[2]))
+        return list(out.unbind(0))
 
     def values(self, batch: Batch, n_masks: int = 1) -> list[torch.Tensor]:
         vals = self._compute(batch)
@@ -154,10 +171,9 @@ class ResampleAblation(PatchAblation):
             self._partners[data.uid] = perm
         return self._partners[data.uid]
 
-    def source_seqs(self, batch: Batch) -> list[torch.Tensor]:
-        data = batch.data
+    def source_seq(self, data: Encoded, row: int) -> torch.Tensor:
         r, partner = data.rows_per_example, self.partners(data)
-        return [data.seqs[partner[int(i) // r] * r + int(i) % r] for i in batch.rows]
+        return data.seqs[partner[row // r] * r + row % r]
 
 
 class CounterfactualAblation(PatchAblation):
@@ -169,9 +185,9 @@ class CounterfactualAblation(PatchAblation):
 
     name = "counterfactual"
 
-    def source_seqs(self, batch: Batch) -> list[torch.Tensor]:
-        require_counterfactuals(batch.data)
-        return [batch.data.cf_seqs[int(i)] for i in batch.rows]
+    def source_seq(self, data: Encoded, row: int) -> torch.Tensor:
+        require_counterfactuals(data)
+        return data.cf_seqs[row]
 
 
 def require_counterfactuals(data: Encoded) -> None:
