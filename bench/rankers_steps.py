@@ -51,7 +51,7 @@ class TaskSpec:
 TASKS = {
     "ioi": TaskSpec("default", "default", {"task": "ioi", "n": ITEMS, "split_fractions": SPLITS}),
     "greater_than": TaskSpec("default", "default", {"task": "greater_than", "n": ITEMS, "split_fractions": SPLITS}),
-    "induction": TaskSpec("default", "default", {"task": "induction", "n": ITEMS, "split_fractions": SPLITS}),
+    "induction": TaskSpec("induction", "induction", {"task": "induction", "n": ITEMS, "split_fractions": SPLITS}),
     "det_noun": TaskSpec("blimp", "default", {"data": BLIMP.format("determiner_noun_agreement_1"), "limit": ITEMS,
                                               "split_fractions": SPLITS}),
     "toy": TaskSpec("toy", "toy", {}, toy=True),
