@@ -182,15 +182,17 @@ def test_model_ablation_names_the_field_when_it_cannot_work():
         module.train_ablation
 
 
-def test_the_counterfactual_run_of_a_training_batch_is_counted_in_the_cost():
+def test_the_counterfactual_run_of_a_training_row_is_counted_once_in_the_cost():
     from kmshc.engine.hooks import count_rows
     examples = torch.tensor([1, 4])
     counted = {}
     for name, m in (("mean", _module_on_aligned_ioi("mean")),
                     ("counterfactual", _module_on_aligned_ioi("mean", ablation="counterfactual"))):
         _ = m.train_ablation  # a mean fit runs outside the count, as in training_step
-        batch = batch_of(m.train_data, examples)
-        with count_rows(m.lm, m.cost):
-            m.faithfulness(batch, torch.zeros(batch.rows.numel(), *m.experiment.shape))
-        counted[name] = m.cost.seq_rows
-    assert counted["mean"] > 0 and counted["counterfactual"] == 2 * counted["mean"]
+        for step in ("first", "again"):  # again: the same rows in another batch; their values are cached
+            batch = batch_of(m.train_data, examples if step == "first" else examples.flip(0))
+            with count_rows(m.lm, m.cost):
+                m.faithfulness(batch, torch.zeros(batch.rows.numel(), *m.experiment.shape))
+            counted[name, step] = m.cost.seq_rows
+    assert counted["mean", "first"] > 0 and counted["counterfactual", "first"] == 2 * counted["mean", "first"]
+    assert counted["counterfactual", "again"] - counted["counterfactual", "first"] == counted["mean", "first"]
