@@ -124,8 +124,9 @@ class PatchAblation(Ablation):
         data, T = batch.data, batch.input_ids.shape[1]
         rows = [int(i) for i in batch.rows]
         # keyed by the split's uid, never id(): a freed split's address can be reused by a new one
-        got = {r: v for r in dict.fromkeys(rows) if (v := self.cache.get((data.uid, r))) is not None}
-        missing = [r for r in dict.fromkeys(rows) if r not in got]
+        unique = list(dict.fromkeys(rows))  # a row can repeat within a batch
+        got = {r: v for r in unique if (v := self.cache.get((data.uid, r))) is not None}
+        missing = [r for r in unique if r not in got]
         if missing:
             W = self.width(data)
             ids, att = pad([self.source_seq(data, r) for r in missing], data.pad_id, W)
